@@ -1,0 +1,61 @@
+"""What a distiller needs from a task, whatever the model or engine behind it.
+
+An adapter turns (model, batch) into a ``ModelOutput``: the model's own task loss and the
+outputs that logits distillation compares. Distillers only ever talk to this interface, which
+is how the methods stay free of mmseg, mmdet and diffusers.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+
+@dataclass
+class ModelOutput:
+    """One network's result on a batch."""
+
+    outputs: torch.Tensor | None = None   # logits, per-pixel logits or predicted noise
+    task_loss: torch.Tensor | None = None  # the model's own supervised loss (summed terms)
+    extra: dict = field(default_factory=dict)
+
+
+class Adapter:
+    """Base adapter; subclasses implement ``run``, ``probe`` and ``output_loss``."""
+
+    #: height (and width) of the probe input used to find tap shapes and strides
+    probe_input_size: int = 32
+
+    def prepare(self, batch):
+        """Draw what both networks must share in one step (noise, timesteps); default none."""
+        return batch
+
+    def run(self, model: nn.Module, batch, compute_loss: bool = True) -> ModelOutput:
+        raise NotImplementedError
+
+    def probe(self, model: nn.Module) -> None:
+        """One forward of ``model`` on a small example input (for tap shapes and strides)."""
+        raise NotImplementedError
+
+    def output_loss(self, learner: ModelOutput, target: ModelOutput, batch,
+                    temperature: float) -> torch.Tensor:
+        """Distillation of outputs, gradient to the learner only (KD for logits)."""
+        raise NotImplementedError
+
+    def labels(self, batch):
+        """Class labels of the batch, for losses that need them (DKD); None if the task has
+        none."""
+        return None
+
+    def anchor_boxes(self, batch):
+        """Boxes that anchor SoKD's DAM: a list with one float tensor (N_i, 4) per image,
+        x1, y1, x2, y2 in input-image pixels (detection: ground truth; segmentation: connected
+        components of each foreground class). None when the task has none (classification,
+        where DAM derives pseudo-boxes from the teacher's class activation map)."""
+        return None
+
+    def input_size(self, batch) -> tuple[int, int]:
+        """(H, W) of the network input of this batch, to scale boxes onto feature grids."""
+        raise NotImplementedError
+

@@ -1,0 +1,44 @@
+"""Image classifiers: any ``nn.Module`` mapping images (B,3,H,W) to logits (B,K)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from distill.adapters.base import Adapter, ModelOutput
+from distill.losses.logits import kd_loss
+from distill.registry import ADAPTERS
+
+
+@ADAPTERS.register_module()
+class ClassifierAdapter(Adapter):
+    """Batch: ``dict(inputs=Tensor[B,3,H,W], labels=Tensor[B])``."""
+
+    def __init__(self, input_size: int = 32, in_channels: int = 3,
+                 label_smoothing: float = 0.0):
+        self.probe_input_size = input_size
+        self.in_channels = in_channels
+        self.label_smoothing = label_smoothing
+
+    def run(self, model: nn.Module, batch, compute_loss: bool = True) -> ModelOutput:
+        logits = model(batch['inputs'])
+        task_loss = None
+        if compute_loss:
+            task_loss = F.cross_entropy(logits.float(), batch['labels'],
+                                        label_smoothing=self.label_smoothing)
+        return ModelOutput(outputs=logits, task_loss=task_loss)
+
+    def probe(self, model: nn.Module) -> None:
+        param = next(model.parameters(), None)
+        device = param.device if param is not None else 'cpu'
+        size = self.probe_input_size
+        model(torch.zeros(2, self.in_channels, size, size, device=device))
+
+    def output_loss(self, learner, target, batch, temperature):
+        return kd_loss(learner.outputs, target.outputs, temperature)
+
+    def labels(self, batch):
+        return batch['labels']
+
+    def input_size(self, batch):
+        return tuple(batch['inputs'].shape[-2:])

@@ -1,0 +1,73 @@
+"""Checkpoints: written atomically, read with ``weights_only=True`` unless the caller opts in.
+
+A checkpoint is written to a temporary file beside its target and renamed over it, so a crash
+mid-write never leaves a truncated file where a good one was.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+def save_atomic(obj, path) -> Path:
+    """``torch.save`` to ``path`` through a temporary file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def load_checkpoint(path, map_location='cpu', allow_pickle: bool = False):
+    """Load a checkpoint. Only tensors and plain containers unless ``allow_pickle`` (which runs
+    code from the file: only for files you trust)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f'checkpoint not found: {path}')
+    try:
+        return torch.load(path, map_location=map_location, weights_only=not allow_pickle)
+    except Exception as err:
+        if allow_pickle:
+            raise
+        raise RuntimeError(f'could not load {path} with weights_only=True ({err}). If you trust '
+                           f'this file, load it with allow_pickle=True') from err
+
+
+def _find_state_dict(checkpoint, prefix: str | None):
+    state = checkpoint
+    for key in ('state_dict', 'model'):
+        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+            state = state[key]
+    if prefix:
+        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    return state
+
+
+def load_model_weights(model: nn.Module, path, prefix: str | None = None,
+                       allow_pickle: bool = False, strict: bool = True) -> None:
+    """Load weights into ``model`` from a plain state dict or a checkpoint holding one (under
+    ``state_dict`` or ``model``); ``prefix`` selects a submodule's entries (``'student.'``)."""
+    state = _find_state_dict(load_checkpoint(path, allow_pickle=allow_pickle), prefix)
+    if not isinstance(state, dict) or not state:
+        raise ValueError(f'{path} holds no state dict' + (f' under {prefix!r}' if prefix else ''))
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # shape mismatches
+        raise ValueError(f'{path} does not match the model: {err}') from err
+    if strict and (missing or unexpected):
+        raise ValueError(f'{path} does not match the model: missing {missing[:5]}'
+                       f'{"..." if len(missing) > 5 else ""}, unexpected {unexpected[:5]}'
+                       f'{"..." if len(unexpected) > 5 else ""}')

@@ -1,0 +1,59 @@
+"""ADM: Asymmetric Decision-Making (online KD, ICML 2025), on top of DML (DESIGN 1.1).
+
+    student: CE + kd * T^2 * KL(sg(p_t) || p_s) + co * sum_taps w * L_co(gs, sg(ft))
+    teacher: CE + kd * T^2 * KL(sg(p_s) || p_t) + di * sum_taps w * L_di(ft, sg(gs))
+
+Offline (``online=False``) the teacher is frozen and only the student terms remain.
+``tau`` may follow a schedule over training: ``tau_schedule=dict(start=0.1, end=2.0,
+type='linear'|'cosine')``, driven by ``set_progress`` from the engine.
+"""
+from __future__ import annotations
+
+import math
+
+from distill.distillers.base import Distiller
+from distill.losses.adm import consensus_loss, divergence_loss, similarity_map
+from distill.registry import DISTILLERS
+
+
+@DISTILLERS.register_module()
+class ADM(Distiller):
+    default_online = True
+    default_loss_weights = dict(task=1.0, kd=1.0, co=1.0, di=1.0)
+    uses_taps = True
+
+    def __init__(self, *args, tau: float = 1.0, tau_schedule: dict | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        if tau <= 0:
+            raise ValueError(f'tau must be > 0, got {tau}')
+        if tau_schedule is not None:
+            unknown = set(tau_schedule) - {'start', 'end', 'type'}
+            if unknown or tau_schedule.get('type', 'linear') not in ('linear', 'cosine'):
+                raise ValueError(f"tau_schedule is dict(start=, end=, type='linear'|'cosine'), "
+                                 f'got {tau_schedule}')
+        self.tau = tau
+        self.tau_schedule = tau_schedule
+        self.progress = 0.0
+
+    def current_tau(self) -> float:
+        if self.tau_schedule is None:
+            return self.tau
+        start, end = self.tau_schedule['start'], self.tau_schedule['end']
+        ramp = self.progress
+        if self.tau_schedule.get('type', 'linear') == 'cosine':
+            ramp = (1 - math.cos(math.pi * ramp)) / 2
+        return start + (end - start) * ramp
+
+    def feature_terms(self, student_feats, teacher_feats, batch):
+        tau = self.current_tau()
+        consensus, divergence = 0.0, 0.0
+        for pair, gs, ft in self.aligned_features(student_feats, teacher_feats):
+            similarity = similarity_map(gs, ft)  # shared by both terms, no gradient
+            consensus = consensus + pair['weight'] * consensus_loss(gs, ft, tau, similarity)
+            if self.online:
+                divergence = divergence + pair['weight'] * divergence_loss(ft, gs, tau,
+                                                                           similarity)
+        terms = {'student.co': self.loss_weights['co'] * consensus}
+        if self.online:
+            terms['teacher.di'] = self.loss_weights['di'] * divergence
+        return terms

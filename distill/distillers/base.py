@@ -1,0 +1,174 @@
+"""The shared skeleton of every distiller: two networks, an adapter, taps and connectors.
+
+``forward(batch)`` runs the student (and the teacher) through the adapter with taps active and
+returns a ``dict[str, Tensor]`` of weighted loss terms named ``student.<term>`` and
+``teacher.<term>``; the engine sums them and steps. One backward over the sum is enough: each
+term's detaches decide which network it updates.
+
+Online (the default of DML and ADM) the teacher trains too and gets its own terms. Offline the
+teacher is frozen, kept in eval mode and run under ``no_grad``; only student terms remain.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import nn
+
+from distill.checkpoint import load_model_weights
+from distill.connectors import build_connector, check_alignable
+from distill.registry import ADAPTERS
+from distill.taps import FeatureTaps, TapSpec, find_auto_taps, probe_strides
+
+
+def build_network(cfg) -> nn.Module:
+    """An ``nn.Module`` as given, or one built from a model config dict."""
+    if isinstance(cfg, nn.Module):
+        return cfg
+    from distill.models import build_model  # the zoo registers itself on import
+    return build_model(cfg)
+
+
+def _tap_side(pair: dict, side: str) -> TapSpec:
+    spec = pair[side]
+    if isinstance(spec, str):
+        return TapSpec(spec, pair.get('index'))
+    return TapSpec.parse(spec)
+
+
+class Distiller(nn.Module):
+    """Base class. Subclasses add ``feature_terms``; this class does task and logits terms."""
+
+    default_online = True
+    default_loss_weights = dict(task=1.0, kd=1.0)
+    uses_taps = False
+
+    def __init__(self, student, teacher, adapter=dict(type='ClassifierAdapter'),
+                 online: bool | None = None, loss_weights: dict | None = None,
+                 temperature: float = 4.0, taps=None, connector=dict(type='ConvBNConnector'),
+                 teacher_ckpt: str | None = None):
+        super().__init__()
+        self.student = build_network(student)
+        self.teacher = build_network(teacher)
+        self.adapter = adapter if not isinstance(adapter, dict) else ADAPTERS.build(adapter)
+        self.online = self.default_online if online is None else online
+        unknown = set(loss_weights or {}) - set(self.default_loss_weights)
+        if unknown:
+            raise KeyError(f'{type(self).__name__} has no loss term(s) {sorted(unknown)}; '
+                           f'its terms are {sorted(self.default_loss_weights)}')
+        self.loss_weights = {**self.default_loss_weights, **(loss_weights or {})}
+        self.temperature = temperature
+        if teacher_ckpt:
+            load_model_weights(self.teacher, teacher_ckpt)
+        if not self.online:
+            self.teacher.requires_grad_(False)
+            self.teacher.eval()
+
+        self.tap_pairs: list[dict] = []
+        self.connectors = nn.ModuleList()
+        if self.uses_taps:
+            self._build_taps(taps, connector)
+
+    # ---------------------------------------------------------------- construction
+    def _probe(self, model: nn.Module, run) -> None:
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                run(model)
+        finally:
+            model.train(was_training)
+
+    def _build_taps(self, taps, connector_cfg) -> None:
+        if taps is None:
+            raise ValueError(f"{type(self).__name__} needs taps: a list of "
+                             f"dict(student=PATH, teacher=PATH) or 'auto'")
+        if taps == 'auto':
+            size = self.adapter.probe_input_size
+            strides = [self._strides(model, size) for model in (self.student, self.teacher)]
+            taps = find_auto_taps(*strides)
+        self.student_taps = FeatureTaps(self.student, [_tap_side(p, 'student') for p in taps],
+                                        owner='student')
+        self.teacher_taps = FeatureTaps(self.teacher, [_tap_side(p, 'teacher') for p in taps],
+                                        owner='teacher')
+        # one probe forward of each network gives the tapped shapes, hence the connectors
+        shapes = []
+        for model, model_taps in ((self.student, self.student_taps),
+                                  (self.teacher, self.teacher_taps)):
+            with model_taps.recording() as feats:
+                self._probe(model, self.adapter.probe)
+            shapes.append({key: tuple(feat.shape) for key, feat in feats.items()})
+        for pair, s_spec, t_spec in zip(taps, self.student_taps.specs, self.teacher_taps.specs):
+            s_shape, t_shape = shapes[0].get(s_spec.key), shapes[1].get(t_spec.key)
+            if s_shape is None or t_shape is None:
+                missing = s_spec.key if s_shape is None else t_spec.key
+                raise RuntimeError(f'tap {missing!r} recorded nothing in a probe forward: is the '
+                                   f'module used by forward()?')
+            if len(s_shape) != 4 or len(t_shape) != 4:
+                raise ValueError(f'tap pair {s_spec.key} -> {t_spec.key}: feature distillation '
+                                 f'needs (B,C,H,W) maps, got {s_shape} and {t_shape}')
+            self.tap_pairs.append(dict(student=s_spec.key, teacher=t_spec.key,
+                                       weight=float(pair.get('weight', 1.0)),
+                                       student_shape=s_shape[1:], teacher_shape=t_shape[1:]))
+            self.connectors.append(build_connector(connector_cfg, s_shape[1], t_shape[1]))
+
+    def _strides(self, model, size):
+        was_training = model.training
+        model.eval()
+        try:
+            return probe_strides(model, self.adapter.probe, size)
+        finally:
+            model.train(was_training)
+
+    # ---------------------------------------------------------------- running
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if not self.online:  # a frozen teacher stays in eval mode (BN statistics, dropout)
+            self.teacher.eval()
+        return self
+
+    def _run_networks(self, batch):
+        batch = self.adapter.prepare(batch)
+        taps = self.uses_taps
+        with (self.student_taps.recording() if taps else contextlib.nullcontext({})) as s_feats:
+            student_out = self.adapter.run(self.student, batch)
+        teacher_grad = contextlib.nullcontext() if self.online else torch.no_grad()
+        with teacher_grad, (self.teacher_taps.recording() if taps
+                            else contextlib.nullcontext({})) as t_feats:
+            teacher_out = self.adapter.run(self.teacher, batch, compute_loss=self.online)
+        return batch, student_out, teacher_out, s_feats, t_feats
+
+    def aligned_features(self, student_feats: dict, teacher_feats: dict):
+        """Yield ``(tap pair, aligned student feature, teacher feature)`` for every tap."""
+        for pair, connector in zip(self.tap_pairs, self.connectors):
+            fs, ft = student_feats[pair['student']], teacher_feats[pair['teacher']]
+            check_alignable(fs, ft, f"{pair['student']} -> {pair['teacher']}")
+            yield pair, connector(fs, ft.shape[-2:]), ft
+
+    def forward(self, batch) -> dict[str, torch.Tensor]:
+        batch, student_out, teacher_out, s_feats, t_feats = self._run_networks(batch)
+        weights = self.loss_weights
+        terms = {'student.task': weights['task'] * student_out.task_loss}
+        if self.online:
+            terms['teacher.task'] = weights['task'] * teacher_out.task_loss
+        if weights.get('kd', 0):
+            terms.update(self.output_terms(student_out, teacher_out, batch))
+        terms.update(self.feature_terms(s_feats, t_feats, batch))
+        return terms
+
+    def output_terms(self, student_out, teacher_out, batch) -> dict[str, torch.Tensor]:
+        """Logits KD to the student; online, the mirror term to the teacher (DML)."""
+        w, temp = self.loss_weights['kd'], self.temperature
+        terms = {'student.kd': w * self.adapter.output_loss(student_out, teacher_out, batch,
+                                                            temp)}
+        if self.online:
+            terms['teacher.kd'] = w * self.adapter.output_loss(teacher_out, student_out, batch,
+                                                               temp)
+        return terms
+
+    def feature_terms(self, student_feats, teacher_feats, batch) -> dict[str, torch.Tensor]:
+        return {}
+
+    def set_progress(self, progress: float) -> None:
+        """Called by engines with the fraction of training done, for schedules."""
+        self.progress = float(min(max(progress, 0.0), 1.0))

@@ -1,0 +1,137 @@
+"""Distillers: loss-term names online and offline, where each term's gradient goes, errors."""
+import pytest
+import torch
+from torch import nn
+
+from distill import DISTILLERS, build_distiller
+from distill.checkpoint import save_atomic
+from distill.taps import TapPathError
+
+
+def net(width, classes=5):
+    return nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+                         nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2 * width, classes))
+
+
+TAPS = [dict(student='2', teacher='2'), dict(student='4', teacher='4', weight=0.5)]
+
+
+def make(kind='ADM', **kw):
+    torch.manual_seed(0)
+    cfg = dict(type=kind, student=net(4), teacher=net(8),
+               adapter=dict(type='ClassifierAdapter', input_size=16))
+    if kind in ('ADM', 'FitNet'):
+        cfg['taps'] = TAPS
+    cfg.update(kw)
+    return build_distiller(cfg)
+
+
+def batch(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return dict(inputs=torch.randn(4, 3, 16, 16, generator=g),
+                labels=torch.randint(0, 5, (4,), generator=g))
+
+
+@pytest.mark.parametrize('kind,online,names', [
+    ('ADM', True, {'student.task', 'student.kd', 'student.co',
+                   'teacher.task', 'teacher.kd', 'teacher.di'}),
+    ('ADM', False, {'student.task', 'student.kd', 'student.co'}),
+    ('DML', True, {'student.task', 'student.kd', 'teacher.task', 'teacher.kd'}),
+    ('KD', False, {'student.task', 'student.kd'}),
+    ('DKD', False, {'student.task', 'student.kd'}),
+    ('FitNet', False, {'student.task', 'student.fitnet'}),
+])
+def test_term_names(kind, online, names):
+    distiller = make(kind, online=online)
+    terms = distiller(batch())
+    assert set(terms) == names
+    assert all(t.dim() == 0 and torch.isfinite(t) for t in terms.values())
+
+
+def test_registry_lists_the_methods():
+    for name in ('ADM', 'DML', 'KD', 'DKD', 'FitNet'):
+        assert DISTILLERS.get(name) is not None
+
+
+def _param_grads(distiller, term):
+    distiller.zero_grad(set_to_none=True)
+    terms = distiller(batch())
+    terms[term].backward()
+    groups = dict(student=distiller.student, teacher=distiller.teacher,
+                  connectors=distiller.connectors)
+    return {name: any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.parameters())
+            for name, m in groups.items()}
+
+
+@pytest.mark.parametrize('term,expected', [
+    ('student.co', dict(student=True, teacher=False, connectors=True)),
+    ('teacher.di', dict(student=False, teacher=True, connectors=False)),
+    ('student.kd', dict(student=True, teacher=False, connectors=False)),
+    ('teacher.kd', dict(student=False, teacher=True, connectors=False)),
+    ('student.task', dict(student=True, teacher=False, connectors=False)),
+    ('teacher.task', dict(student=False, teacher=True, connectors=False)),
+])
+def test_each_adm_term_updates_only_its_network(term, expected):
+    assert _param_grads(make('ADM'), term) == expected
+
+
+def test_offline_teacher_is_frozen_in_eval_and_untouched():
+    distiller = make('ADM', online=False)
+    distiller.train()
+    assert not distiller.teacher.training and distiller.student.training
+    assert not any(p.requires_grad for p in distiller.teacher.parameters())
+    bn_before = distiller.teacher[1].running_mean.clone()
+    sum(distiller(batch()).values()).backward()
+    assert torch.equal(distiller.teacher[1].running_mean, bn_before)
+    assert all(p.grad is None for p in distiller.teacher.parameters())
+
+
+def test_loss_weights_scale_terms_and_unknown_weight_is_an_error():
+    plain = make('ADM')(batch())
+    scaled = make('ADM', loss_weights=dict(co=3.0, di=0.5))(batch())
+    torch.testing.assert_close(scaled['student.co'], 3 * plain['student.co'])
+    torch.testing.assert_close(scaled['teacher.di'], 0.5 * plain['teacher.di'])
+    with pytest.raises(KeyError, match='fitnet'):
+        make('ADM', loss_weights=dict(fitnet=1.0))
+
+
+def test_tau_schedule_follows_progress():
+    distiller = make('ADM', tau_schedule=dict(start=0.1, end=2.0))
+    distiller.set_progress(0.0)
+    assert distiller.current_tau() == pytest.approx(0.1)
+    distiller.set_progress(0.5)
+    assert distiller.current_tau() == pytest.approx(1.05)
+    distiller.set_progress(1.0)
+    low_tau = distiller(batch())['student.co']
+    distiller.set_progress(0.0)
+    assert not torch.equal(low_tau, distiller(batch())['student.co'])
+    with pytest.raises(ValueError, match='tau_schedule'):
+        make('ADM', tau_schedule=dict(start=0.1, stop=1.0))
+
+
+def test_auto_taps_and_connector_shapes():
+    distiller = make('ADM', taps='auto')
+    assert [p['student'] for p in distiller.tap_pairs] == ['4']
+    assert distiller.connectors[0].conv.weight.shape == (16, 8, 1, 1)
+
+
+def test_unknown_tap_path_is_a_clear_error():
+    with pytest.raises(TapPathError, match="teacher has no module at tap path '22'"):
+        make('ADM', taps=[dict(student='2', teacher='22')])
+
+
+def test_unalignable_features_name_the_tap():
+    with pytest.raises(ValueError, match=r"7 -> 7.*\(B,C,H,W\)"):
+        make('ADM', taps=[dict(student='7', teacher='7')])  # Linear outputs: (B, K)
+
+
+def test_teacher_checkpoint_is_loaded(tmp_path):
+    teacher = net(8)
+    save_atomic({'state_dict': teacher.state_dict()}, tmp_path / 'teacher.pth')
+    distiller = make('ADM', online=False, teacher_ckpt=str(tmp_path / 'teacher.pth'))
+    for key, value in teacher.state_dict().items():
+        assert torch.equal(distiller.teacher.state_dict()[key], value)
+    with pytest.raises(ValueError, match='does not match'):
+        save_atomic({'state_dict': net(4).state_dict()}, tmp_path / 'wrong.pth')
+        make('ADM', online=False, teacher_ckpt=str(tmp_path / 'wrong.pth'))
