@@ -17,7 +17,7 @@ from torch import nn
 
 from distill.checkpoint import load_model_weights
 from distill.connectors import build_connector, check_alignable
-from distill.registry import ADAPTERS
+from distill.adapters import build_adapter
 from distill.taps import FeatureTaps, TapSpec, find_auto_taps, probe_strides
 
 
@@ -50,7 +50,7 @@ class Distiller(nn.Module):
         super().__init__()
         self.student = build_network(student)
         self.teacher = build_network(teacher)
-        self.adapter = adapter if not isinstance(adapter, dict) else ADAPTERS.build(adapter)
+        self.adapter = build_adapter(adapter)
         self.online = self.default_online if online is None else online
         unknown = set(loss_weights or {}) - set(self.default_loss_weights)
         if unknown:

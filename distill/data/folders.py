@@ -1,0 +1,116 @@
+"""``ImageFolder``: a classification dataset from ``root/<class>/<image files>``.
+
+The layout of torchvision's ``ImageFolder`` (class names are the sorted sub-folder names,
+files are found recursively under each), without torchvision.  Errors name the path at
+fault: a missing root, a root without class folders or images, a file that does not decode.
+"""
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from torch.utils.data import Dataset
+
+from distill.registry import DATASETS
+
+from .transforms import image_to_tensor
+
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.webp', '.gif', '.tif', '.tiff')
+
+
+def _is_image_file(path):
+    return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def find_classes(root):
+    """Sorted names of the sub-folders of ``root`` (hidden ones skipped)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f'image folder root {str(root)!r} does not exist or is not a '
+                                f'directory')
+    classes = sorted(entry.name for entry in os.scandir(root)
+                     if entry.is_dir() and not entry.name.startswith('.'))
+    if not classes:
+        raise ValueError(f'no class folders in {str(root)!r}: expected the layout '
+                         f'root/<class name>/<image files>')
+    return classes
+
+
+def load_rgb_image(path, image_size=None):
+    """Decode ``path`` to an RGB uint8 (H, W, 3) array, resized (bilinear) to ``image_size``.
+
+    Raises ValueError naming the file if it cannot be decoded.
+    """
+    try:
+        with Image.open(path) as image:
+            image = image.convert('RGB')  # also forces the full decode
+            if image_size is not None:
+                height, width = (image_size, image_size) if isinstance(image_size, int) \
+                    else image_size
+                image = image.resize((width, height), Image.BILINEAR)
+            return np.array(image)  # a writable copy, as torch.from_numpy wants
+    # What PIL raises on bad data (UnidentifiedImageError is an OSError).
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise ValueError(f'cannot decode image file {str(path)!r}: {err}') from err
+
+
+@DATASETS.register_module(name='ImageFolder')
+class ImageFolder(Dataset):
+    """Images in ``root/<class>/**/<file>``; items are ``dict(inputs, labels)``.
+
+    Args:
+        root: folder whose sub-folders are the classes (sorted names -> labels 0..K-1).
+        image_size: resize every image to this (int or (height, width)); needed to batch
+            images of different sizes.  None keeps each image's own size.
+
+    ``inputs`` is a float tensor (3, H, W) in [0, 1]; ``labels`` an int.  Images are decoded
+    when read; call ``verify()`` to check every file up front.
+    """
+
+    def __init__(self, root, image_size=None):
+        self.root = Path(root)
+        self.image_size = image_size
+        self.classes = find_classes(self.root)
+        self.class_to_idx = {name: label for label, name in enumerate(self.classes)}
+        self.samples = []  # (path, label)
+        for name in self.classes:
+            class_dir = self.root / name
+            for dir_path, dir_names, file_names in os.walk(class_dir, followlinks=True):
+                dir_names.sort()  # os.walk order is arbitrary; sorting makes it reproducible
+                for file_name in sorted(file_names):
+                    path = Path(dir_path) / file_name
+                    if _is_image_file(path):
+                        self.samples.append((path, self.class_to_idx[name]))
+        if not self.samples:
+            raise ValueError(f'no image files ({", ".join(IMAGE_EXTENSIONS)}) in the class '
+                             f'folders of {str(self.root)!r}')
+
+    @property
+    def targets(self):
+        return [label for _, label in self.samples]
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, index):
+        path, label = self.samples[index]
+        image = load_rgb_image(path, self.image_size)
+        return dict(inputs=image_to_tensor(image), labels=label)
+
+    def verify(self, raise_error=True):
+        """Decode every file; return the list of those that fail.
+
+        With ``raise_error`` (default) a ValueError lists every bad file instead, so a long
+        run stops before it starts rather than at the first bad file hours later.
+        """
+        bad_files = []
+        for path, _ in self.samples:
+            try:
+                load_rgb_image(path)
+            except ValueError as err:
+                bad_files.append((path, err.__cause__ or err))
+        if bad_files and raise_error:
+            listing = '\n'.join(f'  {path}: {err}' for path, err in bad_files)
+            raise ValueError(f'{len(bad_files)} of {len(self.samples)} image files in '
+                             f'{str(self.root)!r} cannot be decoded:\n{listing}')
+        return [path for path, _ in bad_files]

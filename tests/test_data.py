@@ -1,0 +1,220 @@
+"""Data: the shapes generator, dataset loaders, batch augmentation."""
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from distill.data import (CIFAR10, CIFAR100, ImageFolder, ShapesClassification, build_dataset,
+                          collate_classification, render_shapes, shape_class_names,
+                          write_shapes_imagefolder)
+from distill.data.transforms import normalize, random_crop_flip
+from distill.data.writers import shapes_class_folder_names
+
+
+# ---------------------------------------------------------------- shapes generator
+
+def _pixel_box(pixels):
+    """x1, y1, x2, y2 (exclusive) of the True pixels."""
+    rows, cols = np.nonzero(pixels)
+    return [cols.min(), rows.min(), cols.max() + 1, rows.max() + 1]
+
+
+def test_render_shapes_is_deterministic_per_seed():
+    first, again = render_shapes(7, seed=3), render_shapes(7, seed=3)
+    for key in first:
+        np.testing.assert_array_equal(first[key], again[key])
+    other_seed = render_shapes(7, seed=4)
+    assert not np.array_equal(first['image'], other_seed['image'])
+    assert not np.array_equal(first['image'], render_shapes(8, seed=3)['image'])
+
+
+def test_render_shapes_output_format():
+    sample = render_shapes(0, image_size=40, num_objects=3)
+    assert sample['image'].shape == (40, 40, 3) and sample['image'].dtype == np.uint8
+    assert sample['mask'].shape == (40, 40) and sample['mask'].dtype == np.int64
+    assert sample['boxes'].dtype == np.float32 and sample['boxes'].shape[1] == 4
+    assert sample['box_labels'].dtype == np.int64
+    assert len(sample['boxes']) == len(sample['box_labels']) <= 3
+
+
+def test_single_object_box_is_tight_around_its_mask():
+    for index in range(40):
+        sample = render_shapes(index, seed=0)
+        label = sample['label']
+        assert set(np.unique(sample['mask'])) == {0, label + 1}
+        assert sample['box_labels'].tolist() == [label]
+        np.testing.assert_array_equal(sample['boxes'][0], _pixel_box(sample['mask'] > 0))
+
+
+def test_occluded_objects_keep_visible_pixels_only():
+    for index in range(20):
+        sample = render_shapes(index, seed=1, image_size=48, num_objects=(2, 4),
+                               size_range=(0.15, 0.3))
+        assert sample['box_labels'][0] == sample['label']  # object 0 is on top
+        for box_index, (box, label) in enumerate(zip(sample['boxes'], sample['box_labels'])):
+            visible = sample['instances'] == box_index + 1
+            assert visible.any()
+            np.testing.assert_array_equal(box, _pixel_box(visible))
+            assert (sample['mask'][visible] == label + 1).all()
+        assert ((sample['instances'] > 0) == (sample['mask'] > 0)).all()
+
+
+def test_classes_vary_and_num_classes_limits_them():
+    labels = {render_shapes(i, seed=0)['label'] for i in range(60)}
+    assert labels == set(range(6))
+    assert {render_shapes(i, num_classes=3)['label'] for i in range(30)} <= {0, 1, 2}
+    assert len(shape_class_names(10)) == 10
+    with pytest.raises(ValueError, match='num_classes'):
+        render_shapes(0, num_classes=99)
+
+
+def test_shapes_classification_dataset():
+    dataset = build_dataset(dict(type='ShapesClassification', num_samples=12, seed=2,
+                                 image_size=24))
+    assert isinstance(dataset, ShapesClassification) and len(dataset) == 12
+    assert dataset.classes == shape_class_names(6)
+    item = dataset[3]
+    assert item['inputs'].shape == (3, 24, 24) and item['inputs'].dtype == torch.float32
+    assert 0.0 <= item['inputs'].min() and item['inputs'].max() <= 1.0
+    assert item['labels'] == render_shapes(3, seed=2, image_size=24)['label']
+    assert dataset[3]['inputs'] is item['inputs']  # cached, not rendered again
+    batch = collate_classification([dataset[i] for i in range(4)])
+    assert batch['inputs'].shape == (4, 3, 24, 24) and batch['labels'].dtype == torch.long
+    with pytest.raises(IndexError):
+        dataset[12]
+
+
+# ---------------------------------------------------------------- ImageFolder
+
+def test_image_folder_reads_the_written_shapes(tmp_path):
+    splits = write_shapes_imagefolder(tmp_path, num_train=18, num_val=6, seed=0)
+    train = build_dataset(dict(type='ImageFolder', root=str(splits['train'])))
+    val = ImageFolder(splits['val'], image_size=16)
+    assert train.classes == val.classes == shapes_class_folder_names(6)
+    assert len(train) == 18 and len(val) == 6
+    # Folder names sort like the class indices, so labels agree with the in-memory set.
+    shapes = ShapesClassification(num_samples=18, seed=0)
+    for path, label in train.samples:  # files are named by their sample index
+        assert label == shapes[int(path.stem)]['labels']
+    item = train[0]
+    assert item['inputs'].shape == (3, 32, 32)
+    assert val[0]['inputs'].shape == (3, 16, 16)
+    assert ImageFolder(splits['val'], image_size=(8, 12))[0]['inputs'].shape == (3, 8, 12)
+
+
+def test_image_folder_clear_errors_for_missing_or_empty(tmp_path):
+    with pytest.raises(FileNotFoundError, match='nowhere'):
+        ImageFolder(tmp_path / 'nowhere')
+    (tmp_path / 'empty').mkdir()
+    with pytest.raises(ValueError, match='no class folders'):
+        ImageFolder(tmp_path / 'empty')
+    (tmp_path / 'no_images' / 'cat').mkdir(parents=True)
+    (tmp_path / 'no_images' / 'cat' / 'notes.txt').write_text('not an image')
+    with pytest.raises(ValueError, match='no image files'):
+        ImageFolder(tmp_path / 'no_images')
+
+
+def test_image_folder_names_the_corrupt_file(tmp_path):
+    splits = write_shapes_imagefolder(tmp_path, num_train=6, num_val=0)
+    class_dir = splits['train'] / shapes_class_folder_names(6)[0]
+    corrupt = class_dir / 'ZZ_corrupt.PNG'  # upper-case extension is still an image
+    corrupt.write_bytes(b'this is not a png at all' * 10)
+    dataset = ImageFolder(splits['train'])
+    assert len(dataset) == 7
+    bad_index = [str(path) for path, _ in dataset.samples].index(str(corrupt))
+    with pytest.raises(ValueError, match='ZZ_corrupt.PNG'):
+        dataset[bad_index]
+    with pytest.raises(ValueError, match='ZZ_corrupt.PNG'):
+        dataset.verify()
+    assert dataset.verify(raise_error=False) == [corrupt]
+
+
+# ---------------------------------------------------------------- CIFAR pickles
+
+def _dump(path, obj):
+    with open(path, 'wb') as file:
+        pickle.dump(obj, file)
+
+
+def _fake_batch(num, num_classes, label_key, seed):
+    rng = np.random.default_rng(seed)
+    return {b'data': rng.integers(0, 256, size=(num, 3072), dtype=np.uint8),
+            label_key: rng.integers(0, num_classes, size=num).tolist()}
+
+
+def test_cifar100_reads_the_python_pickles(tmp_path):
+    folder = tmp_path / 'cifar-100-python'
+    folder.mkdir()
+    train = _fake_batch(5, 100, b'fine_labels', seed=0)
+    _dump(folder / 'train', train)
+    _dump(folder / 'test', _fake_batch(3, 100, b'fine_labels', seed=1))
+    _dump(folder / 'meta', {b'fine_label_names': [f'class{i}'.encode() for i in range(100)]})
+
+    for root in (tmp_path, folder):  # the folder or its parent
+        dataset = CIFAR100(root)
+        assert len(dataset) == 5 and dataset.classes[:2] == ['class0', 'class1']
+    item = dataset[2]
+    assert item['labels'] == train[b'fine_labels'][2]
+    # Row layout: 1024 red, then green, then blue values, each row-major 32x32.
+    expected = torch.from_numpy(train[b'data'][2].reshape(3, 32, 32)).float() / 255
+    torch.testing.assert_close(item['inputs'], expected)
+    assert len(build_dataset(dict(type='CIFAR100', root=str(tmp_path), train=False))) == 3
+
+
+def test_cifar_missing_files_name_the_expected_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match='cifar-100-python.*train'):
+        CIFAR100(tmp_path)
+    with pytest.raises(FileNotFoundError, match='data_batch_1'):
+        CIFAR10(tmp_path)
+
+
+def test_cifar10_reads_the_python_pickles(tmp_path):
+    folder = tmp_path / 'cifar-10-batches-py'
+    folder.mkdir()
+    for i in range(1, 6):
+        _dump(folder / f'data_batch_{i}', _fake_batch(2, 10, b'labels', seed=i))
+    _dump(folder / 'test_batch', _fake_batch(4, 10, b'labels', seed=9))
+    _dump(folder / 'batches.meta', {b'label_names': [f'c{i}'.encode() for i in range(10)]})
+    assert len(CIFAR10(tmp_path)) == 10 and len(CIFAR10(folder, train=False)) == 4
+    assert CIFAR10(tmp_path).classes[9] == 'c9'
+
+
+# ---------------------------------------------------------------- batch transforms
+
+def test_random_crop_flip_is_reproducible_and_keeps_shape():
+    images = torch.rand(6, 3, 10, 12)
+    out = random_crop_flip(images, padding=3, generator=torch.Generator().manual_seed(5))
+    again = random_crop_flip(images, padding=3, generator=torch.Generator().manual_seed(5))
+    assert out.shape == images.shape
+    torch.testing.assert_close(out, again)
+    other = random_crop_flip(images, padding=3, generator=torch.Generator().manual_seed(6))
+    assert not torch.equal(out, other)
+
+
+def test_random_crop_flip_identity_and_flip():
+    images = torch.rand(4, 3, 8, 8)
+    generator = torch.Generator().manual_seed(0)
+    torch.testing.assert_close(
+        random_crop_flip(images, padding=0, generator=generator, flip_prob=0.0), images)
+    torch.testing.assert_close(
+        random_crop_flip(images, padding=0, generator=generator, flip_prob=1.0),
+        images.flip(-1))
+
+
+def test_random_crop_flip_outputs_are_windows_of_the_padded_image():
+    images = torch.rand(8, 2, 6, 6) + 1.0  # nonzero, so padding shows as exact zeros
+    out = random_crop_flip(images, padding=2, generator=torch.Generator().manual_seed(1))
+    padded = torch.nn.functional.pad(images, (2, 2, 2, 2))
+    for sample, result in zip(padded, out):
+        windows = [candidate
+                   for y in range(5) for x in range(5)
+                   for candidate in (sample[:, y:y + 6, x:x + 6],
+                                     sample[:, y:y + 6, x:x + 6].flip(-1))]
+        assert any(torch.equal(result, window) for window in windows)
+
+
+def test_normalize():
+    images = torch.full((2, 3, 4, 4), 0.5)
+    out = normalize(images, mean=(0.5, 0.25, 0.0), std=(1.0, 0.5, 0.25))
+    torch.testing.assert_close(out[0, :, 0, 0], torch.tensor([0.0, 0.5, 2.0]))
