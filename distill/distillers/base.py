@@ -48,9 +48,10 @@ class Distiller(nn.Module):
                  temperature: float = 4.0, taps=None, connector=dict(type='ConvBNConnector'),
                  teacher_ckpt: str | None = None):
         super().__init__()
+        # the adapter first: importing it registers its task's model builders (UNets)
+        self.adapter = build_adapter(adapter)
         self.student = build_network(student)
         self.teacher = build_network(teacher)
-        self.adapter = build_adapter(adapter)
         self.online = self.default_online if online is None else online
         unknown = set(loss_weights or {}) - set(self.default_loss_weights)
         if unknown:

@@ -1,0 +1,109 @@
+"""Checkpoints of the diffusion engine: ``output_dir/checkpoint-{step}`` as diffusers names them.
+
+``accelerator.save_state`` writes models, optimiser, lr schedule and RNG states; beside it go
+what Accelerate does not know about, each loadable with ``weights_only=True``:
+
+* ``ema.pt``                  the student's EMA (main process);
+* ``noise_generator_{r}.pt``  process r's generator of noise, timesteps and flips;
+* ``training_state.json``     step, epoch and batches consumed in that epoch, written last,
+                              after every process has finished: a checkpoint without it is
+                              incomplete and ``latest`` skips it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import torch
+
+from distill.checkpoint import load_checkpoint, save_atomic
+
+CHECKPOINT_PATTERN = re.compile(r'^checkpoint-(\d+)$')
+STATE_FILE = 'training_state.json'
+
+
+def list_checkpoints(output_dir) -> list[Path]:
+    """``checkpoint-N`` folders of ``output_dir``, oldest (smallest N) first."""
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return []
+    found = [(int(m.group(1)), path) for path in output_dir.iterdir()
+             if path.is_dir() and (m := CHECKPOINT_PATTERN.match(path.name))]
+    return [path for _, path in sorted(found)]
+
+
+def resolve_resume(output_dir, resume_from_checkpoint: str | None) -> Path | None:
+    """``'latest'`` -> the newest complete checkpoint (None if there is none, as in diffusers'
+    examples); a name or path -> that folder, which must be complete."""
+    if not resume_from_checkpoint:
+        return None
+    if resume_from_checkpoint == 'latest':
+        complete = [p for p in list_checkpoints(output_dir) if (p / STATE_FILE).is_file()]
+        return complete[-1] if complete else None
+    path = Path(resume_from_checkpoint)
+    if not path.is_absolute() and not path.exists():
+        path = Path(output_dir) / path
+    if not (path / STATE_FILE).is_file():
+        raise FileNotFoundError(f'--resume_from_checkpoint {resume_from_checkpoint!r}: '
+                                f'{str(path)!r} is not a complete checkpoint (no {STATE_FILE})')
+    return path
+
+
+def prune_checkpoints(output_dir, total_limit: int | None) -> list[Path]:
+    """Before saving a new checkpoint, delete the oldest so that at most ``total_limit``
+    remain after it (diffusers' ``--checkpoints_total_limit``). Main process only."""
+    if not total_limit:
+        return []
+    existing = list_checkpoints(output_dir)
+    excess = len(existing) - (total_limit - 1)
+    removed = existing[:max(excess, 0)]
+    for path in removed:
+        shutil.rmtree(path)
+    return removed
+
+
+def save_checkpoint(accelerator, output_dir, step: int, epoch: int, batches_in_epoch: int,
+                    noise_generator: torch.Generator, ema=None,
+                    total_limit: int | None = None) -> Path:
+    """Save everything a resume needs. Must run on every process (``save_state`` gathers and
+    each process writes its own RNG states)."""
+    output_dir = Path(output_dir)
+    if accelerator.is_main_process:
+        prune_checkpoints(output_dir, total_limit)
+    accelerator.wait_for_everyone()
+    path = output_dir / f'checkpoint-{step}'
+    accelerator.save_state(str(path))
+    rank = accelerator.process_index
+    save_atomic(noise_generator.get_state(), path / f'noise_generator_{rank}.pt')
+    if ema is not None and accelerator.is_main_process:
+        save_atomic(ema.state_dict(), path / 'ema.pt')
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        state = dict(global_step=step, epoch=epoch, batches_in_epoch=batches_in_epoch,
+                     num_processes=accelerator.num_processes)
+        tmp = path / f'.{STATE_FILE}.tmp'
+        tmp.write_text(json.dumps(state))
+        os.replace(tmp, path / STATE_FILE)
+    accelerator.wait_for_everyone()
+    return path
+
+
+def load_checkpoint_dir(accelerator, path, noise_generator: torch.Generator, ema=None) -> dict:
+    """Restore a checkpoint written by ``save_checkpoint``; returns its training state."""
+    path = Path(path)
+    state = json.loads((path / STATE_FILE).read_text())
+    if state.get('num_processes', accelerator.num_processes) != accelerator.num_processes:
+        raise ValueError(f'{path} was written by {state["num_processes"]} processes; resuming '
+                         f'with {accelerator.num_processes} would change the data order')
+    accelerator.load_state(str(path))
+    noise_generator.set_state(load_checkpoint(path / f'noise_generator_'
+                                                     f'{accelerator.process_index}.pt'))
+    if ema is not None:
+        ema_file = path / 'ema.pt'
+        if not ema_file.is_file():
+            raise FileNotFoundError(f'{path} has no ema.pt but this run uses EMA (use_ema)')
+        ema.load_state_dict(load_checkpoint(ema_file))
+    return state

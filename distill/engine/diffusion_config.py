@@ -1,0 +1,99 @@
+"""Config of a diffusion run: an mmengine Python config, the diffusers example's flags on top.
+
+Precedence: defaults below < config file < ``--cfg-options k=v`` < named flags
+(``--output_dir``, ``--mixed_precision``, ...), each of which overrides the top-level key of
+the same name. ``--teacher_model_name_or_path DIR`` replaces the teacher by the local
+``save_pretrained`` directory ``DIR`` (its class read from ``DIR/config.json``) and makes the
+run offline (frozen teacher); to fine-tune a pretrained teacher online instead, write
+``teacher=dict(type=..., pretrained=DIR)`` and ``distiller.online=True`` in the config.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+DEFAULTS = dict(
+    output_dir='work_dirs/diffusion', seed=0, mixed_precision='no',
+    gradient_accumulation_steps=1, train_batch_size=16, max_train_steps=10000,
+    learning_rate=1e-4, lr_scheduler='cosine', lr_warmup_steps=500,
+    adam_beta1=0.95, adam_beta2=0.999, adam_weight_decay=1e-6, adam_epsilon=1e-8,
+    max_grad_norm=1.0, use_ema=True, ema_max_decay=0.9999, ema_inv_gamma=1.0, ema_power=0.75,
+    checkpointing_steps=500, checkpoints_total_limit=None, resume_from_checkpoint=None,
+    validation_steps=500, num_validation_images=8, num_inference_steps=50,
+    report_to='tensorboard', logging_dir='logs', logging_steps=50, dataloader_num_workers=0,
+    train_data_dir=None,
+    evaluation=dict(num_images=64, num_buckets=4, num_samples=16, inception_weights=None),
+)
+
+# flag -> (type, help); each overrides the config key of the same name
+FLAGS = dict(
+    output_dir=(str, 'where checkpoints, logs, metrics.json and the student go'),
+    mixed_precision=(str, "'no', 'fp16' or 'bf16'"),
+    gradient_accumulation_steps=(int, 'micro-batches per optimiser step'),
+    checkpointing_steps=(int, 'save checkpoint-N every N optimiser steps'),
+    checkpoints_total_limit=(int, 'keep at most this many checkpoints'),
+    resume_from_checkpoint=(str, "'latest' or a checkpoint-N folder"),
+    report_to=(str, "'tensorboard' or 'none'"),
+    seed=(int, 'seed of weights, data order, noise'),
+    train_data_dir=(str, 'a folder of your images (any depth); default: the config data'),
+    max_train_steps=(int, 'optimiser steps'),
+    train_batch_size=(int, 'images per process per micro-batch'),
+    learning_rate=(float, 'peak learning rate'),
+    lr_scheduler=(str, 'diffusers get_scheduler name (cosine, linear, constant, ...)'),
+    lr_warmup_steps=(int, 'warm-up optimiser steps'),
+    validation_steps=(int, 'DDIM grid every N steps (0: never)'),
+    num_inference_steps=(int, 'DDIM steps for validation grids'),
+    teacher_model_name_or_path=(str, 'a local save_pretrained directory: offline teacher'),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from mmengine.config import DictAction
+    parser = argparse.ArgumentParser(description='Distil a diffusers UNet (ADM, KD, DML)')
+    parser.add_argument('config', help='mmengine Python config, e.g. configs/diffusion/...')
+    for flag, (kind, text) in FLAGS.items():
+        parser.add_argument(f'--{flag}', type=kind, default=None, help=text)
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default=None,
+                        help='override config keys, e.g. distiller.loss_weights.co=0.5')
+    return parser
+
+
+def teacher_from_directory(path: str) -> dict:
+    config_file = Path(path) / 'config.json'
+    if not config_file.is_file():
+        raise FileNotFoundError(f'--teacher_model_name_or_path {path!r}: no config.json there '
+                                f'(a directory written by save_pretrained is expected)')
+    class_name = json.loads(config_file.read_text()).get('_class_name', 'UNet2DModel')
+    return dict(type=class_name, pretrained=str(path))
+
+
+def load_config_file(path, cfg_options: dict | None = None):
+    """``DEFAULTS`` < the config file < ``cfg_options``, as an ``mmengine.Config``."""
+    from mmengine.config import Config
+    cfg = Config(dict(DEFAULTS))
+    cfg.merge_from_dict(Config.fromfile(str(path)).to_dict())
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    return cfg
+
+
+def load_config(args: argparse.Namespace):
+    """The run's ``mmengine.Config``: the file, ``--cfg-options``, then the named flags."""
+    cfg = load_config_file(args.config, args.cfg_options)
+    for flag in FLAGS:
+        value = getattr(args, flag, None)
+        if value is None or flag == 'teacher_model_name_or_path':
+            continue
+        cfg[flag] = value
+    if args.teacher_model_name_or_path:
+        cfg.teacher = teacher_from_directory(args.teacher_model_name_or_path)
+        cfg.distiller.online = False  # a pretrained teacher given here is the offline setting
+    missing = [key for key in ('student', 'teacher', 'distiller', 'noise_scheduler', 'data')
+               if key not in cfg]
+    if missing:
+        raise KeyError(f'{args.config} lacks {missing}; see configs/diffusion/ for examples')
+    if cfg.mixed_precision not in ('no', 'fp16', 'bf16'):
+        raise ValueError(f"mixed_precision must be 'no', 'fp16' or 'bf16', got "
+                         f'{cfg.mixed_precision!r}')
+    return cfg

@@ -1,0 +1,19 @@
+"""Distil a diffusers UNet with ADM (or KD / DML output matching).
+
+    accelerate launch tasks/diffusion/train.py configs/diffusion/adm_shapes_tiny.py \
+        --output_dir work_dirs/adm_shapes --mixed_precision no --report_to tensorboard
+    python tasks/diffusion/train.py CONFIG --resume_from_checkpoint latest
+
+Flags are those of diffusers' train_unconditional.py; see ``--help``.
+"""
+from distill.engine.diffusion import train
+from distill.engine.diffusion_config import build_parser, load_config
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    train(load_config(args))
+
+
+if __name__ == '__main__':
+    main()

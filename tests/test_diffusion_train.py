@@ -1,0 +1,208 @@
+"""tasks/diffusion/train.py end to end: 2-process CPU runs under ``accelerate launch``, resume,
+checkpoint pruning, the saved student in a DDPMPipeline, a user image folder.
+
+Three 2-process launches of ~15-25 s each on 2 cores; tiny UNets at 8x8.
+"""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / 'tasks' / 'diffusion' / 'train.py'
+BASE = REPO / 'configs' / 'diffusion' / 'adm_shapes_tiny.py'
+
+TINY_CONFIG = f"""
+_base_ = {str(BASE)!r}
+resolution = 8
+_unet = dict(type='UNet2DModel', sample_size=8, norm_num_groups=4,
+             down_block_types=('DownBlock2D', 'DownBlock2D'),
+             up_block_types=('UpBlock2D', 'UpBlock2D'))
+teacher = dict(_unet, block_out_channels=(16, 32), layers_per_block=1, _delete_=True)
+student = dict(_unet, block_out_channels=(8, 16), layers_per_block=1, _delete_=True)
+del _unet
+noise_scheduler = dict(num_train_timesteps=100)
+# 48 images, 8 per process per micro-batch on 2 processes: 3 micro-batches per epoch, so
+# with accumulation 2 an epoch is 2 optimiser steps, the second one cut short by the epoch end
+data = dict(resolution=8, num_samples=48, num_heldout=8)
+train_batch_size = 8
+gradient_accumulation_steps = 2
+max_train_steps = 4
+learning_rate = 1e-3
+lr_scheduler = 'linear'
+lr_warmup_steps = 0
+checkpointing_steps = 1
+checkpoints_total_limit = 3
+validation_steps = 2
+num_validation_images = 2
+num_inference_steps = 2
+logging_steps = 1
+report_to = 'none'
+evaluation = dict(num_images=8, num_buckets=2, num_samples=2, num_inference_steps=2)
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+def launch(config, output_dir, *flags, timeout=300):
+    """``accelerate launch --multi_gpu --num_processes 2`` on CPU; returns the metrics."""
+    env = dict(os.environ, OMP_NUM_THREADS='1', ACCELERATE_USE_CPU='1',
+               TOKENIZERS_PARALLELISM='false')
+    command = [sys.executable, '-m', 'accelerate.commands.launch', '--multi_gpu',
+               '--num_processes', '2', '--num_machines', '1', '--mixed_precision', 'no',
+               '--dynamo_backend', 'no', '--main_process_port', str(free_port()),
+               str(SCRIPT), str(config), '--output_dir', str(output_dir), *flags]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout,
+                            cwd=REPO)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    return json.loads((Path(output_dir) / 'metrics.json').read_text())
+
+
+def final(metrics):
+    return [r for r in metrics if r['kind'] == 'final'][-1]
+
+
+@pytest.fixture(scope='module')
+def tiny_config(tmp_path_factory):
+    path = tmp_path_factory.mktemp('config') / 'tiny.py'
+    path.write_text(TINY_CONFIG)
+    return path
+
+
+@pytest.fixture(scope='module')
+def online_run(tiny_config, tmp_path_factory):
+    output_dir = tmp_path_factory.mktemp('online')
+    return output_dir, launch(tiny_config, output_dir, '--report_to', 'tensorboard')
+
+
+def test_online_two_processes_with_accumulation(online_run):
+    output_dir, metrics = online_run
+    record = final(metrics)
+    assert record['num_processes'] == 2 and record['online'] is True
+    assert record['step'] == 4
+    train_terms = [r for r in metrics if r['kind'] == 'train']
+    assert [r['step'] for r in train_terms] == [1, 2, 3, 4]
+    assert {'student.task', 'student.kd', 'student.co', 'teacher.task', 'teacher.kd',
+            'teacher.di'} <= set(train_terms[0])
+    # linear decay over 4 optimiser steps, whatever the processes and accumulation
+    assert [r['lr'] for r in train_terms] == pytest.approx([7.5e-4, 5e-4, 2.5e-4, 0.0])
+    assert set(record['student_denoising_mse']) == {'t000-049', 't050-099', 'mean'}
+    assert record['agreement_mse'] > 0 and record['fid'] is None
+    assert (output_dir / 'validation' / 'step-000002.png').is_file()
+    assert list((output_dir / 'logs').rglob('events.out.tfevents*'))
+    assert (output_dir / 'teacher' / 'config.json').is_file()
+
+
+def test_checkpoints_total_limit_prunes(online_run):
+    output_dir, _ = online_run
+    names = sorted(p.name for p in output_dir.glob('checkpoint-*'))
+    assert names == ['checkpoint-2', 'checkpoint-3', 'checkpoint-4']
+    assert len(list((output_dir / 'checkpoint-4').glob('noise_generator_*.pt'))) == 2
+
+
+def test_resume_matches_uninterrupted(online_run, tiny_config, tmp_path):
+    output_dir, _ = online_run
+    # checkpoint-3 is mid-epoch (epoch 1, 2 of 3 micro-batches consumed)
+    state = json.loads((output_dir / 'checkpoint-3' / 'training_state.json').read_text())
+    assert (state['epoch'], state['batches_in_epoch']) == (1, 2)
+    resumed = tmp_path / 'resumed'
+    shutil.copytree(output_dir / 'checkpoint-3', resumed / 'checkpoint-3')
+    metrics = launch(tiny_config, resumed, '--resume_from_checkpoint', 'latest')
+    assert final(metrics)['num_processes'] == 2
+    for name in ('student/diffusion_pytorch_model.safetensors',
+                 'teacher/diffusion_pytorch_model.safetensors',
+                 'checkpoint-4/model.safetensors'):
+        expected, got = load_file(output_dir / name), load_file(resumed / name)
+        assert expected.keys() == got.keys()
+        assert all(torch.equal(expected[k], got[k]) for k in expected), name
+
+
+def test_saved_student_samples_in_ddpm_pipeline(online_run):
+    from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+    output_dir, _ = online_run
+    assert (output_dir / 'student' / 'diffusion_pytorch_model.safetensors').is_file()
+    unet = UNet2DModel.from_pretrained(output_dir / 'student')
+    assert tuple(unet.config.block_out_channels) == (8, 16)
+    scheduler = DDPMScheduler.from_pretrained(output_dir / 'scheduler')
+    pipeline = DDPMPipeline(unet=unet, scheduler=scheduler)
+    images = pipeline(batch_size=2, num_inference_steps=2, output_type='np',
+                      generator=torch.Generator().manual_seed(0)).images
+    assert images.shape == (2, 8, 8, 3)
+
+
+def test_offline_two_processes_frozen_teacher(tiny_config, tmp_path):
+    from diffusers import UNet2DModel
+    teacher = UNet2DModel(sample_size=8, block_out_channels=(16, 32), layers_per_block=1,
+                          norm_num_groups=4, down_block_types=('DownBlock2D', 'DownBlock2D'),
+                          up_block_types=('UpBlock2D', 'UpBlock2D'))
+    teacher.save_pretrained(tmp_path / 'teacher')
+    output_dir = tmp_path / 'offline'
+    metrics = launch(tiny_config, output_dir, '--teacher_model_name_or_path',
+                     str(tmp_path / 'teacher'), '--max_train_steps', '2',
+                     '--checkpointing_steps', '0', '--validation_steps', '0')
+    record = final(metrics)
+    assert record['num_processes'] == 2 and record['online'] is False
+    train_terms = [r for r in metrics if r['kind'] == 'train']
+    assert len(train_terms) == 2
+    assert {k for k in train_terms[0] if '.' in k} == {'student.task', 'student.kd',
+                                                       'student.co'}
+    assert not list(output_dir.glob('checkpoint-*')) and not (output_dir / 'teacher').exists()
+    # the frozen teacher is unchanged: its held-out error equals a fresh evaluation's
+    from distill.adapters.diffusers import DiffusionAdapter
+    from distill.engine.diffusion_data import ShapesImages
+    from distill.engine.diffusion_eval import denoising_mse
+    images = torch.stack([ShapesImages(8, 8, seed=1)[i]['pixel_values'] for i in range(8)])
+    tiny = DiffusionAdapter(noise_scheduler=dict(type='DDPMScheduler', num_train_timesteps=100,
+                                                 beta_schedule='linear'))
+    expected = denoising_mse(teacher, tiny, images, num_buckets=2, seed=0)
+    assert record['teacher_denoising_mse'] == pytest.approx(expected, rel=1e-5)
+
+
+def write_images(folder, count, size=12):
+    from PIL import Image
+    folder.mkdir(parents=True, exist_ok=True)
+    for index in range(count):
+        pixels = torch.randint(0, 256, (size, size + 4, 3), dtype=torch.uint8,
+                               generator=torch.Generator().manual_seed(index)).numpy()
+        Image.fromarray(pixels).save(folder / f'image_{index}.png')
+
+
+def test_image_folder_errors_name_the_culprit(tmp_path):
+    from distill.engine.diffusion_data import ImageFolderImages
+    (tmp_path / 'empty').mkdir()
+    with pytest.raises(ValueError, match='holds no images'):
+        ImageFolderImages(tmp_path / 'empty', 8)
+    write_images(tmp_path / 'mixed', 2)
+    (tmp_path / 'mixed' / 'broken.png').write_bytes(b'not a png')
+    dataset = ImageFolderImages(tmp_path / 'mixed', 8)
+    good = dataset[dataset.files.index(tmp_path / 'mixed' / 'image_0.png')]['pixel_values']
+    assert good.shape == (3, 8, 8) and -1 <= good.min() and good.max() <= 1
+    with pytest.raises(ValueError, match='broken.png'):
+        dataset[dataset.files.index(tmp_path / 'mixed' / 'broken.png')]
+
+
+def test_plain_python_on_a_user_image_folder(tiny_config, tmp_path):
+    write_images(tmp_path / 'images' / 'nested', 20)
+    output_dir = tmp_path / 'run'
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), str(tiny_config), '--output_dir', str(output_dir),
+         '--train_data_dir', str(tmp_path / 'images'), '--max_train_steps', '2',
+         '--gradient_accumulation_steps', '1', '--checkpointing_steps', '0',
+         '--validation_steps', '0', '--cfg-options', 'data.num_heldout=4'],
+        env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-4000:]
+    record = final(json.loads((output_dir / 'metrics.json').read_text()))
+    assert record['num_processes'] == 1 and record['heldout_images'] == 4
+    assert (output_dir / 'student' / 'diffusion_pytorch_model.safetensors').is_file()
