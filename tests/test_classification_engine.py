@@ -1,0 +1,246 @@
+"""The classification engine: metrics, seeded shards, training records, checkpoints, exact
+resume, errors (NaN, bad taps, bad data), gradient accumulation and the SoKD arch-step hook."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from mmengine.config import Config
+from torch import nn
+
+from distill import DISTILLERS
+from distill.checkpoint import load_checkpoint
+from distill.distillers.logits import DML
+from distill.engine import NonFiniteLossError
+from distill.engine.classification import DataLoadError, train_classification
+from distill.engine.classification_data import ShardedBatches
+from distill.engine.classification_metrics import (ClassificationMeter,
+                                                   expected_calibration_error)
+from distill.taps import TapPathError
+
+ONLINE_ADM_TERMS = {'student.task', 'student.kd', 'student.co',
+                    'teacher.task', 'teacher.kd', 'teacher.di'}
+
+
+def tiny_cfg(epochs=2, distiller_type='ADM', num_train=96, **distiller_kw):
+    """4 classes of 16x16 shapes, tiny CNNs, batches of 16: 6 steps per epoch."""
+    distiller = dict(type=distiller_type,
+                     student=dict(type='tiny_cnn', num_classes=4, width=4),
+                     teacher=dict(type='tiny_cnn', num_classes=4, width=8),
+                     adapter=dict(type='ClassifierAdapter', input_size=16))
+    if distiller_type == 'ADM':
+        distiller['taps'] = [dict(student='stage3', teacher='stage3')]
+    distiller.update(distiller_kw)
+    shapes = dict(type='ShapesClassification', image_size=16, num_classes=4)
+    return Config(dict(
+        distiller=distiller,
+        data=dict(train=dict(shapes, num_samples=num_train, seed=0),
+                  val=dict(shapes, num_samples=40, seed=1),
+                  batch_size=16, augment=dict(padding=2, flip=True),
+                  normalize=dict(mean=(0.5,) * 3, std=(0.25,) * 3)),
+        optimizer=dict(type='SGD', lr=0.05, momentum=0.9, weight_decay=5e-4),
+        schedule=dict(epochs=epochs, milestones=[3], gamma=0.1),
+        train=dict(seed=0, progress_bar=False, log_interval=2, keep_checkpoints=0)))
+
+
+# ---------------------------------------------------------------------------- metrics, shards
+def reference_ece(confidences, correct, num_bins=15):
+    confidences, correct = np.asarray(confidences, float), np.asarray(correct, float)
+    total = 0.0
+    for b in range(num_bins):
+        low, high = b / num_bins, (b + 1) / num_bins
+        inside = (confidences > low) & (confidences <= high)
+        if b == 0:
+            inside |= confidences == 0
+        if inside.any():
+            total += inside.mean() * abs(correct[inside].mean() - confidences[inside].mean())
+    return total
+
+
+def test_metrics_match_references_and_combine_across_shards():
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(200, 10, generator=gen) * 3
+    labels = torch.randint(0, 10, (200,), generator=gen)
+    probs = logits.softmax(1)
+    conf, pred = probs.max(1)
+    correct = pred == labels
+    whole = ClassificationMeter()
+    whole.update(logits, labels)
+    summary = whole.summary()
+    assert summary['num_samples'] == 200
+    assert summary['top1'] == pytest.approx(100 * correct.float().mean().item())
+    top5 = (logits.topk(5, 1).indices == labels[:, None]).any(1).float().mean().item()
+    assert summary['top5'] == pytest.approx(100 * top5)
+    expected = reference_ece(conf.numpy(), correct.numpy())
+    assert summary['ece'] == pytest.approx(100 * expected, abs=1e-6)
+    assert expected_calibration_error(conf, correct) == pytest.approx(expected, abs=1e-8)
+    # two processes' sums added = the whole set (what accelerator.reduce(sum) does)
+    shards = [ClassificationMeter(), ClassificationMeter()]
+    shards[0].update(logits[:77], labels[:77])
+    shards[1].update(logits[77:], labels[77:])
+    combined = shards[0].summary(lambda t: t + shards[1].sums)
+    assert combined == pytest.approx(summary)
+
+
+def test_shards_are_seeded_disjoint_and_even():
+    ranks = [ShardedBatches(10, 3, True, seed=5, rank=r, num_processes=3) for r in range(3)]
+    first = [s.indices(epoch=1) for s in ranks]
+    assert {len(i) for i in first} == {4}  # 10 padded to 12: every rank takes 4 steps
+    assert set(sum(first, [])) == set(range(10))
+    assert first == [s.indices(epoch=1) for s in ranks]  # a function of (seed, epoch)
+    assert first != [s.indices(epoch=2) for s in ranks]
+    val = [ShardedBatches(10, 3, False, rank=r, num_processes=3).indices(0) for r in range(3)]
+    assert sorted(sum(val, [])) == list(range(10))  # evaluation: every sample exactly once
+    assert ShardedBatches(17, 8, True).batches(1)[-1] != 1  # a lone last sample is dropped
+    assert [len(b) for b in ShardedBatches(17, 8, True).batches(1)] == [8, 8]
+    with pytest.raises(ValueError, match='empty'):
+        ShardedBatches(0, 8, True)
+
+
+# ---------------------------------------------------------------------------- training runs
+def test_training_writes_records_checkpoints_and_logs(tmp_path):
+    result = train_classification(tiny_cfg(epochs=2), work_dir=tmp_path)
+    records = json.loads((tmp_path / 'metrics.json').read_text())
+    assert [r['epoch'] for r in records] == [1, 2] and records == result.records
+    for record in records:
+        assert ONLINE_ADM_TERMS <= set(record)  # every term, by name, as an epoch mean
+        for net in ('student', 'teacher'):
+            for metric in ('top1', 'top5', 'ece'):
+                assert 0 <= record[f'val/{net}/{metric}'] <= 100
+        assert record['val/num_samples'] == 40 and record['num_processes'] == 1
+        assert record['lr'] == 0.05 and math.isfinite(record['loss'])
+    state = load_checkpoint(tmp_path / 'latest.pth')  # weights_only=True
+    assert state['epoch'] == 2 and state['global_step'] == 12 and len(state['metrics']) == 2
+    assert load_checkpoint(tmp_path / 'epoch_1.pth')['epoch'] == 1
+    final = result.distiller.state_dict()
+    assert all(torch.equal(final[k], v) for k, v in state['model'].items())
+    student = load_checkpoint(tmp_path / 'student.pth')
+    assert torch.equal(student['fc.weight'], final['student.fc.weight'])
+    assert list((tmp_path / 'tensorboard').glob('events.out.tfevents.*'))
+    assert 'student top1' in (tmp_path / 'train.log').read_text()
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
+    # milestones=[3]: the lr decay falls after the resume point, so the schedule is restored too
+    full = train_classification(tiny_cfg(epochs=4), work_dir=tmp_path / 'full')
+    train_classification(tiny_cfg(epochs=2), work_dir=tmp_path / 'split')
+    resumed = train_classification(tiny_cfg(epochs=4), work_dir=tmp_path / 'split', resume=True)
+    expected, got = full.distiller.state_dict(), resumed.distiller.state_dict()
+    assert expected.keys() == got.keys()
+    for key in expected:
+        assert torch.equal(expected[key], got[key]), key
+    drop_time = [{k: v for k, v in r.items() if k != 'epoch_time_s'} for r in
+                 json.loads((tmp_path / 'split' / 'metrics.json').read_text())]
+    assert drop_time == [{k: v for k, v in r.items() if k != 'epoch_time_s'}
+                         for r in full.records]
+
+
+def test_gradient_accumulation_steps_the_optimiser_once_per_group(tmp_path):
+    cfg = tiny_cfg(epochs=1, distiller_type='DML')
+    cfg.optimizer = dict(type='Adam', lr=1e-3)
+    cfg.train.gradient_accumulation_steps = 4  # 6 batches: groups of 4 and 2
+    train_classification(cfg, work_dir=tmp_path)
+    state = load_checkpoint(tmp_path / 'latest.pth')
+    assert {float(s['step']) for s in state['optimizer']['state'].values()} == {2.0}
+    assert state['global_step'] == 6
+
+
+@DISTILLERS.register_module(force=True)
+class NaNAtStepDML(DML):
+    """DML whose student KD term becomes NaN from the ``nan_step``-th forward on."""
+
+    def __init__(self, *args, nan_step=1, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.nan_step, self.calls = nan_step, 0
+
+    def forward(self, batch):
+        terms = super().forward(batch)
+        self.calls += 1
+        if self.calls >= self.nan_step:
+            terms['student.kd'] = terms['student.kd'] * float('nan')
+        return terms
+
+
+def test_nan_names_term_and_step_and_keeps_earlier_checkpoints(tmp_path):
+    cfg = tiny_cfg(epochs=3, distiller_type='NaNAtStepDML', nan_step=9)  # step 9 = epoch 2
+    with pytest.raises(NonFiniteLossError, match=r'step 9 \(epoch 2\).*student\.kd=nan'):
+        train_classification(cfg, work_dir=tmp_path)
+    latest = load_checkpoint(tmp_path / 'latest.pth')
+    epoch_1 = load_checkpoint(tmp_path / 'epoch_1.pth')
+    assert latest['epoch'] == epoch_1['epoch'] == 1
+    assert not (tmp_path / 'epoch_2.pth').exists()
+    assert all(torch.equal(v, epoch_1['model'][k]) for k, v in latest['model'].items())
+    assert all(torch.isfinite(v).all() for v in latest['model'].values() if v.is_floating_point())
+    assert [r['epoch'] for r in json.loads((tmp_path / 'metrics.json').read_text())] == [1]
+
+
+def test_unknown_tap_and_unalignable_features_are_named(tmp_path):
+    with pytest.raises(TapPathError, match=r"'stage9'.*stage3"):
+        train_classification(tiny_cfg(taps=[dict(student='stage9', teacher='stage3')]),
+                             work_dir=tmp_path)
+    with pytest.raises(ValueError, match=r'fc'):
+        train_classification(tiny_cfg(taps=[dict(student='fc', teacher='stage3')]),
+                             work_dir=tmp_path)
+
+
+def test_bad_image_folders_are_named(tmp_path):
+    from distill.data import write_shapes_imagefolder
+    (tmp_path / 'empty').mkdir()
+    cfg = tiny_cfg(epochs=1, distiller_type='DML')
+    cfg.data.train = dict(type='ImageFolder', root=str(tmp_path / 'empty'))
+    with pytest.raises(Exception, match='empty'):
+        train_classification(cfg, work_dir=tmp_path / 'run_empty')
+
+    roots = write_shapes_imagefolder(tmp_path / 'shapes', num_train=32, num_val=8,
+                                     image_size=16, num_classes=4)
+    broken = sorted(roots['train'].rglob('*.png'))[5]
+    broken.write_bytes(b'not an image')
+    cfg.data.train = dict(type='ImageFolder', root=str(roots['train']))
+    cfg.data.val = dict(type='ImageFolder', root=str(roots['val']))
+    with pytest.raises(DataLoadError, match=rf'training batch \d of epoch 1.*{broken.name}'):
+        train_classification(cfg, work_dir=tmp_path / 'run_broken')
+
+
+@DISTILLERS.register_module(force=True)
+class FakeArchDistiller(DML):
+    """The SoKD engine protocol, duck-typed: arch parameters stepped by a second optimiser."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.alpha = nn.Parameter(torch.zeros(3))
+        self.arch_calls = []
+
+    def arch_parameters(self):
+        return [self.alpha]
+
+    def wants_arch_step(self, epoch, step_in_epoch):
+        return step_in_epoch % 2 == 1
+
+    def arch_backward(self, train_batch, val_batch):
+        self.arch_calls.append(not torch.equal(train_batch['inputs'], val_batch['inputs']))
+        loss = ((self.alpha - 1.0) ** 2).sum()
+        # a stray gradient in a main parameter: the engine must drop it
+        (loss + 1e3 * self.student.fc.bias.sum()).backward()
+        return {'val_loss': loss.item()}
+
+    def policy(self):
+        return {'alpha': self.alpha.detach().tolist()}
+
+
+def test_arch_step_hook_of_sokd_style_distillers(tmp_path):
+    cfg = tiny_cfg(epochs=2, distiller_type='FakeArchDistiller')
+    cfg.train.gradient_accumulation_steps = 2  # arch steps fall mid-group (steps 1, 3, 5)
+    result = train_classification(cfg, work_dir=tmp_path)
+    model = result.distiller
+    assert model.arch_calls == [True] * 6  # 3 per epoch, each with a different val batch
+    alpha = model.alpha.detach()
+    assert (alpha > 0).all() and (alpha < 0.1).all() and torch.allclose(alpha, alpha[0])
+    record = result.records[-1]
+    assert 'arch.val_loss' in record and record['policy']['alpha'] == alpha.tolist()
+    state = load_checkpoint(tmp_path / 'latest.pth')
+    main_count = sum(1 for p in model.parameters() if p.requires_grad) - 1
+    assert len(state['optimizer']['param_groups'][0]['params']) == main_count
+    assert state['arch_optimizer']['param_groups'][0]['lr'] == 3e-3
+    # the stray 1e3 gradient never reached the student (it would have thrown fc.bias far off)
+    assert model.student.fc.bias.abs().max() < 1.0
