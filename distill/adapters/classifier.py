@@ -42,3 +42,13 @@ class ClassifierAdapter(Adapter):
 
     def input_size(self, batch):
         return tuple(batch['inputs'].shape[-2:])
+
+    def head(self, model: nn.Module):
+        """``(head_input path, forward_head)``: where the classifier's head takes over, so a
+        distiller can tap that feature, change it and still get logits (SoKD)."""
+        path, forward_head = getattr(model, 'head_input', None), getattr(model, 'forward_head',
+                                                                         None)
+        if not isinstance(path, str) or not callable(forward_head):
+            raise AttributeError(f'{type(model).__name__} needs a `head_input` module path and '
+                                 f'a `forward_head(feature)` method for refined logits')
+        return path, forward_head

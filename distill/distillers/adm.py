@@ -12,7 +12,8 @@ from __future__ import annotations
 import math
 
 from distill.distillers.base import Distiller
-from distill.losses.adm import consensus_loss, divergence_loss, similarity_map
+from distill.losses.adm import (consensus_distance, consensus_loss, divergence_loss,
+                                location_weights, similarity_map)
 from distill.registry import DISTILLERS
 
 
@@ -21,6 +22,8 @@ class ADM(Distiller):
     default_online = True
     default_loss_weights = dict(task=1.0, kd=1.0, co=1.0, di=1.0)
     uses_taps = True
+    #: the student feature term that ``location_distance`` averages to (used by SoKD)
+    feature_term = 'co'
 
     def __init__(self, *args, tau: float = 1.0, tau_schedule: dict | None = None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -57,3 +60,20 @@ class ADM(Distiller):
         if self.online:
             terms['teacher.di'] = self.loss_weights['di'] * divergence
         return terms
+
+    # ------------------------------------------------------------ hooks for SoKD (DESIGN 1.2)
+    def location_distance(self, gs, ft, detach_target: bool = True):
+        """Per-location consensus loss (B,H,W), ``H*W * w_co * (1 - cos)``: its mean over the
+        locations is one tap's L_co, so SoKD can mask it."""
+        similarity = similarity_map(gs, ft)
+        weights = location_weights(similarity, self.current_tau(), 'agreement')
+        locations = weights.shape[-2] * weights.shape[-1]
+        return locations * weights * consensus_distance(gs, ft, detach_target)
+
+    def divergence_term(self, aligned) -> dict:
+        """``teacher.di`` from ``(tap pair, gs, ft)`` triples (online only; else empty)."""
+        if not self.online:
+            return {}
+        tau = self.current_tau()
+        total = sum(pair['weight'] * divergence_loss(ft, gs, tau) for pair, gs, ft in aligned)
+        return {'teacher.di': self.loss_weights['di'] * total}

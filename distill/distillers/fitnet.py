@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from distill.distillers.base import Distiller
-from distill.losses.feature import fitnet_loss
+from distill.losses.feature import fitnet_distance, fitnet_loss
 from distill.registry import DISTILLERS
 
 
@@ -13,6 +13,12 @@ class FitNet(Distiller):
     default_online = False
     default_loss_weights = dict(task=1.0, kd=0.0, fitnet=1.0)
     uses_taps = True
+    #: the student feature term that ``location_distance`` averages to (used by SoKD)
+    feature_term = 'fitnet'
+
+    def location_distance(self, gs, ft, detach_target: bool = True):
+        """Per-location FitNet distance (B,H,W) whose mean is one tap's term (SoKD masks it)."""
+        return fitnet_distance(gs, ft, detach_target)
 
     def feature_terms(self, student_feats, teacher_feats, batch):
         total = sum(pair['weight'] * fitnet_loss(gs, ft)

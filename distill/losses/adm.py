@@ -37,9 +37,12 @@ def location_weights(similarity: torch.Tensor, tau: float, emphasise: str) -> to
     return torch.softmax(sign * similarity.reshape(b, h * w) / tau, dim=1).reshape(b, h, w)
 
 
-def consensus_distance(fs: torch.Tensor, ft: torch.Tensor) -> torch.Tensor:
-    """``1 - cos(fs, sg(ft))`` per location (B, H, W); gradient to ``fs`` only."""
-    return 1 - F.cosine_similarity(fs.float(), ft.detach().float(), dim=1)
+def consensus_distance(fs: torch.Tensor, ft: torch.Tensor,
+                       detach_target: bool = True) -> torch.Tensor:
+    """``1 - cos(fs, sg(ft))`` per location (B, H, W); gradient to ``fs`` only
+    (``detach_target=False`` keeps the target's graph, for SoKD's hypergradient)."""
+    ft = ft.detach() if detach_target else ft
+    return 1 - F.cosine_similarity(fs.float(), ft.float(), dim=1)
 
 
 def divergence_affinity(ft: torch.Tensor, fs: torch.Tensor) -> torch.Tensor:

@@ -10,15 +10,18 @@ import torch.nn.functional as F
 
 
 def kd_loss(learner_logits: torch.Tensor, target_logits: torch.Tensor,
-            temperature: float = 4.0, valid_mask: torch.Tensor | None = None) -> torch.Tensor:
+            temperature: float = 4.0, valid_mask: torch.Tensor | None = None,
+            detach_target: bool = True) -> torch.Tensor:
     """``T^2 * KL(softmax(sg(target)/T) || softmax(learner/T))`` averaged over samples (and
-    pixels); ``valid_mask`` (N, ...) keeps only the locations to average over."""
+    pixels); ``valid_mask`` (N, ...) keeps only the locations to average over.
+    ``detach_target=False`` keeps the target's graph (SoKD's hypergradient needs it)."""
     if learner_logits.shape != target_logits.shape:
         raise ValueError(f'logits of different shapes: learner {tuple(learner_logits.shape)}, '
                          f'target {tuple(target_logits.shape)}')
     t = temperature
     log_p_learner = F.log_softmax(learner_logits.float() / t, dim=1)
-    log_p_target = F.log_softmax(target_logits.detach().float() / t, dim=1)
+    target_logits = target_logits.detach() if detach_target else target_logits
+    log_p_target = F.log_softmax(target_logits.float() / t, dim=1)
     kl = F.kl_div(log_p_learner, log_p_target, reduction='none', log_target=True).sum(dim=1)
     if valid_mask is not None:
         kl = kl[valid_mask]
@@ -35,11 +38,13 @@ def dml_losses(logits_a: torch.Tensor, logits_b: torch.Tensor, temperature: floa
 
 
 def dkd_loss(learner_logits: torch.Tensor, target_logits: torch.Tensor, labels: torch.Tensor,
-             alpha: float = 1.0, beta: float = 8.0, temperature: float = 4.0) -> torch.Tensor:
-    """Decoupled KD (Zhao et al., CVPR 2022): ``alpha * TCKD + beta * NCKD``, classifiers."""
+             alpha: float = 1.0, beta: float = 8.0, temperature: float = 4.0,
+             detach_target: bool = True) -> torch.Tensor:
+    """Decoupled KD (Zhao et al., CVPR 2022): ``alpha * TCKD + beta * NCKD``, classifiers.
+    ``detach_target=False`` keeps the target's graph (SoKD's hypergradient needs it)."""
     t = temperature
     learner = learner_logits.float() / t
-    target = target_logits.detach().float() / t
+    target = (target_logits.detach() if detach_target else target_logits).float() / t
     gt_mask = F.one_hot(labels, learner.shape[1]).bool()
     p_learner, p_target = learner.softmax(dim=1), target.softmax(dim=1)
 

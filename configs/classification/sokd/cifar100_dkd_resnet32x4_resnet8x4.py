@@ -1,0 +1,17 @@
+# DKD baseline on CIFAR-100, resnet32x4 (trained, frozen) -> resnet8x4: CE + TCKD + 8 * NCKD,
+# T = 4 (mdistiller's DKD setting, without its 20-epoch warm-up of the KD weight).
+#   python tasks/classification/train.py configs/classification/sokd/cifar100_dkd_resnet32x4_resnet8x4.py
+_base_ = ['../_base_/cifar100.py', '../_base_/schedule_240e.py', '../_base_/default_runtime.py']
+
+distiller = dict(
+    type='DKD',
+    student=dict(type='resnet8x4', num_classes=100),
+    teacher=dict(type='resnet32x4', num_classes=100),
+    adapter=dict(type='ClassifierAdapter', input_size=32),
+    online=False,
+    loss_weights=dict(task=1.0, kd=1.0),
+    alpha=1.0,
+    beta=8.0,
+    temperature=4.0,
+    teacher_ckpt='work_dirs/cifar100_independent_resnet32x4_resnet8x4/teacher.pth',
+)

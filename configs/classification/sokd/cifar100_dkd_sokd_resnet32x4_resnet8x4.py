@@ -1,0 +1,30 @@
+# SoKD around DKD: DKD of the refined teacher logits (DAFA on layer3, then the teacher's head),
+# plus DAM's consistency term.
+#   python tasks/classification/train.py configs/classification/sokd/cifar100_dkd_sokd_resnet32x4_resnet8x4.py
+_base_ = ['./cifar100_dkd_resnet32x4_resnet8x4.py']
+
+distiller = dict(
+    _delete_=True,
+    type='SoKD',
+    base=dict(
+        type='DKD',
+        student=dict(type='resnet8x4', num_classes=100),
+        teacher=dict(type='resnet32x4', num_classes=100),
+        adapter=dict(type='ClassifierAdapter', input_size=32),
+        online=False,
+        loss_weights=dict(task=1.0, kd=1.0),
+        alpha=1.0,
+        beta=8.0,
+        temperature=4.0,
+        teacher_ckpt='work_dirs/cifar100_independent_resnet32x4_resnet8x4/teacher.pth',
+    ),
+    dafa=dict(init_magnitude=0.2),
+    dam=dict(channels=64, num_classes=1, top_k=8, score_threshold=0.3, beta=0.1,
+             mask='mutual', cam_threshold=0.5),
+    loss_weights=dict(dam=1.0, anchor=1.0),
+    arch_interval=10,
+    search_epochs=40,
+    hypergrad='exact',
+    xi=0.05,
+)
+arch_optimizer = dict(type='Adam', lr=3e-3, betas=(0.5, 0.999), weight_decay=1e-3)

@@ -1,0 +1,32 @@
+# SoKD (DAFA + DAM) around the FitNet baseline of cifar100_fitnet_resnet32x4_resnet8x4.py: the
+# student matches the DAFA-refined teacher layer3, masked by DAM's boxes (beta outside).
+#   python tasks/classification/train.py configs/classification/sokd/cifar100_fitnet_sokd_resnet32x4_resnet8x4.py
+# Ablations: --cfg-options distiller.dam=None (DAFA only) or distiller.dafa=None (DAM only).
+_base_ = ['./cifar100_fitnet_resnet32x4_resnet8x4.py']
+
+distiller = dict(
+    _delete_=True,
+    type='SoKD',
+    base=dict(
+        type='FitNet',
+        student=dict(type='resnet8x4', num_classes=100),
+        teacher=dict(type='resnet32x4', num_classes=100),
+        adapter=dict(type='ClassifierAdapter', input_size=32),
+        taps=[dict(student='layer3', teacher='layer3')],
+        online=False,
+        loss_weights=dict(task=1.0, kd=0.0, fitnet=100.0),
+        teacher_ckpt='work_dirs/cifar100_independent_resnet32x4_resnet8x4/teacher.pth',
+    ),
+    # DAFA: all eleven ops (ops=[...] picks some), each starting at magnitude 0.2
+    dafa=dict(init_magnitude=0.2),
+    # DAM on the last tap pair: 64-channel heads, class-agnostic heatmap, top-8 peaks above 0.3
+    # -> boxes -> mask (union of teacher and student boxes); CAM pseudo-boxes at 0.5 * max
+    dam=dict(channels=64, num_classes=1, top_k=8, score_threshold=0.3, beta=0.1,
+             mask='mutual', cam_threshold=0.5),
+    loss_weights=dict(dam=1.0, anchor=1.0),
+    arch_interval=10,      # a policy step every 10 student steps ...
+    search_epochs=40,      # ... in the first 40 of 240 epochs, then the policy is frozen
+    hypergrad='exact',     # or 'finite_difference' (DARTS; cheaper: benchmarks/sokd_overhead.py)
+    xi=0.05,               # virtual step: the student's learning rate
+)
+arch_optimizer = dict(type='Adam', lr=3e-3, betas=(0.5, 0.999), weight_decay=1e-3)

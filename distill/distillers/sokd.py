@@ -1,0 +1,395 @@
+"""SoKD: Student-Oriented Knowledge Distillation as a plug-in around a base distiller
+(DESIGN 1.2).
+
+    build_distiller(dict(type='SoKD', base=dict(type='FitNet', ...), dafa=dict(...),
+                         dam=dict(...)))
+
+The base (FitNet, ADM, KD or DKD) keeps its networks, adapter, taps, connectors and losses.
+SoKD changes what the student is taught:
+
+* DAFA refines the teacher feature, ``ft_ref = sum_k softmax(alpha)_k A_k(ft; m_k)``. Feature
+  bases (FitNet, ADM's consensus) compare the student with ``ft_ref`` at every tap; logits bases
+  (KD, DKD) tap the teacher where its head takes over (``adapter.head``) and distil the refined
+  logits ``forward_head(ft_ref)``. ADM's divergence term keeps the raw teacher feature.
+* DAM (on the last tap pair, or the head features of a logits base) adds ``student.dam``
+  (consistency) and ``dam.anchor`` (anchoring, trains DAM only), and masks a feature base's loss
+  per location. Logits losses have no locations, so with a logits base DAM acts through the
+  consistency term alone.
+
+``dafa=None`` or ``dam=None`` switches a part off (the ablations are config changes).
+
+Engine protocol (duck-typed): ``arch_parameters()`` (keep them out of the main optimiser; step
+them with their own), ``wants_arch_step(epoch, step_in_epoch)`` (epochs counted from 1, as the
+classification engine does), ``arch_backward(train_batch, val_batch)`` (fills their ``.grad``;
+a frozen teacher's outputs on ``train_batch`` are kept for the step that follows on the same
+batch object, so the teacher runs once), ``policy()``.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import nn
+
+from distill.adapters.base import ModelOutput
+from distill.connectors import resize_to
+from distill.distillers.logits import DKD
+from distill.losses.logits import dkd_loss, kd_loss
+from distill.registry import DISTILLERS
+from distill.sokd.dafa import DAFA
+from distill.sokd.dam import (DAM, activation_map, anchoring_loss, boxes_to_mask,
+                              centernet_targets, consistency_loss, decode_boxes,
+                              largest_component_boxes, masked_mean, scale_boxes)
+from distill.sokd.hypergrad import (HYPERGRAD_METHODS, preserved_buffers,
+                                    unrolled_hypergradient)
+from distill.taps import FeatureTaps
+
+DAM_DEFAULTS = dict(channels=64, num_classes=1, top_k=8, score_threshold=0.3, beta=0.1,
+                    mask='mutual', cam_threshold=0.5)
+
+
+@DISTILLERS.register_module()
+class SoKD(nn.Module):
+    """Args:
+        base: config (or module) of the base distiller.
+        dafa: ``dict(ops=..., init_magnitude=0.2)`` or None (off).
+        dam: ``dict(channels=64, num_classes=1, top_k=8, score_threshold=0.3, beta=0.1,
+            mask='mutual'|'teacher'|'student', cam_threshold=0.5)`` or None (off).
+        loss_weights: ``dict(dam=1.0, anchor=1.0)`` for ``student.dam`` and ``dam.anchor``.
+        arch_interval, search_epochs: an outer step every ``arch_interval`` steps during the
+            first ``search_epochs`` epochs (1-based); the policy is frozen afterwards.
+        hypergrad: ``'exact'`` or ``'finite_difference'``; ``xi``: the virtual step size
+            (DARTS uses the student's learning rate).
+
+    The optimiser of ``arch_parameters()`` is the engine's (the classification engine reads
+    the config's top-level ``arch_optimizer``, default Adam lr 3e-3, betas (0.5, 0.999),
+    weight decay 1e-3).
+    """
+
+    def __init__(self, base, dafa: dict | None = dict(), dam: dict | None = dict(),
+                 loss_weights: dict | None = None, arch_interval: int = 10,
+                 search_epochs: int = 1, hypergrad: str = 'exact', xi: float = 0.05):
+        super().__init__()
+        self.base = base if isinstance(base, nn.Module) else DISTILLERS.build(dict(base))
+        if hypergrad not in HYPERGRAD_METHODS:
+            raise ValueError(f'hypergrad must be one of {HYPERGRAD_METHODS}, got {hypergrad!r}')
+        if arch_interval < 1:
+            raise ValueError(f'arch_interval must be >= 1, got {arch_interval}')
+        unknown = set(loss_weights or {}) - {'dam', 'anchor'}
+        if unknown:
+            raise KeyError(f'SoKD has no loss term(s) {sorted(unknown)}; its own are dam, anchor')
+        self.loss_weights = {'dam': 1.0, 'anchor': 1.0, **(loss_weights or {})}
+        self.arch_interval, self.search_epochs = arch_interval, search_epochs
+        self.hypergrad, self.xi = hypergrad, xi
+        self.feature_base = bool(self.base.uses_taps)
+        if self.feature_base and not hasattr(self.base, 'location_distance'):
+            raise TypeError(f'{type(self.base).__name__} has taps but no location_distance(); '
+                            f'SoKD wraps FitNet, ADM, KD and DKD')
+        self.dafa = None if dafa is None else DAFA(**dafa)
+        self.dam_cfg = None if dam is None else {**DAM_DEFAULTS, **dam}
+        if self.dam_cfg and self.dam_cfg['mask'] not in ('mutual', 'teacher', 'student'):
+            raise ValueError(f"dam mask is 'mutual', 'teacher' or 'student', got "
+                             f"{self.dam_cfg['mask']!r}")
+        self._build_head_taps()
+        self.dam = None
+        if self.dam_cfg is not None:
+            s_channels, t_channels = self._dam_channels()
+            self.dam = DAM(t_channels, s_channels, self.dam_cfg['channels'],
+                           self.dam_cfg['num_classes'])
+
+    # ---------------------------------------------------------------- construction
+    @property
+    def student(self):
+        return self.base.student
+
+    @property
+    def teacher(self):
+        return self.base.teacher
+
+    @property
+    def adapter(self):
+        return self.base.adapter
+
+    @property
+    def online(self):
+        return self.base.online
+
+    def _build_head_taps(self) -> None:
+        """Tap both networks where the classifier head takes over: the refined feature of a
+        logits base, and the teacher feature whose CAM gives classification pseudo-boxes."""
+        self.head_shapes = None
+        needs_head = not self.feature_base or (self.dam_cfg is not None
+                                               and hasattr(self.adapter, 'head'))
+        if not needs_head:
+            return
+        if not hasattr(self.adapter, 'head'):
+            raise TypeError(f'a logits base needs an adapter with head(model) (the classifier '
+                            f'adapter); {type(self.adapter).__name__} has none')
+        s_path, _ = self.adapter.head(self.student)
+        t_path, self.teacher_head = self.adapter.head(self.teacher)
+        self.student_head_taps = FeatureTaps(self.student, [s_path], owner='student')
+        self.teacher_head_taps = FeatureTaps(self.teacher, [t_path], owner='teacher')
+        self.head_paths = (s_path, t_path)
+        shapes = []
+        for model, taps in ((self.student, self.student_head_taps),
+                            (self.teacher, self.teacher_head_taps)):
+            with taps.recording() as feats:
+                self.base._probe(model, self.adapter.probe)
+            shapes.append(tuple(feats[taps.specs[0].key].shape[1:]))
+        self.head_shapes = shapes
+
+    def _dam_channels(self):
+        if self.feature_base:
+            pair = self.base.tap_pairs[-1]
+            return pair['student_shape'][0], pair['teacher_shape'][0]
+        return self.head_shapes[0][0], self.head_shapes[1][0]
+
+    # ---------------------------------------------------------------- engine protocol
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return [] if self.dafa is None else list(self.dafa.parameters())
+
+    def wants_arch_step(self, epoch: int, step_in_epoch: int) -> bool:
+        return (self.dafa is not None and epoch <= self.search_epochs
+                and step_in_epoch % self.arch_interval == 0)
+
+    def policy(self) -> dict:
+        return {} if self.dafa is None else self.dafa.policy()
+
+    def set_progress(self, progress: float) -> None:
+        self.base.set_progress(progress)
+
+    # ---------------------------------------------------------------- running
+    def _run(self, batch):
+        """Both networks with the base's taps and the head taps (as ``Distiller.
+        _run_networks``); a frozen teacher's outputs are reused from the arch step on the same
+        batch (the engine runs the arch step, then the step, on one batch)."""
+        base = self.base
+        batch = self.adapter.prepare(batch)
+        head = self.head_shapes is not None
+        with (base.student_taps.recording() if base.uses_taps
+              else contextlib.nullcontext({})) as s_feats, \
+                (self.student_head_taps.recording() if head
+                 else contextlib.nullcontext({})) as s_head:
+            s_out = self.adapter.run(self.student, batch)
+        teacher = self._take_teacher_cache(batch)
+        if teacher is None:
+            with (contextlib.nullcontext() if self.online else torch.no_grad()), \
+                    (base.teacher_taps.recording() if base.uses_taps
+                     else contextlib.nullcontext({})) as t_feats, \
+                    (self.teacher_head_taps.recording() if head
+                     else contextlib.nullcontext({})) as t_head:
+                t_out = self.adapter.run(self.teacher, batch, compute_loss=self.online)
+            teacher = (t_out, t_feats, t_head)
+        t_out, t_feats, t_head = teacher
+        heads = (s_head.get(self.head_paths[0]), t_head.get(self.head_paths[1])) if head \
+            else None
+        return batch, s_out, t_out, s_feats, t_feats, heads, teacher
+
+    def _keep_teacher_cache(self, batch, teacher) -> None:
+        """Remember a frozen teacher's outputs on ``batch`` for the step that follows."""
+        self._teacher_cache = None
+        if not self.online and self.adapter.prepare(batch) is batch and isinstance(batch, dict):
+            versions = {k: v._version for k, v in batch.items() if torch.is_tensor(v)}
+            self._teacher_cache = (batch, versions, teacher)
+
+    def _take_teacher_cache(self, batch):
+        cache, self._teacher_cache = getattr(self, '_teacher_cache', None), None
+        if cache is None or cache[0] is not batch or self.online:
+            return None
+        versions = {k: v._version for k, v in batch.items() if torch.is_tensor(v)}
+        return cache[2] if versions == cache[1] else None  # changed in place: run again
+
+    def _refine(self, feature, generator=None):
+        return feature if self.dafa is None else self.dafa(feature, generator)
+
+    def _anchor_boxes(self, batch, grid, teacher_head_feat):
+        """``(boxes, labels)`` on the DAM grid: the adapter's boxes (class-agnostic: labels
+        None), or the largest component of the teacher's CAM of the true class (one box per
+        image, labelled with that class)."""
+        boxes = self.adapter.anchor_boxes(batch)
+        if boxes is not None:
+            return scale_boxes(boxes, self.adapter.input_size(batch), grid), None
+        if teacher_head_feat is None:
+            raise ValueError(f'{type(self.adapter).__name__} gives no anchor boxes and has no '
+                             f'classifier head for CAM pseudo-boxes; switch DAM off (dam=None)')
+        fc = getattr(self.teacher, 'fc', None)
+        cam = activation_map(teacher_head_feat, self.adapter.labels(batch),
+                             fc.weight if isinstance(fc, nn.Linear) else None)
+        cam_boxes = largest_component_boxes(cam, self.dam_cfg['cam_threshold'])
+        labels = self.adapter.labels(batch)
+        return (scale_boxes(list(cam_boxes[:, None]), tuple(cam.shape[-2:]), grid),
+                None if labels is None else list(labels[:, None]))
+
+    def _dam_pass(self, batch, student_feat, refined_teacher_feat, teacher_head_feat):
+        """DAM's terms and the decoded mask (B,1,H,W) on the teacher grid (DESIGN 1.2)."""
+        cfg = self.dam_cfg
+        grid = tuple(refined_teacher_feat.shape[-2:])
+        teacher_side = self.dam(refined_teacher_feat.detach(), 'teacher')
+        student_side = self.dam(resize_to(student_feat, grid), 'student')
+        boxes, labels = self._anchor_boxes(batch, grid, teacher_head_feat)
+        targets = centernet_targets(boxes, labels, cfg['num_classes'], *grid)
+        terms = {'student.dam': self.loss_weights['dam'] * consistency_loss(student_side,
+                                                                            teacher_side),
+                 'dam.anchor': self.loss_weights['anchor'] * anchoring_loss(teacher_side,
+                                                                            targets)}
+        return terms, self.decode_mask(teacher_side, student_side)
+
+    @torch.no_grad()
+    def decode_mask(self, teacher_side: dict, student_side: dict) -> torch.Tensor:
+        """Union of the boxes decoded from the chosen side(s); an image where no box passes
+        the score threshold keeps its whole map (the plain base loss)."""
+        cfg = self.dam_cfg
+        sides = dict(mutual=(teacher_side, student_side), teacher=(teacher_side,),
+                     student=(student_side,))[cfg['mask']]
+        h, w = teacher_side['heatmap'].shape[-2:]
+        mask = 0
+        for side in sides:
+            boxes, _, keep = decode_boxes(torch.sigmoid(side['heatmap'].float()), side['size'],
+                                          side['offset'], cfg['top_k'], cfg['score_threshold'])
+            mask = mask + boxes_to_mask(boxes, keep, h, w)
+        mask = mask.clamp(max=1)
+        empty = mask.flatten(1).sum(dim=1).eq(0).reshape(-1, 1, 1, 1)
+        return torch.where(empty, torch.ones_like(mask), mask)
+
+    def _feature_loss(self, aligned, refined, mask, detach_target=True):
+        """Sum over taps of the (masked) per-location base loss against refined features."""
+        total = 0.0
+        for (pair, gs, _), ft_ref in zip(aligned, refined):
+            distance = self.base.location_distance(gs, ft_ref, detach_target)
+            loss = distance.mean() if mask is None else masked_mean(distance, mask,
+                                                                    self.dam_cfg['beta'])
+            total = total + pair['weight'] * loss
+        return self.base.loss_weights[self.base.feature_term] * total
+
+    def _logits_loss(self, student_logits, refined_logits, batch):
+        """The base's KD (or DKD) of the refined logits, target kept in the graph."""
+        base, temp = self.base, self.base.temperature
+        if isinstance(base, DKD):
+            loss = dkd_loss(student_logits, refined_logits, self.adapter.labels(batch),
+                            base.alpha, base.beta, temp, detach_target=False)
+        else:
+            loss = kd_loss(student_logits, refined_logits, temp, detach_target=False)
+        return base.loss_weights['kd'] * loss
+
+    def forward(self, batch) -> dict[str, torch.Tensor]:
+        batch, s_out, t_out, s_feats, t_feats, heads, _ = self._run(batch)
+        base = self.base
+        terms = {'student.task': base.loss_weights['task'] * s_out.task_loss}
+        if self.online:
+            terms['teacher.task'] = base.loss_weights['task'] * t_out.task_loss
+        if self.feature_base:
+            aligned = list(base.aligned_features(s_feats, t_feats))
+            refined = [self._refine(ft) for _, _, ft in aligned]
+            mask = None
+            if self.dam is not None:
+                dam_terms, mask = self._dam_pass(batch, s_feats[base.tap_pairs[-1]['student']],
+                                                 refined[-1], heads and heads[1])
+                terms.update(dam_terms)
+            terms[f'student.{base.feature_term}'] = self._feature_loss(aligned, refined, mask)
+            if hasattr(base, 'divergence_term'):  # ADM online: raw teacher feature
+                terms.update(base.divergence_term(aligned))
+            if base.loss_weights.get('kd', 0):
+                terms.update(base.output_terms(s_out, t_out, batch))
+        else:
+            refined_feat = self._refine(heads[1])
+            if self.dam is not None:
+                dam_terms, _ = self._dam_pass(batch, heads[0], refined_feat, heads[1])
+                terms.update(dam_terms)
+            if base.loss_weights.get('kd', 0):
+                refined_out = ModelOutput(outputs=self.teacher_head(refined_feat))
+                student_terms = base.output_terms(s_out, refined_out, batch)
+                terms.update({k: v for k, v in student_terms.items() if k.startswith('student.')})
+                if self.online:  # the teacher's own mirror term sees the student, not DAFA
+                    teacher_terms = base.output_terms(s_out, t_out, batch)
+                    terms.update({k: v for k, v in teacher_terms.items()
+                                  if k.startswith('teacher.')})
+        return terms
+
+    # ---------------------------------------------------------------- bi-level search
+    def arch_backward(self, train_batch, val_batch) -> dict[str, float]:
+        """Hypergradient of the student's task loss on ``val_batch`` after one virtual step
+        on ``L_train = task + l_kd * masked base loss(refined teacher)`` of ``train_batch``,
+        stored in the ``.grad`` of ``arch_parameters()``. No optimiser step; every buffer
+        (BN statistics) and parameter is left as it was."""
+        arch = self.arch_parameters()
+        if not arch:
+            return {}
+        with preserved_buffers(self):
+            train_loss, val_loss = self._search_losses(train_batch, val_batch)
+            hyper, train_value, val_value = unrolled_hypergradient(
+                self.student, train_loss, val_loss, arch, self.xi, self.hypergrad)
+        for param, grad in zip(arch, hyper):
+            param.grad = grad.detach().to(param.dtype)
+        norm = float(torch.sqrt(sum((g.double() ** 2).sum() for g in hyper)))
+        return {'arch.train_loss': train_value, 'arch.val_loss': val_value,
+                'arch.grad_norm': norm}
+
+    def _search_losses(self, train_batch, val_batch):
+        """``(train_loss(student), val_loss(student))`` closures for the hypergradient; the
+        teacher's features and DAM's mask are computed once, without gradient."""
+        base, adapter = self.base, self.adapter
+        with torch.no_grad():
+            batch, _, _, s_feats, t_feats, heads, teacher = self._run(train_batch)
+            self._keep_teacher_cache(train_batch, teacher)
+            mask = None
+            if self.feature_base:
+                aligned = list(base.aligned_features(s_feats, t_feats))
+                teacher_feats = [ft.detach() for _, _, ft in aligned]
+                if self.dam is not None:
+                    _, mask = self._dam_pass(batch, s_feats[base.tap_pairs[-1]['student']],
+                                             self._refine(teacher_feats[-1]),
+                                             heads and heads[1])
+            else:
+                teacher_feats = [heads[1].detach()]
+        seed = int(torch.randint(0, 2 ** 62, ()))
+        device = teacher_feats[0].device
+
+        def train_loss(student):
+            # the same augmentation draws at every call (finite differences need them)
+            generator = torch.Generator(device=device).manual_seed(seed)
+            refined = [self._refine(ft, generator) for ft in teacher_feats]
+            taps = base.student_taps.recording() if self.feature_base else \
+                contextlib.nullcontext({})
+            with taps as feats:
+                out = adapter.run(student, batch)
+            loss = base.loss_weights['task'] * out.task_loss
+            if self.feature_base:
+                gs = [connector(feats[pair['student']], ft.shape[-2:]) for pair, connector, ft
+                      in zip(base.tap_pairs, base.connectors, teacher_feats)]
+                aligned_now = [(pair, g, None) for pair, g in zip(base.tap_pairs, gs)]
+                return loss + self._feature_loss(aligned_now, refined, mask,
+                                                 detach_target=False)
+            if base.loss_weights.get('kd', 0):
+                loss = loss + self._logits_loss(out.outputs, self.teacher_head(refined[0]),
+                                                batch)
+            return loss
+
+        def val_loss(student):
+            return adapter.run(student, adapter.prepare(val_batch)).task_loss
+
+        return train_loss, val_loss
+
+    # ---------------------------------------------------------------- inspection
+    @torch.no_grad()
+    def dam_predictions(self, batch) -> dict:
+        """DAM's decoded boxes (grid cells) and masks of both sides, for ``sokd.viz``."""
+        if self.dam is None:
+            raise ValueError('DAM is switched off (dam=None)')
+        _, _, _, s_feats, t_feats, heads, _ = self._run(batch)
+        if self.feature_base:
+            pair = self.base.tap_pairs[-1]
+            fs, ft = s_feats[pair['student']], t_feats[pair['teacher']]
+        else:
+            fs, ft = heads
+        ft_ref = self._refine(ft)
+        grid = tuple(ft_ref.shape[-2:])
+        result = dict(grid=grid)
+        for name, side in (('teacher', self.dam(ft_ref, 'teacher')),
+                           ('student', self.dam(resize_to(fs, grid), 'student'))):
+            boxes, scores, keep = decode_boxes(torch.sigmoid(side['heatmap'].float()),
+                                               side['size'], side['offset'],
+                                               self.dam_cfg['top_k'],
+                                               self.dam_cfg['score_threshold'])
+            result[name] = dict(boxes=boxes, scores=scores, keep=keep,
+                                mask=boxes_to_mask(boxes, keep, *grid))
+        return result

@@ -1,0 +1,187 @@
+"""DAFA: Differentiable Automatic Feature Augmentation of the teacher's feature (DESIGN 1.2).
+
+    ft_ref = sum_k softmax(alpha)_k * A_k(ft; m_k),      m_k = sigmoid(p_k)
+
+Every operation ``A_k(x, magnitude, generator)`` takes a (B,C,H,W) feature and a scalar
+magnitude in [0, 1] and is differentiable in that magnitude; each is the identity at magnitude
+zero (cutout and channel dropout up to float rounding in their relaxations). Discrete ops are
+relaxed: cutout has soft (piecewise-linear) edges, channel dropout uses the concrete
+(relaxed Bernoulli) distribution, channel shuffle mixes the feature with a permuted copy.
+
+The random draws (signs, noise, cutout centres, permutations) come from ``generator`` when one
+is given, so the bi-level search can evaluate the same augmentation several times (the
+finite-difference hypergradient needs ``L_train`` at theta+ and theta- under equal draws).
+
+``alpha`` and the magnitude logits ``p`` are architecture parameters: the engine steps them
+with their own optimiser from ``SoKD.arch_backward`` and keeps them out of the main one.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+MAX_TRANSLATE = 0.3     # of the half-width (affine_grid coordinates are in [-1, 1])
+MAX_SHEAR = 0.3
+MAX_ROTATE = math.pi / 6
+MAX_CUTOUT = 0.5        # side of the cut square, as a fraction of the map side
+MAX_NOISE = 1.0         # noise std, in units of the feature's own std
+MAX_CHANNEL_DROP = 0.5  # drop probability of one channel
+MAX_GAIN = 0.5          # per-channel gain in [1 - 0.5, 1 + 0.5]
+DROP_TEMPERATURE = 0.1  # of the concrete distribution
+
+
+def _rand(shape, like: torch.Tensor, generator=None) -> torch.Tensor:
+    return torch.rand(shape, generator=generator, device=like.device, dtype=like.dtype)
+
+
+def _random_sign(batch: int, like: torch.Tensor, generator=None) -> torch.Tensor:
+    return torch.where(_rand((batch,), like, generator) < 0.5, -1.0, 1.0).to(like.dtype)
+
+
+def _warp(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """Resample ``x`` through the affine maps ``theta`` (B,2,3); zero padding outside."""
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode='bilinear', padding_mode='zeros', align_corners=False)
+
+
+def _affine(x, entries, generator=None):
+    """Identity affine plus ``entries``: {(row, col): (B,) tensor} added to the identity."""
+    batch = x.shape[0]
+    theta = torch.zeros(batch, 2, 3, device=x.device, dtype=x.dtype)
+    theta[:, 0, 0] = 1
+    theta[:, 1, 1] = 1
+    offsets = torch.zeros_like(theta)
+    for (row, col), value in entries.items():
+        offsets = offsets + F.pad(value.reshape(batch, 1, 1), (col, 2 - col, row, 1 - row))
+    return _warp(x, theta + offsets)
+
+
+def identity(x, magnitude, generator=None):
+    return x
+
+
+def translate_x(x, magnitude, generator=None):
+    sign = _random_sign(x.shape[0], x, generator)
+    return _affine(x, {(0, 2): sign * magnitude * MAX_TRANSLATE})
+
+
+def translate_y(x, magnitude, generator=None):
+    sign = _random_sign(x.shape[0], x, generator)
+    return _affine(x, {(1, 2): sign * magnitude * MAX_TRANSLATE})
+
+
+def shear_x(x, magnitude, generator=None):
+    sign = _random_sign(x.shape[0], x, generator)
+    return _affine(x, {(0, 1): sign * magnitude * MAX_SHEAR})
+
+
+def shear_y(x, magnitude, generator=None):
+    sign = _random_sign(x.shape[0], x, generator)
+    return _affine(x, {(1, 0): sign * magnitude * MAX_SHEAR})
+
+
+def rotate(x, magnitude, generator=None):
+    angle = _random_sign(x.shape[0], x, generator) * magnitude * MAX_ROTATE
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    return _affine(x, {(0, 0): cos - 1, (0, 1): -sin, (1, 0): sin, (1, 1): cos - 1})
+
+
+def cutout(x, magnitude, generator=None):
+    """Zero a square of side ``magnitude * MAX_CUTOUT * size`` at a random centre. Its edges
+    ramp linearly over one cell, so the op is differentiable in the side (and exact identity
+    at magnitude 0)."""
+    b, _, h, w = x.shape
+    centres = _rand((b, 2), x, generator) * torch.tensor([w, h], device=x.device, dtype=x.dtype)
+    half = magnitude * MAX_CUTOUT * torch.tensor([w, h], device=x.device, dtype=x.dtype) / 2
+    cols = torch.arange(w, device=x.device, dtype=x.dtype) + 0.5
+    rows = torch.arange(h, device=x.device, dtype=x.dtype) + 0.5
+    inside_x = (half[0] - (cols[None] - centres[:, :1]).abs()).clamp(0, 1)  # (B, W)
+    inside_y = (half[1] - (rows[None] - centres[:, 1:]).abs()).clamp(0, 1)  # (B, H)
+    hole = inside_y[:, None, :, None] * inside_x[:, None, None, :]
+    return x * (1 - hole)
+
+
+def gaussian_noise(x, magnitude, generator=None):
+    """``x + m * MAX_NOISE * std(x) * eps`` (reparameterised; std per sample, detached)."""
+    std = x.detach().flatten(1).std(dim=1).reshape(-1, 1, 1, 1)
+    eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return x + magnitude * MAX_NOISE * std * eps
+
+
+def channel_dropout(x, magnitude, generator=None):
+    """Concrete (relaxed Bernoulli) dropout of whole channels with probability
+    ``m * MAX_CHANNEL_DROP``, rescaled by the keep probability."""
+    b, c = x.shape[:2]
+    drop = (magnitude * MAX_CHANNEL_DROP).clamp(1e-12, 1 - 1e-6)
+    keep = 1 - drop
+    u = _rand((b, c, 1, 1), x, generator).clamp(1e-6, 1 - 1e-6)
+    logistic = torch.log(u) - torch.log1p(-u)
+    gate = torch.sigmoid((torch.log(keep) - torch.log(drop) + logistic) / DROP_TEMPERATURE)
+    return x * gate / keep
+
+
+def channel_shuffle(x, magnitude, generator=None):
+    """Relaxed shuffle: ``(1 - m) * x + m * x[:, perm]`` with one random channel permutation."""
+    perm = torch.argsort(_rand((x.shape[1],), x, generator))
+    return (1 - magnitude) * x + magnitude * x[:, perm]
+
+
+def channel_gain(x, magnitude, generator=None):
+    """Per-channel gain ``1 + m * MAX_GAIN * u``, u uniform in [-1, 1] per sample and channel."""
+    u = _rand(x.shape[:2] + (1, 1), x, generator) * 2 - 1
+    return x * (1 + magnitude * MAX_GAIN * u)
+
+
+#: every candidate operation by name
+AUGMENTATIONS = dict(identity=identity, translate_x=translate_x, translate_y=translate_y,
+                     shear_x=shear_x, shear_y=shear_y, rotate=rotate, cutout=cutout,
+                     gaussian_noise=gaussian_noise, channel_dropout=channel_dropout,
+                     channel_shuffle=channel_shuffle, channel_gain=channel_gain)
+DEFAULT_OPS = tuple(AUGMENTATIONS)
+
+
+class DAFA(nn.Module):
+    """The mixture ``sum_k softmax(alpha)_k A_k(ft; sigmoid(p_k))`` (DESIGN 1.2).
+
+    Args:
+        ops: names from ``AUGMENTATIONS`` (default: all eleven).
+        init_magnitude: starting value of every m_k.
+        alpha, p start so that all ops have equal weight and magnitude ``init_magnitude``.
+    """
+
+    def __init__(self, ops=DEFAULT_OPS, init_magnitude: float = 0.2):
+        super().__init__()
+        unknown = [name for name in ops if name not in AUGMENTATIONS]
+        if unknown:
+            raise KeyError(f'unknown DAFA op(s) {unknown}; known: {sorted(AUGMENTATIONS)}')
+        if not 0 < init_magnitude < 1:
+            raise ValueError(f'init_magnitude must be in (0, 1), got {init_magnitude}')
+        self.op_names = list(ops)
+        self.alpha = nn.Parameter(torch.zeros(len(ops)))
+        logit = math.log(init_magnitude / (1 - init_magnitude))
+        self.magnitude_logits = nn.Parameter(torch.full((len(ops),), logit))
+
+    def weights(self) -> torch.Tensor:
+        return torch.softmax(self.alpha, dim=0)
+
+    def magnitudes(self) -> torch.Tensor:
+        return torch.sigmoid(self.magnitude_logits)
+
+    def forward(self, feature: torch.Tensor, generator: torch.Generator | None = None):
+        weights = self.weights().to(feature.dtype)
+        magnitudes = self.magnitudes().to(feature.dtype)
+        refined = 0
+        for k, name in enumerate(self.op_names):
+            refined = refined + weights[k] * AUGMENTATIONS[name](feature, magnitudes[k],
+                                                                 generator)
+        return refined
+
+    @torch.no_grad()
+    def policy(self) -> dict:
+        """The current policy: softmax weight and magnitude of every op, as floats."""
+        weights, magnitudes = self.weights().tolist(), self.magnitudes().tolist()
+        return dict(weights=dict(zip(self.op_names, weights)),
+                    magnitudes=dict(zip(self.op_names, magnitudes)))

@@ -1,0 +1,129 @@
+"""The one-step unrolled hypergradient of DAFA's bi-level search (DESIGN 1.2).
+
+    theta'   = theta - xi * grad_theta L_train(theta; alpha)
+    h(alpha) = d/d alpha  L_val(theta'(alpha))
+
+``L_val`` does not depend on alpha directly, so with ``xi = 0`` the hypergradient is zero.
+
+* ``exact``: ``torch.func.functional_call`` with the virtual parameters, differentiating through
+  the inner gradient (``create_graph=True``).
+* ``finite_difference`` (DARTS): ``h ~ grad_alpha L_val(theta') - xi * (grad_alpha
+  L_train(theta+) - grad_alpha L_train(theta-)) / (2 eps)``, with
+  ``theta+- = theta +- eps * grad_theta' L_val(theta')`` and ``eps = 0.01 / ||grad_theta'
+  L_val||``. It perturbs the parameters in place and restores them.
+
+Both take ``train_loss(model)`` and ``val_loss(model)``: callables that run a module (the
+student, or a stand-in with other parameters) and return a scalar. ``train_loss`` must be
+deterministic (fix its random draws) for the finite difference to make sense. Buffers: the
+exact method runs on copies of the student's buffers; callers keep everything else intact
+with ``preserved_buffers``.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+HYPERGRAD_METHODS = ('exact', 'finite_difference')
+
+
+class WithTensors:
+    """A callable standing in for ``module`` with other parameters and buffers (taps and
+    other forward hooks of ``module`` still fire). Exposes the module's attributes."""
+
+    def __init__(self, module: nn.Module, tensors: dict):
+        self.module, self.tensors = module, tensors
+
+    def __call__(self, *args, **kwargs):
+        return functional_call(self.module, self.tensors, args, kwargs, strict=False)
+
+    def __getattr__(self, name):
+        return getattr(self.module, name)
+
+
+@contextlib.contextmanager
+def preserved_buffers(module: nn.Module):
+    """Restore every buffer of ``module`` (BN running statistics) on exit."""
+    saved = [(buf, buf.detach().clone()) for buf in module.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buf, value in saved:
+                buf.copy_(value)
+
+
+def _zeros_for_none(grads, like):
+    return [torch.zeros_like(p) if g is None else g for g, p in zip(grads, like)]
+
+
+def trainable_parameters(module: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    return [(name, p) for name, p in module.named_parameters() if p.requires_grad]
+
+
+def exact_hypergradient(student: nn.Module, train_loss: Callable, val_loss: Callable,
+                        arch_params: Sequence[torch.Tensor], xi: float):
+    """Returns ``(hypergradients, train loss value, val loss value)``."""
+    named = trainable_parameters(student)
+    names, params = [n for n, _ in named], [p for _, p in named]
+
+    def with_params(values):
+        buffers = {n: b.detach().clone() for n, b in student.named_buffers()}
+        return WithTensors(student, {**dict(zip(names, values)), **buffers})
+
+    loss_train = train_loss(with_params(params))
+    grads = torch.autograd.grad(loss_train, params, create_graph=True, allow_unused=True)
+    virtual = [p - xi * g for p, g in zip(params, _zeros_for_none(grads, params))]
+    loss_val = val_loss(with_params(virtual))
+    hyper = torch.autograd.grad(loss_val, list(arch_params), allow_unused=True)
+    return _zeros_for_none(hyper, arch_params), float(loss_train.detach()), float(loss_val.detach())
+
+
+def finite_difference_hypergradient(student: nn.Module, train_loss: Callable,
+                                    val_loss: Callable, arch_params: Sequence[torch.Tensor],
+                                    xi: float):
+    """DARTS' second-order approximation; the student's parameters are restored on exit."""
+    params = [p for _, p in trainable_parameters(student)]
+    arch_params = list(arch_params)
+    originals = [p.detach().clone() for p in params]
+    try:
+        loss_train = train_loss(student)
+        grads = _zeros_for_none(torch.autograd.grad(loss_train, params, allow_unused=True),
+                                params)
+        with torch.no_grad():
+            for p, p0, g in zip(params, originals, grads):
+                p.copy_(p0 - xi * g)
+        loss_val = val_loss(student)
+        val_grads = _zeros_for_none(
+            torch.autograd.grad(loss_val, params + arch_params, allow_unused=True),
+            params + arch_params)
+        d_theta, direct = val_grads[:len(params)], val_grads[len(params):]
+        norm = torch.sqrt(sum((g.double() ** 2).sum() for g in d_theta))
+        eps = 0.01 / max(float(norm), 1e-12)
+
+        def arch_grad_at(sign):
+            with torch.no_grad():
+                for p, p0, d in zip(params, originals, d_theta):
+                    p.copy_(p0 + sign * eps * d)
+            return _zeros_for_none(torch.autograd.grad(train_loss(student), arch_params,
+                                                       allow_unused=True), arch_params)
+
+        plus, minus = arch_grad_at(1.0), arch_grad_at(-1.0)
+        hyper = [d - xi * (gp - gm) / (2 * eps) for d, gp, gm in zip(direct, plus, minus)]
+    finally:
+        with torch.no_grad():
+            for p, p0 in zip(params, originals):
+                p.copy_(p0)
+    return hyper, float(loss_train.detach()), float(loss_val.detach())
+
+
+def unrolled_hypergradient(student, train_loss, val_loss, arch_params, xi: float,
+                           method: str = 'exact'):
+    if method == 'exact':
+        return exact_hypergradient(student, train_loss, val_loss, arch_params, xi)
+    if method == 'finite_difference':
+        return finite_difference_hypergradient(student, train_loss, val_loss, arch_params, xi)
+    raise ValueError(f'hypergrad must be one of {HYPERGRAD_METHODS}, got {method!r}')

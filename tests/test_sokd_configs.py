@@ -1,0 +1,66 @@
+"""SoKD's configs build, and a SoKD run goes through the classification engine."""
+import copy
+import glob
+from pathlib import Path
+
+import pytest
+import torch
+
+from distill import build_distiller
+
+CONFIGS = Path(__file__).resolve().parents[1] / 'configs' / 'classification' / 'sokd'
+
+
+def _without_teacher_ckpt(cfg):
+    cfg = copy.deepcopy(cfg)
+    for part in (cfg, cfg.get('base', {})):
+        if 'teacher_ckpt' in part:
+            part['teacher_ckpt'] = None
+    return cfg
+
+
+@pytest.mark.parametrize('path', sorted(glob.glob(str(CONFIGS / 'cifar100_*.py'))),
+                         ids=lambda p: Path(p).stem)
+def test_cifar_configs_build(path):
+    from mmengine.config import Config
+    cfg = Config.fromfile(path)
+    distiller = build_distiller(_without_teacher_ckpt(cfg.distiller.to_dict()))
+    if 'sokd' in Path(path).stem:
+        assert type(distiller).__name__ == 'SoKD' and distiller.arch_parameters()
+        assert distiller.dam is not None
+        assert 'arch_optimizer' in cfg
+
+
+def test_imagenet_config_names_timm_resnets():
+    from mmengine.config import Config
+    cfg = Config.fromfile(str(CONFIGS / 'imagenet_kd_sokd_resnet34_resnet18.py'))
+    assert cfg.distiller.base.student.type == 'timm/resnet18'
+    assert cfg.distiller.base.teacher.type == 'timm/resnet34'
+
+
+def test_shapes_demo_through_the_engine(tmp_path):
+    pytest.importorskip('accelerate')
+    from mmengine.config import Config
+
+    from distill.data.shapes import ShapesClassification
+    from distill.engine.classification import train_classification
+    cfg = Config.fromfile(str(CONFIGS / 'shapes_demo.py'))
+    cfg.distiller.base.teacher_ckpt = None
+    cfg.distiller.arch_interval = 2
+    cfg.schedule = dict(epochs=1, milestones=[], gamma=0.1)
+    cfg.data.batch_size = 16
+    cfg.train.progress_bar = False
+    datasets = dict(train=ShapesClassification(num_samples=64, seed=0, image_size=32,
+                                               num_classes=6),
+                    val=ShapesClassification(num_samples=32, seed=1, image_size=32,
+                                             num_classes=6))
+    result = train_classification(cfg, work_dir=tmp_path, datasets=datasets)
+    record = result.records[-1]
+    assert set(record['policy']) == {'weights', 'magnitudes'}
+    assert record['policy']['weights'] != dict.fromkeys(record['policy']['weights'], 1 / 11)
+    assert any(key.endswith('arch.val_loss') for key in record), sorted(record)
+    assert any(key.endswith('student.dam') for key in record), sorted(record)
+    state = torch.load(tmp_path / 'latest.pth', weights_only=True)
+    torch.testing.assert_close(state['model']['dafa.alpha'],
+                               result.distiller.dafa.alpha.detach())
+    assert state['arch_optimizer'] is not None

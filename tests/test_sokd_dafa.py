@@ -1,0 +1,156 @@
+"""DAFA's operations and the one-step unrolled hypergradient (DESIGN 1.2)."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from distill.sokd.dafa import AUGMENTATIONS, DAFA
+from distill.sokd.hypergrad import (exact_hypergradient, finite_difference_hypergradient,
+                                    unrolled_hypergradient)
+
+OPS = sorted(AUGMENTATIONS)
+
+
+def _feature():
+    return torch.randn(2, 5, 7, 6, generator=torch.Generator().manual_seed(0),
+                       dtype=torch.float64)
+
+
+def _apply(name, x, magnitude, seed=3):
+    return AUGMENTATIONS[name](x, magnitude, torch.Generator().manual_seed(seed))
+
+
+def test_at_least_eight_operations():
+    assert len([name for name in OPS if name != 'identity']) >= 8
+
+
+@pytest.mark.parametrize('name', OPS)
+def test_op_is_identity_at_zero_magnitude(name):
+    x = _feature()
+    out = _apply(name, x, torch.tensor(0.0, dtype=torch.float64))
+    assert out.shape == x.shape
+    torch.testing.assert_close(out, x, atol=1e-9, rtol=0)
+
+
+@pytest.mark.parametrize('name', [n for n in OPS if n != 'identity'])
+def test_op_is_differentiable_in_its_magnitude(name):
+    """Autograd d/dm of a fixed projection matches a central finite difference (same draws),
+    and the op really depends on m there."""
+    x = _feature()
+    weights = torch.randn(x.shape, generator=torch.Generator().manual_seed(1),
+                          dtype=torch.float64)
+    m = torch.tensor(0.37, dtype=torch.float64, requires_grad=True)
+    (grad,) = torch.autograd.grad((weights * _apply(name, x, m)).sum(), m)
+    h = 1e-6
+    with torch.no_grad():
+        plus = (weights * _apply(name, x, m + h)).sum()
+        minus = (weights * _apply(name, x, m - h)).sum()
+    numeric = (plus - minus) / (2 * h)
+    assert abs(float(grad)) > 1e-6
+    assert abs(float(grad) - float(numeric)) <= 1e-4 * max(1.0, abs(float(numeric)))
+
+
+def test_mixture_policy_and_state_dict():
+    dafa = DAFA(ops=['identity', 'rotate', 'cutout'], init_magnitude=0.3)
+    policy = dafa.policy()
+    assert set(policy['weights']) == {'identity', 'rotate', 'cutout'}
+    assert sum(policy['weights'].values()) == pytest.approx(1.0)
+    assert policy['magnitudes']['rotate'] == pytest.approx(0.3)
+    assert set(dafa.state_dict()) == {'alpha', 'magnitude_logits'}
+    # all weight on identity: the refined feature is the feature
+    with torch.no_grad():
+        dafa.alpha.copy_(torch.tensor([50.0, -50.0, -50.0]))
+    x = torch.randn(2, 3, 4, 4)
+    torch.testing.assert_close(dafa(x), x)
+    with pytest.raises(KeyError, match='unknown DAFA op'):
+        DAFA(ops=['identity', 'solarize'])
+
+
+# ------------------------------------------------------------------ hypergradient
+
+
+class TinyStudent(nn.Module):
+    """conv -> tanh (the distilled feature) -> mean pool -> linear; smooth, float64."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 3, 3, padding=1)
+        self.fc = nn.Linear(3, 4)
+
+    def forward(self, x):
+        feature = torch.tanh(self.conv(x))
+        return self.fc(feature.mean(dim=(2, 3))), feature
+
+
+def _problem():
+    torch.manual_seed(0)
+    student = TinyStudent().double()
+    dafa = DAFA(ops=['identity', 'translate_x', 'rotate', 'cutout', 'gaussian_noise',
+                     'channel_gain']).double()
+    with torch.no_grad():  # a policy away from the symmetric start
+        dafa.alpha.copy_(torch.randn(6, dtype=torch.float64))
+        dafa.magnitude_logits.copy_(torch.randn(6, dtype=torch.float64))
+    gen = torch.Generator().manual_seed(1)
+    x_train = torch.randn(4, 2, 5, 5, generator=gen, dtype=torch.float64)
+    y_train = torch.randint(0, 4, (4,), generator=gen)
+    x_val = torch.randn(4, 2, 5, 5, generator=gen, dtype=torch.float64)
+    y_val = torch.randint(0, 4, (4,), generator=gen)
+    teacher_feat = torch.randn(4, 3, 5, 5, generator=gen, dtype=torch.float64)
+    lam = 2.0
+
+    def train_loss(model):
+        logits, feature = model(x_train)
+        refined = dafa(teacher_feat, torch.Generator().manual_seed(7))
+        return F.cross_entropy(logits, y_train) + lam * (feature - refined).pow(2).mean()
+
+    def val_loss(model):
+        return F.cross_entropy(model(x_val)[0], y_val)
+
+    return student, dafa, train_loss, val_loss, (x_train, y_train, x_val, y_val,
+                                                 teacher_feat, lam)
+
+
+def _reference_hypergradient(student, dafa, data, xi):
+    """The unrolled step written out by hand on explicit tensors (no functional_call)."""
+    x_train, y_train, x_val, y_val, teacher_feat, lam = data
+    w, b, fw, fb = [p.detach().clone().requires_grad_(True) for p in
+                    (student.conv.weight, student.conv.bias, student.fc.weight, student.fc.bias)]
+
+    def run(params, x):
+        feature = torch.tanh(F.conv2d(x, params[0], params[1], padding=1))
+        return feature.mean(dim=(2, 3)) @ params[2].T + params[3], feature
+
+    logits, feature = run((w, b, fw, fb), x_train)
+    refined = dafa(teacher_feat, torch.Generator().manual_seed(7))
+    loss = F.cross_entropy(logits, y_train) + lam * (feature - refined).pow(2).mean()
+    grads = torch.autograd.grad(loss, (w, b, fw, fb), create_graph=True)
+    virtual = [p - xi * g for p, g in zip((w, b, fw, fb), grads)]
+    val = F.cross_entropy(run(virtual, x_val)[0], y_val)
+    return torch.autograd.grad(val, list(dafa.parameters()))
+
+
+def _relative_error(got, want):
+    got, want = torch.cat([g.flatten() for g in got]), torch.cat([g.flatten() for g in want])
+    return float((got - want).norm() / want.norm())
+
+
+@pytest.mark.parametrize('method', [exact_hypergradient, finite_difference_hypergradient])
+def test_hypergradient_matches_unrolled_reference(method):
+    student, dafa, train_loss, val_loss, data = _problem()
+    xi = 0.5
+    reference = _reference_hypergradient(student, dafa, data, xi)
+    assert float(torch.cat([r.flatten() for r in reference]).norm()) > 1e-6
+    before = [p.detach().clone() for p in student.parameters()]
+    hyper, _, _ = method(student, train_loss, val_loss, list(dafa.parameters()), xi)
+    assert _relative_error(hyper, reference) < 1e-2
+    for p, p0 in zip(student.parameters(), before):  # the virtual step left no trace
+        assert torch.equal(p, p0)
+
+
+def test_zero_virtual_step_gives_no_hypergradient():
+    student, dafa, train_loss, val_loss, _ = _problem()
+    hyper, _, _ = unrolled_hypergradient(student, train_loss, val_loss,
+                                         list(dafa.parameters()), xi=0.0, method='exact')
+    assert all(float(h.abs().max()) == 0 for h in hyper)
+    with pytest.raises(ValueError, match='hypergrad'):
+        unrolled_hypergradient(student, train_loss, val_loss, [], 0.1, method='second')

@@ -1,0 +1,216 @@
+"""The SoKD distiller around each base: terms, gradient routing, the search protocol, runs."""
+import pytest
+import torch
+
+from distill import build_distiller
+from distill.data.shapes import ShapesClassification
+
+STUDENT = dict(type='tiny_cnn', num_classes=6, width=4)
+TEACHER = dict(type='tiny_cnn', num_classes=6, width=8)
+ADAPTER = dict(type='ClassifierAdapter', input_size=16)
+TAPS = [dict(student='stage2', teacher='stage2'), dict(student='stage3', teacher='stage3')]
+BASES = dict(
+    FitNet=dict(type='FitNet', taps=TAPS),
+    KD=dict(type='KD'),
+    DKD=dict(type='DKD'),
+    ADM=dict(type='ADM', taps=TAPS, online=True),
+    KD_online=dict(type='KD', online=True),
+)
+FEATURE_TERM = dict(FitNet='student.fitnet', ADM='student.co', KD='student.kd',
+                    DKD='student.kd', KD_online='student.kd')
+
+
+def base_cfg(name):
+    return dict(BASES[name], student=STUDENT, teacher=TEACHER, adapter=ADAPTER)
+
+
+def make(name, **kw):
+    torch.manual_seed(0)
+    kw.setdefault('dam', dict(channels=8))
+    return build_distiller(dict(type='SoKD', base=base_cfg(name), **kw))
+
+
+def batch(seed=0, size=8):
+    dataset = ShapesClassification(num_samples=size, seed=seed, image_size=16, num_classes=6)
+    items = [dataset[i] for i in range(size)]
+    return dict(inputs=torch.stack([item['inputs'] for item in items]),
+                labels=torch.tensor([int(item['labels']) for item in items]))
+
+
+def _groups(distiller):
+    dam = distiller.dam
+    return dict(student=distiller.student, teacher=distiller.teacher,
+                connectors=distiller.base.connectors, dam_teacher=dam.teacher_proj,
+                dam_student=dam.student_proj,
+                dam_heads=torch.nn.ModuleList([dam.heatmap, dam.size, dam.offset]),
+                dafa=distiller.dafa)
+
+
+EXPECTED = {
+    'student.task': {'student'},
+    'student.fitnet': {'student', 'connectors'},
+    'student.co': {'student', 'connectors'},
+    'student.kd': {'student'},
+    'student.dam': {'student', 'dam_student', 'dam_heads'},
+    'dam.anchor': {'dam_teacher', 'dam_heads'},
+    'teacher.task': {'teacher'},
+    'teacher.kd': {'teacher'},
+    'teacher.di': {'teacher'},
+}
+
+
+@pytest.mark.parametrize('name', list(BASES))
+def test_each_term_reaches_only_its_parameters(name):
+    distiller = make(name)
+    terms = distiller(batch())
+    expected_names = {'student.task', FEATURE_TERM[name], 'student.dam', 'dam.anchor'}
+    if name == 'ADM':
+        expected_names |= {'teacher.task', 'teacher.kd', 'teacher.di', 'student.kd'}
+    if name == 'KD_online':
+        expected_names |= {'teacher.task', 'teacher.kd'}
+    assert set(terms) == expected_names
+    for term in terms:
+        distiller.zero_grad(set_to_none=True)
+        distiller(batch())[term].backward()
+        reached = {group for group, module in _groups(distiller).items()
+                   if any(p.grad is not None and p.grad.abs().sum() > 0
+                          for p in module.parameters())}
+        assert reached == EXPECTED[term], term
+
+
+@pytest.mark.parametrize('name', ['FitNet', 'KD', 'DKD', 'ADM'])
+def test_without_dafa_and_dam_it_is_the_base(name):
+    torch.manual_seed(0)
+    base = build_distiller(base_cfg(name))
+    torch.manual_seed(0)
+    wrapped = build_distiller(dict(type='SoKD', base=base_cfg(name), dafa=None, dam=None))
+    wrapped.load_state_dict(base.state_dict(), strict=False)
+    assert wrapped.arch_parameters() == [] and not wrapped.wants_arch_step(1, 0)
+    base_terms, wrapped_terms = base(batch()), wrapped(batch())
+    assert set(base_terms) == set(wrapped_terms)
+    for term, value in base_terms.items():
+        torch.testing.assert_close(wrapped_terms[term], value, rtol=1e-5, atol=1e-6)
+
+
+def test_ablations_are_config_changes():
+    dafa_only = make('FitNet', dam=None)
+    assert 'student.dam' not in dafa_only(batch()) and dafa_only.arch_parameters()
+    dam_only = make('FitNet', dafa=None)
+    assert 'student.dam' in dam_only(batch()) and dam_only.arch_parameters() == []
+    with pytest.raises(KeyError, match='no loss term'):
+        make('FitNet', loss_weights=dict(fitnet=1.0))
+
+
+@pytest.mark.parametrize('method', ['exact', 'finite_difference'])
+@pytest.mark.parametrize('name', ['FitNet', 'DKD', 'ADM'])
+def test_arch_backward_fills_grads_and_leaves_the_networks_alone(name, method):
+    distiller = make(name, hypergrad=method, xi=0.5)
+    distiller.train()
+    state = {k: v.clone() for k, v in distiller.state_dict().items()}
+    logs = distiller.arch_backward(batch(0), batch(1))
+    assert set(logs) == {'arch.train_loss', 'arch.val_loss', 'arch.grad_norm'}
+    alpha, magnitudes = distiller.arch_parameters()
+    assert alpha.grad is not None and float(alpha.grad.abs().sum()) > 0
+    assert float(magnitudes.grad.abs().sum()) > 0
+    for key, value in distiller.state_dict().items():  # BN statistics included
+        assert torch.equal(value, state[key]), key
+    for p in distiller.parameters():
+        if all(p is not a for a in distiller.arch_parameters()):
+            assert p.grad is None
+
+
+def test_search_schedule_policy_and_checkpoint():
+    distiller = make('KD', arch_interval=3, search_epochs=2)
+    assert [distiller.wants_arch_step(1, s) for s in range(4)] == [True, False, False, True]
+    assert distiller.wants_arch_step(2, 0) and not distiller.wants_arch_step(3, 0)
+    policy = distiller.policy()
+    assert len(policy['weights']) >= 9 and set(policy) == {'weights', 'magnitudes'}
+    assert {'dafa.alpha', 'dafa.magnitude_logits'} <= set(distiller.state_dict())
+    main = [p for p in distiller.parameters()
+            if all(p is not a for a in distiller.arch_parameters())]
+    assert any(p is distiller.dam.heatmap[0].weight for p in main)
+
+
+@pytest.mark.parametrize('name', ['FitNet', 'KD', 'DKD', 'ADM'])
+def test_short_shapes_run(name):
+    """A few steps of the engine's protocol: every term finite, the policy moves, the
+    student learns."""
+    distiller = make(name, arch_interval=2, xi=0.05)
+    distiller.train()
+    arch = distiller.arch_parameters()
+    main = [p for p in distiller.parameters()
+            if p.requires_grad and all(p is not a for a in arch)]
+    optimizer = torch.optim.SGD(main, lr=0.05, momentum=0.9)
+    arch_optimizer = torch.optim.Adam(arch, lr=3e-2, betas=(0.5, 0.999), weight_decay=1e-3)
+    start = {k: v for k, v in distiller.policy()['weights'].items()}
+    data = batch(0, size=64)
+    losses = []
+    for step in range(12):
+        part = slice((step % 4) * 16, (step % 4 + 1) * 16)
+        train = dict(inputs=data['inputs'][part], labels=data['labels'][part])
+        if distiller.wants_arch_step(1, step):
+            arch_optimizer.zero_grad(set_to_none=True)
+            distiller.arch_backward(train, batch(1, size=16))
+            arch_optimizer.step()
+        terms = distiller(train)
+        assert all(torch.isfinite(t) for t in terms.values())
+        optimizer.zero_grad(set_to_none=True)
+        sum(terms.values()).backward()
+        optimizer.step()
+        losses.append(float(terms['student.task'].detach()))
+    assert distiller.policy()['weights'] != start
+    assert sum(losses[-4:]) < sum(losses[:4])
+
+
+def test_viz_draws_dam_boxes_and_policy(tmp_path):
+    pytest.importorskip('matplotlib')
+    from distill.sokd.viz import draw_dam_boxes, draw_policy
+    distiller = make('FitNet').eval()
+    data = batch(0, size=4)
+    predictions = distiller.dam_predictions(data)
+    assert predictions['teacher']['mask'].shape == (4, 1, 4, 4)
+    assert draw_dam_boxes(data['inputs'], predictions, tmp_path / 'dam.png').stat().st_size
+    assert draw_policy(distiller.policy(), tmp_path / 'policy.png').stat().st_size
+
+
+def test_frozen_teacher_outputs_are_reused_after_the_arch_step():
+    distiller = make('FitNet').train()
+    calls = []
+    distiller.teacher.register_forward_hook(lambda *args: calls.append(1))
+    data = batch(0)
+    torch.manual_seed(5)
+    fresh = distiller(data)
+    distiller.arch_backward(data, batch(1))
+    calls.clear()
+    torch.manual_seed(5)
+    reused = distiller(data)
+    assert calls == []  # the teacher did not run again
+    for term, value in fresh.items():
+        torch.testing.assert_close(reused[term], value)
+    distiller(data)
+    assert calls == [1]  # the cache serves one step only
+
+
+def test_anchor_boxes_from_the_adapter_or_the_cam():
+    from distill.adapters.classifier import ClassifierAdapter
+
+    class BoxAdapter(ClassifierAdapter):
+        def anchor_boxes(self, batch):
+            return [torch.tensor([[0.0, 0.0, 8.0, 16.0]])] * batch['inputs'].shape[0]
+
+    torch.manual_seed(0)
+    distiller = build_distiller(dict(
+        type='SoKD', base=dict(BASES['FitNet'], student=STUDENT, teacher=TEACHER,
+                               adapter=BoxAdapter(input_size=16)), dam=dict(channels=8)))
+    data = batch()
+    boxes, labels = distiller._anchor_boxes(data, (4, 4), None)
+    assert labels is None
+    torch.testing.assert_close(boxes[0], torch.tensor([[0.0, 0.0, 2.0, 4.0]]))
+    # classification: one CAM box per image, labelled with the true class (K heatmaps)
+    per_class = make('KD', dam=dict(channels=8, num_classes=6))
+    terms = per_class(data)
+    assert torch.isfinite(terms['dam.anchor'])
+    _, _, _, _, _, heads, _ = per_class._run(data)
+    boxes, labels = per_class._anchor_boxes(data, (4, 4), heads[1])
+    assert len(boxes) == 8 and all(b.shape == (1, 4) for b in boxes)
+    assert [int(label) for label in labels] == data['labels'].tolist()
