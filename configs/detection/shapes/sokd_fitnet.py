@@ -1,0 +1,13 @@
+# SoKD + FitNet on the shapes set: DAFA refines the teacher's FPN features, DAM (anchored on
+# the ground-truth boxes, scaled to the level) masks the hint loss of the last tapped level.
+_base_ = './fitnet.py'
+model = dict(
+    search_iters=40,  # the policy search runs over the first 40 iterations
+    distiller=dict(
+        _delete_=True, type='SoKD',
+        base=dict(type='FitNet', online=False, loss_weights=dict(task=1.0, kd=0.0, fitnet=1.0),
+                  taps=[dict(student='neck', teacher='neck', index=1),
+                        dict(student='neck', teacher='neck', index=0)]),
+        dafa=dict(), dam=dict(channels=32, top_k=4),
+        arch_interval=5, search_epochs=1, xi=0.02))
+work_dir = 'work_dirs/shapes_det/sokd_fitnet'

@@ -1,0 +1,17 @@
+# Online ADM: DeepLabV3 R101 and DeepLabV3 R18 trained together from ImageNet backbones.
+# Validation reports the student's mIoU and the teacher's (teacher/mIoU).
+_base_ = './_base_/cityscapes_80k.py'
+model = dict(
+    type='distill.DistillationModel', scope='mmseg',
+    student='mmseg::deeplabv3/deeplabv3_r18-d8_4xb2-80k_cityscapes-512x1024.py',
+    teacher='mmseg::deeplabv3/deeplabv3_r101-d8_4xb2-80k_cityscapes-512x1024.py',
+    distiller=dict(
+        type='ADM', online=True, temperature=1.0, tau=1.0,
+        tau_schedule=dict(start=0.1, end=2.0, type='linear'),
+        loss_weights=dict(task=1.0, kd=1.0, co=1.0, di=1.0),
+        taps=[dict(student='backbone.layer4', teacher='backbone.layer4'),
+              dict(student='decode_head.bottleneck', teacher='decode_head.bottleneck')]))
+val_evaluator = [dict(type='IoUMetric', iou_metrics=['mIoU']),
+                 dict(type='distill.TeacherMetric',
+                      metric=dict(type='IoUMetric', iou_metrics=['mIoU']))]
+test_evaluator = val_evaluator

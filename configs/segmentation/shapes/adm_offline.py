@@ -1,0 +1,7 @@
+# ADM offline: the teacher is the checkpoint of teacher.py, frozen; student terms only.
+_base_ = './adm_online.py'
+model = dict(teacher_ckpt='work_dirs/shapes_seg/teacher/iter_400.pth',
+             teacher_map_location='cpu', distiller=dict(online=False))
+val_evaluator = dict(_delete_=True, type='IoUMetric', iou_metrics=['mIoU'])
+test_evaluator = val_evaluator
+work_dir = 'work_dirs/shapes_seg/adm_offline'

@@ -1,0 +1,58 @@
+"""Write the synthetic shapes set as a COCO-format detection dataset.
+
+    root/images/{train,val}/00000.png
+    root/annotations/instances_{train,val}.json   COCO: images, annotations (bbox x,y,w,h,
+                                                  area = visible pixels, iscrowd), categories
+
+MMDetection's ``CocoDataset`` with ``metainfo=dict(classes=shape_class_names(K))`` reads it
+and ``CocoMetric`` (pycocotools) evaluates on it. Written once, atomically (see
+``mmseg_layout.write_into_place``).
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from PIL import Image
+
+from distill.data.mmseg_layout import SPLIT_SEEDS, write_into_place
+from distill.data.shapes import render_shapes, shape_class_names
+
+
+def shapes_coco_dict(split: str, count: int, image_size: int, num_classes: int,
+                     num_objects, seed: int, save_images_to=None) -> dict:
+    """The COCO annotation dict of one split (and its images, if ``save_images_to``)."""
+    images, annotations = [], []
+    for index in range(count):
+        sample = render_shapes(index, seed=seed * 10 + SPLIT_SEEDS[split], image_size=image_size,
+                               num_classes=num_classes, num_objects=num_objects)
+        file_name = f'{index:05d}.png'
+        if save_images_to is not None:
+            Image.fromarray(sample['image']).save(save_images_to / file_name)
+        images.append(dict(id=index + 1, file_name=file_name, height=image_size,
+                           width=image_size))
+        for box_index, (box, label) in enumerate(zip(sample['boxes'], sample['box_labels'])):
+            x1, y1, x2, y2 = (float(v) for v in box)
+            area = float(np.count_nonzero(sample['instances'] == box_index + 1))
+            annotations.append(dict(id=len(annotations) + 1, image_id=index + 1,
+                                    category_id=int(label) + 1, bbox=[x1, y1, x2 - x1, y2 - y1],
+                                    area=area, iscrowd=0, segmentation=[]))
+    categories = [dict(id=k + 1, name=name, supercategory='shape')
+                  for k, name in enumerate(shape_class_names(num_classes))]
+    return dict(images=images, annotations=annotations, categories=categories,
+                info=dict(description=f'synthetic shapes ({split})'), licenses=[])
+
+
+def write_shapes_coco(root, num_train: int = 32, num_val: int = 16, image_size: int = 64,
+                      num_classes: int = 6, num_objects=(1, 3), seed: int = 0):
+    """Write (once) the shapes detection set under ``root``; return ``root``."""
+    def write(tmp):
+        (tmp / 'annotations').mkdir()
+        for split, count in (('train', num_train), ('val', num_val)):
+            image_dir = tmp / 'images' / split
+            image_dir.mkdir(parents=True)
+            coco = shapes_coco_dict(split, count, image_size, num_classes, num_objects, seed,
+                                    save_images_to=image_dir)
+            with open(tmp / 'annotations' / f'instances_{split}.json', 'w') as f:
+                json.dump(coco, f)
+    return write_into_place(root, write)

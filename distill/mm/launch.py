@@ -1,0 +1,123 @@
+"""The training entry point shared by ``tasks/segmentation/train.py`` and
+``tasks/detection/train.py``: the options and behaviour of MMSegmentation's and MMDetection's
+own ``tools/train.py`` (``CONFIG --work-dir --resume --amp --cfg-options --launcher``), plus:
+
+* ``distill.mm`` is imported (and added to ``custom_imports``), so ``distill.*`` types resolve
+  whatever the config's ``default_scope``;
+* a config's ``prepare_data`` entry writes the synthetic shapes set if its folder is missing;
+* mmengine checkpoints resume under torch >= 2.6 with ``weights_only`` on (see safe_load).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import os.path as osp
+
+from mmengine.config import Config, DictAction
+from mmengine.logging import print_log
+
+import distill.mm  # noqa: F401  (registers distill.DistillationModel, distill.TeacherMetric)
+from distill.mm.safe_load import allow_mmengine_checkpoint_globals
+
+
+def parse_args(description: str, argv=None):
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument('--work-dir', help='the dir to save logs and models')
+    parser.add_argument('--resume', action='store_true', default=False,
+                        help='resume from the latest checkpoint in the work_dir automatically')
+    parser.add_argument('--amp', action='store_true', default=False,
+                        help='enable automatic-mixed-precision training')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override settings of the config, key=value pairs')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    # torch.distributed.launch passes --local-rank
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def prepare_data(cfg) -> None:
+    """Write the dataset a config's ``prepare_data`` describes, if its root is missing."""
+    spec = cfg.get('prepare_data')
+    if not spec:
+        return
+    spec = dict(spec)
+    kind = spec.pop('type')
+    if kind == 'shapes_mmseg':
+        from distill.data.mmseg_layout import write_shapes_mmseg as write
+    elif kind == 'shapes_coco':
+        from distill.data.coco_layout import write_shapes_coco as write
+    else:
+        raise ValueError(f"unknown prepare_data type {kind!r}: 'shapes_mmseg' or 'shapes_coco'")
+    if not osp.isdir(spec['root']):
+        print_log(f"writing the {kind} data set to {spec['root']}", logger='current')
+    write(**spec)
+
+
+def load_config(args) -> Config:
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    imports = list(cfg.get('custom_imports', {}).get('imports', []))
+    if 'distill.mm' not in imports:
+        cfg.custom_imports = dict(imports=imports + ['distill.mm'],
+                                  allow_failed_imports=False)
+
+    # work_dir: command line > config > ./work_dirs/<config name>
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+
+    if args.amp:
+        wrapper = cfg.optim_wrapper.type
+        if wrapper == 'AmpOptimWrapper':
+            print_log('AMP training is already enabled in your config.', logger='current',
+                      level=logging.WARNING)
+        else:
+            assert wrapper == 'OptimWrapper', (
+                f'--amp needs optim_wrapper type OptimWrapper, got {wrapper}')
+            cfg.optim_wrapper.type = 'AmpOptimWrapper'
+            cfg.optim_wrapper.loss_scale = 'dynamic'
+    if args.resume:
+        cfg.resume = True  # with load_from unset: the latest checkpoint of work_dir
+    return cfg
+
+
+def setup_cpu_distributed(cfg) -> None:
+    """``--launcher pytorch`` without CUDA (CPU, gloo): mmengine 0.10.7's launcher calls
+    ``torch.cuda.set_device`` and gives DDP a device id; initialise the process group here
+    (the Runner then keeps it) and wrap the model with ``device_ids=None``."""
+    import torch
+    import torch.distributed as dist
+    if cfg.launcher != 'pytorch' or torch.cuda.is_available() or dist.is_initialized():
+        return
+    backend = cfg.get('env_cfg', {}).get('dist_cfg', {}).get('backend', 'gloo')
+    if backend != 'gloo':
+        print_log(f'no CUDA: using the gloo backend instead of {backend}', logger='current',
+                  level=logging.WARNING)
+    dist.init_process_group(backend='gloo', init_method='env://')
+    wrapper = dict(cfg.get('model_wrapper_cfg') or dict(type='MMDistributedDataParallel'))
+    wrapper['device_ids'] = None
+    wrapper.setdefault('find_unused_parameters', cfg.get('find_unused_parameters', False))
+    cfg.model_wrapper_cfg = wrapper
+
+
+def train(description: str, argv=None):
+    """Parse the command line, build the Runner and train; returns the Runner."""
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+    args = parse_args(description, argv)
+    cfg = load_config(args)
+    prepare_data(cfg)
+    setup_cpu_distributed(cfg)
+    allow_mmengine_checkpoint_globals()
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    runner.train()
+    return runner

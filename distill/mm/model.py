@@ -1,0 +1,244 @@
+"""``DistillationModel``: a student, a teacher and a distiller as one mmengine ``BaseModel``.
+
+The mmengine ``Runner`` (and so MMSegmentation / MMDetection users' whole tool chain: hooks,
+DDP, AMP, checkpoints, resume) trains it like any segmentor or detector:
+
+    model = dict(
+        type='distill.DistillationModel', scope='mmseg',
+        student='mmseg::deeplabv3/deeplabv3_r18-d8_4xb2-80k_cityscapes-512x1024.py',
+        teacher=dict(type='EncoderDecoder', ...),      # or a local config file path
+        teacher_ckpt='work_dirs/teacher/iter_80000.pth',  # offline teacher
+        distiller=dict(type='ADM', online=False, taps=[dict(student='backbone.layer4',
+                                                          teacher='backbone.layer4')]))
+
+* ``forward(mode='loss')`` returns the distiller's named terms (``student.task``,
+  ``student.co``, ``teacher.di``, ...); ``parse_losses`` sums all of them, logs each under its
+  own name and stops on a non-finite term.
+* ``forward(mode='predict')`` returns the student's predictions; with ``validate_teacher``
+  (default: when the teacher trains online) the teacher's are added as ``teacher_pred_*``
+  fields, which ``distill.TeacherMetric`` evaluates.
+* The data preprocessor is the student's; the adapter converts the batch to the teacher's
+  normalisation, so the teacher sees the same augmented images.
+"""
+from __future__ import annotations
+
+import copy
+from collections import OrderedDict
+
+import torch
+from mmengine.logging import MessageHub
+from mmengine.model import BaseModel
+from mmengine.registry import DefaultScope
+from mmengine.runner.checkpoint import load_checkpoint
+
+from distill import build_distiller
+from distill.engine import check_finite_terms
+from distill.mm.build import build_mm_model
+from distill.mm.metrics import TEACHER_FIELD_PREFIX
+from distill.mm.safe_load import allow_mmengine_checkpoint_globals
+from distill.registry import ADAPTERS, MODELS
+
+DEFAULT_ADAPTERS = dict(mmseg='MMSegAdapter', mmdet='MMDetAdapter')
+DEFAULT_ARCH_OPTIMIZER = dict(type='Adam', lr=3e-3, betas=(0.5, 0.999), weight_decay=1e-3)
+
+
+def _import_adapters(scope: str) -> None:
+    # adapters register themselves in ADAPTERS on import; they import their task package
+    if scope == 'mmseg':
+        import distill.adapters.mmseg  # noqa: F401
+    elif scope == 'mmdet':
+        import distill.adapters.mmdet  # noqa: F401
+
+
+def _check_no_detection_kd(distiller) -> None:
+    base = getattr(distiller, 'base', distiller)
+    if base.loss_weights.get('kd', 0):
+        raise ValueError(f'{type(base).__name__} has kd={base.loss_weights["kd"]}, but '
+                         f'detectors have no single logits to distil: set '
+                         f'distiller loss_weights=dict(kd=0.0) in detection configs')
+
+
+@MODELS.register_module()
+class DistillationModel(BaseModel):
+    """Args:
+        student, teacher: model config dicts, local config file paths or ``pkg::`` configs.
+        distiller: distiller config, e.g. ``dict(type='ADM', taps=[...], online=True)``;
+            its ``student``/``teacher``/``adapter`` are filled in here.
+        scope: the task package the networks come from: ``'mmseg'`` or ``'mmdet'``.
+        adapter: adapter config (type defaults to the task's: MMSegAdapter / MMDetAdapter).
+        teacher_ckpt: weights of the teacher (an mmengine checkpoint or a plain state dict).
+        teacher_map_location: ``map_location`` used to read ``teacher_ckpt``.
+        validate_teacher: also predict with the teacher in validation (default: online).
+        search_iters: SoKD only: iterations per search "epoch" of its bi-level search (the
+            search runs during ``search_epochs * search_iters`` iterations). Default: the
+            Runner's epoch (epoch-based loops); iteration-based loops should set it.
+        arch_optimizer: SoKD only: the optimiser of its architecture parameters (default
+            ``DEFAULT_ARCH_OPTIMIZER``: Adam, lr 3e-3, betas (0.5, 0.999), weight decay 1e-3).
+    """
+
+    def __init__(self, student, teacher, distiller: dict, scope: str = 'mmseg',
+                 adapter: dict | None = None, teacher_ckpt: str | None = None,
+                 teacher_map_location: str = 'cpu', validate_teacher: bool | None = None,
+                 search_iters: int | None = None, arch_optimizer: dict | None = None,
+                 data_preprocessor=None, init_cfg=None):
+        _import_adapters(scope)
+        student_model = build_mm_model(student, scope)
+        # a teacher that gets its weights from teacher_ckpt needs no pretrained backbone
+        teacher_model = build_mm_model(teacher, scope, drop_pretrained=bool(teacher_ckpt))
+        if data_preprocessor is None:
+            data_preprocessor = student_model.data_preprocessor
+        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        self.scope = scope
+        self.teacher_ckpt = teacher_ckpt
+        if teacher_ckpt:
+            allow_mmengine_checkpoint_globals()
+            load_checkpoint(teacher_model, teacher_ckpt, map_location=teacher_map_location,
+                            strict=True, logger='current')
+
+        adapter_cfg = dict(type=DEFAULT_ADAPTERS[scope], **(adapter or {}))
+        if scope == 'mmseg' and 'ignore_index' not in adapter_cfg:
+            adapter_cfg['ignore_index'] = student_model.decode_head.ignore_index
+        with DefaultScope.overwrite_default_scope('distill'):  # not the Runner's mmseg/mmdet
+            task_adapter = ADAPTERS.build(adapter_cfg)
+        task_adapter.convert_inputs.set_reference(self.data_preprocessor)
+        task_adapter.convert_inputs.add_model(teacher_model)
+
+        distiller = copy.deepcopy(dict(distiller))
+        # a plug-in (SoKD) wraps a base distiller: the networks and adapter go to the base
+        target = distiller
+        if 'base' in distiller:
+            target = distiller['base'] = dict(distiller['base'])
+        if 'teacher_ckpt' in target:
+            raise ValueError('give teacher_ckpt to the DistillationModel, not to its distiller')
+        target.update(student=student_model, teacher=teacher_model, adapter=task_adapter)
+        with DefaultScope.overwrite_default_scope('distill'):
+            self.distiller = build_distiller(distiller)
+        if scope == 'mmdet':
+            _check_no_detection_kd(self.distiller)
+        self.validate_teacher = (self.distiller.online if validate_teacher is None
+                                 else validate_teacher)
+        self._setup_arch_search(search_iters, arch_optimizer or DEFAULT_ARCH_OPTIMIZER)
+
+    # the networks live in the distiller (state-dict keys ``distiller.student.*``)
+    @property
+    def student(self):
+        return self.distiller.student
+
+    @property
+    def teacher(self):
+        return self.distiller.teacher
+
+    def init_weights(self):
+        """Initialise the student (and its pretrained backbone); the teacher too unless its
+        weights came from ``teacher_ckpt``, which the Runner's ``init_weights`` must not undo."""
+        self.student.init_weights()
+        if not self.teacher_ckpt:
+            self.teacher.init_weights()
+
+    # ------------------------------------------------------------------ SoKD's search
+    def _setup_arch_search(self, search_iters, arch_optimizer: dict) -> None:
+        """A distiller with architecture parameters (SoKD's DAFA) gets its own optimiser here;
+        the Runner's optimiser never updates them (they have no gradient in its steps). Its
+        state is not in the Runner's checkpoints: a resumed search restarts its Adam moments
+        (the architecture parameters themselves are in the state dict)."""
+        arch_params = list(getattr(self.distiller, 'arch_parameters', lambda: [])())
+        self.search_iters = search_iters
+        self.arch_optimizer = None
+        self._previous_batch = None
+        if not arch_params:
+            return
+        from mmengine.dist import get_world_size
+        from mmengine.registry import OPTIMIZERS
+        if get_world_size() > 1:
+            # MMDistributedDataParallel.train_step bypasses DistillationModel.train_step
+            raise NotImplementedError('SoKD\'s policy search (dafa) runs in single-process '
+                                      'training only; search on one process, or set dafa=None')
+        self.arch_optimizer = OPTIMIZERS.build(dict(arch_optimizer, params=arch_params))
+        # off by default: DDP then ignores them, and the main backward leaves them alone
+        for param in arch_params:
+            param.requires_grad_(False)
+
+    def _search_position(self) -> tuple[int, int]:
+        """(epoch counted from 1, step in that epoch), as SoKD's ``wants_arch_step`` takes."""
+        hub = MessageHub.get_current_instance()
+        step = int(hub.get_info('iter', 0))
+        if self.search_iters:
+            return step // self.search_iters + 1, step % self.search_iters
+        return int(hub.get_info('epoch', 0) or 0) + 1, step
+
+    def arch_step(self, train_batch: dict, val_batch: dict) -> dict:
+        """One outer step of SoKD's bi-level search: the hypergradient of the student's task
+        loss on ``val_batch`` after a virtual step on ``train_batch`` (DESIGN 1.2)."""
+        arch_params = list(self.distiller.arch_parameters())
+        for param in arch_params:
+            param.requires_grad_(True)
+        try:
+            self.arch_optimizer.zero_grad()
+            stats = self.distiller.arch_backward(train_batch, val_batch)
+            self.arch_optimizer.step()
+        finally:
+            for param in arch_params:
+                param.requires_grad_(False)
+                param.grad = None
+        return stats
+
+    def train_step(self, data, optim_wrapper):
+        if self.arch_optimizer is None:
+            return super().train_step(data, optim_wrapper)
+        with optim_wrapper.optim_context(self):
+            data = self.data_preprocessor(data, True)
+        batch = dict(inputs=data['inputs'], data_samples=data['data_samples'])
+        arch_stats = {}
+        # the previous batch is the virtual step's, this one the held-out one
+        if self._previous_batch is not None and self.distiller.wants_arch_step(
+                *self._search_position()):
+            arch_stats = self.arch_step(self._previous_batch, batch)
+        self._previous_batch = batch
+        with optim_wrapper.optim_context(self):
+            losses = self._run_forward(data, mode='loss')
+        parsed_losses, log_vars = self.parse_losses(losses)
+        optim_wrapper.update_params(parsed_losses)
+        log_vars.update((name, torch.as_tensor(float(value)))
+                        for name, value in arch_stats.items())
+        return log_vars
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, inputs, data_samples=None, mode: str = 'tensor'):
+        if mode == 'loss':
+            self._update_progress()
+            return self.distiller(dict(inputs=inputs, data_samples=data_samples))
+        if mode == 'predict':
+            return self.predict(inputs, data_samples)
+        if mode == 'tensor':
+            return self.student._forward(inputs, data_samples)
+        raise RuntimeError(f"invalid mode {mode!r}; expected 'loss', 'predict' or 'tensor'")
+
+    def predict(self, inputs, data_samples):
+        teacher_samples = None
+        if self.validate_teacher:
+            teacher_inputs = self.distiller.adapter.convert_inputs(self.teacher, inputs)
+            teacher_samples = self.teacher.predict(teacher_inputs, copy.deepcopy(data_samples))
+        results = self.student.predict(inputs, data_samples)
+        if teacher_samples is not None:
+            for result, teacher_result in zip(results, teacher_samples):
+                for name in teacher_result.keys():
+                    if name.startswith('pred_'):
+                        result.set_field(getattr(teacher_result, name),
+                                         TEACHER_FIELD_PREFIX + name)
+        return results
+
+    def _update_progress(self) -> None:
+        """Fraction of training done, for schedules (ADM's tau), from the Runner's hub."""
+        hub = MessageHub.get_current_instance()
+        max_iters = hub.get_info('max_iters')
+        if max_iters:
+            self.distiller.set_progress(hub.get_info('iter', 0) / max_iters)
+
+    def parse_losses(self, losses: dict):
+        """Sum every distiller term (all are losses, whatever their name) and log each."""
+        hub = MessageHub.get_current_instance()
+        check_finite_terms(losses, step=hub.get_info('iter', 0), epoch=hub.get_info('epoch'))
+        log_vars = OrderedDict((name, value.detach().mean()) for name, value in losses.items())
+        total = sum(value.mean() for value in losses.values())
+        log_vars = OrderedDict([('loss', total.detach()), *log_vars.items()])
+        return total, log_vars

@@ -1,0 +1,16 @@
+"""Export the student of a detection distillation run as a plain MMDetection model:
+
+    python tasks/detection/export.py CONFIG work_dirs/adm_online/iter_400.pth student.pth
+
+writes ``student.pth`` and ``student.py``; ``mmdet.apis.init_detector('student.py', 'student.pth')``
+loads them.
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..')))
+
+from distill.mm.export import export_main  # noqa: E402
+
+if __name__ == '__main__':
+    export_main('Export the student of a detection distillation checkpoint')

@@ -1,0 +1,15 @@
+"""Train a detection distillation config (or any MMDetection config) with the mmengine
+Runner, exactly like MMDetection's ``tools/train.py``:
+
+    python tasks/detection/train.py configs/detection/shapes/sokd_fitnet.py \
+        [--work-dir DIR] [--resume] [--amp] [--cfg-options k=v ...] [--launcher pytorch]
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..')))
+
+from distill.mm.launch import train  # noqa: E402
+
+if __name__ == '__main__':
+    train('Train a detector with knowledge distillation')
