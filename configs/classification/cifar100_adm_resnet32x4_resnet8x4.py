@@ -18,6 +18,9 @@ distiller = dict(
     online=True,
     # weight of each term: task = CE, kd = T^2 * KL to the other network's soft labels,
     # co = consensus loss (student), di = divergence loss (teacher)
+    # NOT yet validated on CIFAR-100: on the tiny shapes demo pair, co=di=1 collapsed both
+    # networks and co=0.1, di=0.01 with a tau curriculum worked (configs/classification/demo.py).
+    # Compare against the DML config before trusting these weights.
     loss_weights=dict(task=1.0, kd=1.0, co=1.0, di=1.0),
     temperature=4.0,    # T of the logits KD term
     tau=1.0,            # softmax temperature of the location weights w_co / w_di
