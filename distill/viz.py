@@ -54,18 +54,28 @@ def adm_maps(distiller, inputs: torch.Tensor, tap: int = 0, tau: float | None = 
                 tap=f"{pair['student']} -> {pair['teacher']}", tau=float(tau))
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib's pyplot on the non-interactive Agg backend (no screen needed)."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     return plt
 
 
+def save_figure(fig, path, dpi: int = 110) -> Path:
+    """Write ``fig`` to ``path`` (creating its folder), close it, return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    pyplot().close(fig)
+    return path
+
+
 def plot_adm_maps(images: torch.Tensor, maps: dict, path, labels=None, class_names=None):
     """A grid, one row per image: the image, the similarity map (in [-1, 1]), the consensus
     weights and the divergence weights (each sums to 1 over the locations). ``images`` are
     (B, 3, H, W) in [0, 1] (before normalisation). Returns the written path."""
-    plt = _pyplot()
+    plt = pyplot()
     images = images.detach().float().cpu().clamp(0, 1)
     count = len(images)
     columns = [('image', None), ('similarity cos(gs, ft)', 'similarity'),
@@ -100,11 +110,7 @@ def plot_adm_maps(images: torch.Tensor, maps: dict, path, labels=None, class_nam
                  f'student and teacher agree; bright weights = where each loss concentrates',
                  fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def load_records(work_dir_or_file) -> list[dict]:
@@ -118,7 +124,7 @@ def load_records(work_dir_or_file) -> list[dict]:
 def plot_curves(runs: dict, path, metrics=(('top1', 'val top-1 (%)'), ('ece', 'val ECE (%)'))):
     """Val metrics per epoch, one colour per run (``{name: records or work dir}``), student
     solid and teacher dashed; one panel per metric. Returns the written path."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 3.8), squeeze=False)
     colours = plt.rcParams['axes.prop_cycle'].by_key()['color']
     for index, (name, records) in enumerate(runs.items()):
@@ -136,8 +142,4 @@ def plot_curves(runs: dict, path, metrics=(('top1', 'val top-1 (%)'), ('ece', 'v
             ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -48,18 +48,10 @@ class ADM(Distiller):
         return start + (end - start) * ramp
 
     def feature_terms(self, student_feats, teacher_feats, batch):
+        aligned = list(self.aligned_features(student_feats, teacher_feats))
         tau = self.current_tau()
-        consensus, divergence = 0.0, 0.0
-        for pair, gs, ft in self.aligned_features(student_feats, teacher_feats):
-            similarity = similarity_map(gs, ft)  # shared by both terms, no gradient
-            consensus = consensus + pair['weight'] * consensus_loss(gs, ft, tau, similarity)
-            if self.online:
-                divergence = divergence + pair['weight'] * divergence_loss(ft, gs, tau,
-                                                                           similarity)
-        terms = {'student.co': self.loss_weights['co'] * consensus}
-        if self.online:
-            terms['teacher.di'] = self.loss_weights['di'] * divergence
-        return terms
+        consensus = sum(pair['weight'] * consensus_loss(gs, ft, tau) for pair, gs, ft in aligned)
+        return {'student.co': self.loss_weights['co'] * consensus, **self.divergence_term(aligned)}
 
     # ------------------------------------------------------------ hooks for SoKD (DESIGN 1.2)
     def location_distance(self, gs, ft, detach_target: bool = True):
@@ -71,7 +63,8 @@ class ADM(Distiller):
         return locations * weights * consensus_distance(gs, ft, detach_target)
 
     def divergence_term(self, aligned) -> dict:
-        """``teacher.di`` from ``(tap pair, gs, ft)`` triples (online only; else empty)."""
+        """``teacher.di`` from ``(tap pair, gs, ft)`` triples (online only; else empty); used
+        by ``feature_terms`` and by SoKD, which refines ``ft`` only for the consensus term."""
         if not self.online:
             return {}
         tau = self.current_tau()

@@ -8,16 +8,9 @@ matplotlib (the ``cls`` extra) is imported when a picture is drawn.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
-
-def _figure_module():
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    return plt
+from distill.viz import pyplot, save_figure
 
 
 def _displayable(image: torch.Tensor):
@@ -30,7 +23,7 @@ def _displayable(image: torch.Tensor):
 def draw_dam_boxes(images: torch.Tensor, predictions: dict, path, max_images: int = 4):
     """One row per image: the teacher's and the student's kept DAM boxes, each over its
     mask (shaded). ``predictions`` is ``SoKD.dam_predictions(batch)`` (boxes in grid cells)."""
-    plt = _figure_module()
+    plt = pyplot()
     from matplotlib.patches import Rectangle
     count = min(max_images, images.shape[0])
     grid_h, grid_w = predictions['grid']
@@ -59,15 +52,12 @@ def draw_dam_boxes(images: torch.Tensor, predictions: dict, path, max_images: in
             if row == 0:
                 ax.set_title(f'{side}: DAM boxes and mask', fontsize=9)
     fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path, dpi=120)
 
 
 def draw_policy(policy: dict, path, title: str = 'DAFA policy'):
     """Bar chart of the softmax weight and the magnitude of every augmentation op."""
-    plt = _figure_module()
+    plt = pyplot()
     names = list(policy['weights'])
     weights = [policy['weights'][name] for name in names]
     magnitudes = [policy['magnitudes'][name] for name in names]
@@ -82,7 +72,4 @@ def draw_policy(policy: dict, path, title: str = 'DAFA policy'):
     ax.set_title(title)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path, dpi=120)
