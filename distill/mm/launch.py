@@ -18,6 +18,7 @@ from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 
 import distill.mm  # noqa: F401  (registers distill.DistillationModel, distill.TeacherMetric)
+from distill.dist import close_process_group
 from distill.mm.safe_load import allow_mmengine_checkpoint_globals
 
 
@@ -110,7 +111,8 @@ def setup_cpu_distributed(cfg) -> None:
 
 
 def train(description: str, argv=None):
-    """Parse the command line, build the Runner and train; returns the Runner."""
+    """Parse the command line, build the Runner and train; returns the Runner. Destroys the
+    process group at the end: call it as a program's last step."""
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
     args = parse_args(description, argv)
@@ -120,4 +122,5 @@ def train(description: str, argv=None):
     allow_mmengine_checkpoint_globals()
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     runner.train()
+    close_process_group()
     return runner

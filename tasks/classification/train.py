@@ -34,6 +34,7 @@ def parse_args(argv=None):
 def main(argv=None):
     from mmengine.config import Config
 
+    from distill.dist import close_process_group
     from distill.engine.classification import train_classification
 
     args = parse_args(argv)
@@ -44,6 +45,7 @@ def main(argv=None):
                                                            / Path(args.config).stem)
     cfg.work_dir = work_dir
     train_classification(cfg, work_dir=work_dir, resume=args.resume)
+    close_process_group()
 
 
 if __name__ == '__main__':
