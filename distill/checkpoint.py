@@ -5,7 +5,9 @@ mid-write never leaves a truncated file where a good one was.
 """
 from __future__ import annotations
 
+import hashlib
 import os
+import pickle
 import tempfile
 from pathlib import Path
 
@@ -13,12 +15,21 @@ import torch
 from torch import nn
 
 
+def current_umask() -> int:
+    """The process's umask (reading it means setting it: restored at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def save_atomic(obj, path) -> Path:
-    """``torch.save`` to ``path`` through a temporary file and a rename."""
+    """``torch.save`` to ``path`` through a temporary file and a rename. The file gets the
+    mode a plain ``open(path, 'w')`` would give (0666 less the umask), not ``mkstemp``'s 0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, 'wb') as f:
             torch.save(obj, f)
             f.flush()
@@ -31,6 +42,11 @@ def save_atomic(obj, path) -> Path:
     return path
 
 
+class CorruptCheckpointError(RuntimeError):
+    """A checkpoint file that cannot be read back as written: truncated, flipped bytes (its
+    checksum does not match), or not a checkpoint at all. The message names the file."""
+
+
 def load_checkpoint(path, map_location='cpu', allow_pickle: bool = False):
     """Load a checkpoint. Only tensors and plain containers unless ``allow_pickle`` (which runs
     code from the file: only for files you trust)."""
@@ -39,11 +55,16 @@ def load_checkpoint(path, map_location='cpu', allow_pickle: bool = False):
         raise FileNotFoundError(f'checkpoint not found: {path}')
     try:
         return torch.load(path, map_location=map_location, weights_only=not allow_pickle)
-    except Exception as err:
-        if allow_pickle:
-            raise
+    except pickle.UnpicklingError as err:
+        if allow_pickle or 'Weights only load failed' not in str(err):
+            raise CorruptCheckpointError(f'{path} is not a readable checkpoint (truncated or '
+                                         f'corrupted?): {err}') from err
+        # a well-formed file that names a class outside the allow-list
         raise RuntimeError(f'could not load {path} with weights_only=True ({err}). If you trust '
                            f'this file, load it with allow_pickle=True') from err
+    except Exception as err:  # truncated zip, bad record, ... : damage, not a foreign class
+        raise CorruptCheckpointError(f'{path} is not a readable checkpoint (truncated or '
+                                     f'corrupted?): {type(err).__name__}: {err}') from err
 
 
 def _find_state_dict(checkpoint, prefix: str | None):
@@ -71,3 +92,31 @@ def load_model_weights(model: nn.Module, path, prefix: str | None = None,
         raise ValueError(f'{path} does not match the model: missing {missing[:5]}'
                        f'{"..." if len(missing) > 5 else ""}, unexpected {unexpected[:5]}'
                        f'{"..." if len(unexpected) > 5 else ""}')
+
+
+def state_digest(obj) -> str:
+    """SHA-256 of a checkpoint's content: every key, number, string and tensor (dtype, shape,
+    bytes) of a nest of dicts, lists and tuples, in order. ``torch.load`` does not check the
+    zip records' CRCs, so a flipped byte in tensor data would otherwise load silently; a
+    digest stored in the checkpoint and recomputed after loading catches it."""
+    digest = hashlib.sha256()
+
+    def visit(value):
+        if torch.is_tensor(value):
+            tensor = value.detach().cpu().contiguous().reshape(-1)
+            digest.update(f'T{tensor.dtype}{tuple(value.shape)}'.encode())
+            digest.update(tensor.view(torch.uint8).numpy().tobytes())
+        elif isinstance(value, dict):
+            digest.update(f'D{len(value)}'.encode())
+            for key, item in value.items():
+                visit(key)
+                visit(item)
+        elif isinstance(value, (list, tuple)):
+            digest.update(f'L{len(value)}'.encode())
+            for item in value:
+                visit(item)
+        else:
+            digest.update(f'{type(value).__name__}:{value!r};'.encode())
+
+    visit(obj)
+    return digest.hexdigest()

@@ -4,11 +4,15 @@
     from distill.engine.classification import train_classification
     result = train_classification(Config.fromfile('configs/classification/demo.py'))
 
-Each step: ``terms = distiller(batch)``; ``check_finite_terms`` before backward (a NaN stops the
-run naming the term and the step); ``loss = sum(terms)``; backward; step. Each epoch: top-1,
-top-5 and ECE of the student and the teacher on the val set, one record in ``metrics.json``,
-TensorBoard scalars, ``epoch_{n}.pth`` and ``latest.pth``. Every random draw of an epoch is
-seeded by (seed, epoch), so a resumed run ends with the same weights as an uninterrupted one.
+The config is checked first (``classification_config``: an unknown key or an ill-typed value
+fails naming it, before anything is built or written), and a fresh run refuses a work dir that
+holds an earlier run unless ``overwrite``. Each step: ``terms = distiller(batch)``;
+``check_finite_terms`` before backward (a NaN stops the run naming the term and the step);
+``loss = sum(terms)``; backward; step; ``check_finite_state`` (a weight or buffer that became
+inf stops the run there). Each epoch: top-1, top-5 and ECE of the student and the teacher on
+the val set, one record in ``metrics.json``, TensorBoard scalars, ``epoch_{n}.pth`` and
+``latest.pth`` (written only from finite state, with a checksum). Every random draw of an epoch
+is seeded by (seed, epoch), so a resumed run ends with the same weights as an uninterrupted one.
 
 Distillers with ``arch_parameters()`` (SoKD) also get a second optimiser, stepped from
 ``distiller.arch_backward(train_batch, val_batch)`` whenever
@@ -18,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -27,14 +30,19 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from distill.engine.classification_checkpoint import (apply_config_over_restored,
+                                                      check_fresh_work_dir, checkpoint_state,
+                                                      find_resume_checkpoint,
+                                                      remove_orphan_temporaries,
+                                                      restore_checkpoint, save_checkpoints)
+from distill.engine.classification_config import check_classification_config
 from distill.engine.classification_data import (BatchPreparer, DataLoadError, ShardedBatches,
                                                 derive_seed, make_loader, read_batches)
 from distill.engine.classification_metrics import evaluate_classifiers
+from distill.engine.classification_runtime import log_to, make_accelerator
 from distill.engine.classification_state import (DEFAULT_ARCH_OPTIMIZER, build_lr_scheduler,
-                                                 build_optimizer, checkpoint_state,
-                                                 find_resume_checkpoint, restore_checkpoint,
-                                                 save_checkpoints, split_arch_parameters)
-from distill.engine.guards import check_finite_terms
+                                                 build_optimizer, split_arch_parameters)
+from distill.engine.guards import check_finite_state, check_finite_terms
 from distill.engine.metrics import MetricsFile
 
 __all__ = ['train_classification', 'build_classification_datasets', 'make_accelerator',
@@ -44,7 +52,7 @@ logger = logging.getLogger('distill.classification')
 
 DEFAULT_TRAIN = dict(seed=0, mixed_precision='no', gradient_accumulation_steps=1,
                      log_interval=50, find_unused_parameters=False, grad_clip=None,
-                     keep_checkpoints=3, progress_bar=True, cpu=False)
+                     keep_checkpoints=3, progress_bar=True, cpu=False, check_finite='step')
 
 
 @dataclass
@@ -127,12 +135,17 @@ class _Run:
                                            self.data_cfg.get('normalize'))
 
         self.start_epoch, self.global_step, records = 1, 0, []
-        checkpoint = find_resume_checkpoint(self.work_dir, resume)
-        if resume and checkpoint is None:
-            logger.warning('--resume: no latest.pth in %s, starting from scratch', self.work_dir)
-        if checkpoint is not None:
-            state = restore_checkpoint(checkpoint, self.model, self.optimizer, self.lr_scheduler,
-                                       self.arch_optimizer, acc.scaler)
+        found = find_resume_checkpoint(self.work_dir, resume)
+        if resume and found is None:
+            logger.warning('--resume: no checkpoint in %s, starting from scratch', self.work_dir)
+        if found is not None:
+            checkpoint, state = found
+            restore_checkpoint(state, checkpoint, self.model, self.optimizer, self.lr_scheduler,
+                               self.arch_optimizer, acc.scaler)
+            for change in apply_config_over_restored(
+                    self.optimizer, self.lr_scheduler,
+                    _cfg_dict(cfg, 'optimizer', dict(type='SGD', lr=0.05)), self.schedule):
+                logger.warning('resume: the config changes %s', change)
             self.start_epoch = int(state['epoch']) + 1
             self.global_step = int(state.get('global_step', 0))
             records = list(state['metrics'])
@@ -149,6 +162,11 @@ class _Run:
     def _loader(self, dataset, batch_lists):
         return make_loader(dataset, batch_lists, int(self.data_cfg.get('num_workers', 0)),
                            pin_memory=self.accelerator.device.type == 'cuda')
+
+    def _check_state(self, epoch, values=None, optimizer=None, when='after the optimiser step'):
+        """Every process checks its weights and buffers; any bad one stops them all."""
+        reduce = (lambda t: self.accelerator.reduce(t, 'sum')) if self.world > 1 else None
+        check_finite_state(self.model, self.global_step, epoch, values, optimizer, reduce, when)
 
     def _reduce_mean(self, values: dict) -> dict:
         if self.world == 1 or not values:
@@ -231,6 +249,8 @@ class _Run:
                     acc.clip_grad_norm_(self.trainable, float(self.train_cfg['grad_clip']))
                 self.optimizer.step()
             self.global_step += 1
+            if sync and self.train_cfg['check_finite'] == 'step':
+                self._check_state(epoch, values)
             values['loss'] = sum(values.values())
             for name, value in values.items():
                 sums[name] += value
@@ -273,6 +293,9 @@ class _Run:
 
     def save(self, epoch):
         acc = self.accelerator
+        # a checkpoint only from finite state (weights, BN statistics, optimiser moments)
+        self._check_state(epoch, optimizer=self.optimizer,
+                          when=f'before writing the checkpoint of epoch {epoch}')
         acc.wait_for_everyone()
         if self.is_main:
             meta = dict(seed=self.seed, num_processes=self.world,
@@ -287,6 +310,7 @@ class _Run:
     def run(self) -> TrainResult:
         if self.is_main:
             self.work_dir.mkdir(parents=True, exist_ok=True)
+            remove_orphan_temporaries(self.work_dir)
             if hasattr(self.cfg, 'dump'):
                 self.cfg.dump(str(self.work_dir / 'config.py'))
             try:
@@ -338,52 +362,25 @@ class _Run:
         logger.info(' | '.join(parts) + f" | {record['epoch_time_s']:.1f}s")
 
 
-@contextlib.contextmanager
-def _log_to(work_dir: Path, enabled: bool):
-    """Log lines of this run to stdout and ``work_dir/train.log`` (main process only)."""
-    handlers = []
-    if enabled:
-        work_dir.mkdir(parents=True, exist_ok=True)
-        fmt = logging.Formatter('%(asctime)s %(levelname)s %(message)s', '%H:%M:%S')
-        handlers = [logging.StreamHandler(sys.stdout),
-                    logging.FileHandler(work_dir / 'train.log')]
-        for handler in handlers:
-            handler.setFormatter(fmt)
-            logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-        logger.propagate = False
-    try:
-        yield
-    finally:
-        for handler in handlers:
-            logger.removeHandler(handler)
-            handler.close()
-
-
 def train_classification(cfg, work_dir=None, resume=None, datasets: dict | None = None,
-                         accelerator=None) -> TrainResult:
+                         accelerator=None, overwrite: bool = False) -> TrainResult:
     """Train ``cfg`` (an mmengine ``Config`` or dict with keys distiller, data, optimizer,
     schedule, train, work_dir) and return the records and the trained distiller.
 
     ``resume``: None/False (start fresh), True (continue from ``work_dir/latest.pth`` if there
-    is one) or a checkpoint path. ``datasets``: prebuilt ``{'train', 'val'}`` datasets instead
-    of ``data.train`` / ``data.val``.
+    is one, else the newest valid ``epoch_N.pth``) or a checkpoint path. ``datasets``: prebuilt
+    ``{'train', 'val'}`` datasets instead of ``data.train`` / ``data.val``. A fresh run (no
+    ``resume``) into a work dir that holds an earlier run raises ``FileExistsError`` and changes
+    nothing, unless ``overwrite`` (which deletes the earlier run's files first).
     """
+    check_classification_config(cfg, DEFAULT_TRAIN, prebuilt_datasets=datasets is not None)
     work_dir = Path(work_dir or cfg.get('work_dir') or 'work_dirs/classification')
+    if not resume and not overwrite:
+        check_fresh_work_dir(work_dir)
     if accelerator is None:
         accelerator = make_accelerator({**DEFAULT_TRAIN, **_cfg_dict(cfg, 'train')})
-    with _log_to(work_dir, accelerator.is_main_process):
+    if not resume and overwrite and accelerator.is_main_process:
+        check_fresh_work_dir(work_dir, overwrite=True)
+    accelerator.wait_for_everyone()  # nothing is written before every process has checked
+    with log_to(work_dir, accelerator.is_main_process):
         return _Run(cfg, work_dir, resume, datasets, accelerator).run()
-
-
-def make_accelerator(train_cfg: dict):
-    """An ``Accelerator`` for ``train`` settings. Without a GPU it runs on the CPU, so that
-    ``accelerate launch --multi_gpu --num_processes N`` gives N CPU processes (DDP over gloo)."""
-    from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs
-
-    ddp_kwargs = DistributedDataParallelKwargs(
-        find_unused_parameters=bool(train_cfg['find_unused_parameters']))
-    return Accelerator(mixed_precision=train_cfg['mixed_precision'],
-                       cpu=bool(train_cfg['cpu']) or not torch.cuda.is_available(),
-                       kwargs_handlers=[ddp_kwargs])

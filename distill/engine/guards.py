@@ -1,25 +1,111 @@
-"""Fail loudly and early: a loss term that became NaN or inf stops the run at that step."""
+"""Fail loudly and early: a loss term or a weight that became NaN or inf stops the run there.
+
+Two checks, both before anything is written:
+
+* ``check_finite_terms`` before ``backward``: a non-finite loss term stops the run, naming the
+  first such term (in the distiller's order) and the step;
+* ``check_finite_state`` after the optimiser step (and before every checkpoint): a parameter,
+  buffer (BatchNorm statistics) or optimiser moment that is no longer finite stops the run,
+  naming the first such tensor, the step, and that step's loss terms, largest first. A loss can
+  stay finite (1e27) while the step it drives leaves ``inf`` in the weights; the next forward
+  then makes every term NaN at once, and only this check says where it started.
+
+So a checkpoint is only ever written from finite state, and "checkpoints written before this
+step are intact" is true when either error is raised.
+"""
 from __future__ import annotations
 
 import math
+from typing import Iterable
 
 import torch
 
+INTACT = 'Checkpoints written before this step are intact (each was checked finite).'
+
 
 class NonFiniteLossError(FloatingPointError):
-    """A loss term became NaN or inf; the message names the term and the step."""
+    """A loss term, a weight or a buffer became NaN or inf; the message names it and the step."""
+
+
+def _where(step: int, epoch: int | None) -> str:
+    return f'step {step}' + (f' (epoch {epoch})' if epoch is not None else '')
 
 
 def check_finite_terms(terms: dict[str, torch.Tensor], step: int, epoch: int | None = None):
-    """Raise ``NonFiniteLossError`` naming every non-finite term; return the float values.
-
-    Call it before ``backward`` so that no optimiser step (and no checkpoint) sees a NaN.
-    """
+    """Raise ``NonFiniteLossError`` naming the first non-finite term (and listing any other);
+    return the float values. Call it before ``backward``, so no optimiser step sees a NaN."""
     values = {name: float(value.detach()) for name, value in terms.items()}
     bad = {name: v for name, v in values.items() if not math.isfinite(v)}
     if bad:
-        where = f'step {step}' + (f' (epoch {epoch})' if epoch is not None else '')
-        listed = ', '.join(f'{name}={v}' for name, v in bad.items())
-        raise NonFiniteLossError(f'loss term(s) became non-finite at {where}: {listed}. '
-                                 f'Checkpoints written before this step are intact.')
+        first = next(iter(bad))
+        others = ', '.join(f'{name}={v}' for name, v in bad.items() if name != first)
+        finite = ', '.join(f'{name}={v:.4g}' for name, v in values.items() if name not in bad)
+        raise NonFiniteLossError(
+            f'loss term {first} became non-finite ({bad[first]}) at {_where(step, epoch)}'
+            + (f'; also non-finite: {others}' if others else '')
+            + (f'; finite: {finite}' if finite else '') + f'. {INTACT}')
     return values
+
+
+def named_state_tensors(model: torch.nn.Module, optimizer=None) -> Iterable:
+    """``(name, tensor)`` of every floating-point parameter and buffer of ``model`` and, with
+    ``optimizer``, every floating-point tensor of its state (momentum, Adam moments)."""
+    for name, tensor in model.named_parameters():
+        yield name, tensor
+    for name, tensor in model.named_buffers():
+        if tensor.is_floating_point():
+            yield name, tensor
+    if optimizer is not None:
+        names = {id(p): n for n, p in model.named_parameters()}
+        for param, state in optimizer.state.items():
+            for key, value in state.items():
+                if key != 'step' and torch.is_tensor(value) and value.is_floating_point():
+                    yield f'optimizer state {key} of {names.get(id(param), "a parameter")}', value
+
+
+def first_non_finite(named: Iterable) -> str | None:
+    """The name of the first tensor holding a NaN or inf, or None.
+
+    One fused max-abs reduction per dtype group (``torch._foreach_norm``, what
+    ``clip_grad_norm_`` uses) and a single device sync; the per-tensor search only runs when
+    something is wrong.
+    """
+    named = [(name, t.detach()) for name, t in named if t.numel()]
+    if not named:
+        return None
+    norms = torch._foreach_norm([t for _, t in named], float('inf'))
+    if bool(torch.isfinite(torch.stack([n.float() for n in norms])).all()):
+        return None
+    for (name, _), norm in zip(named, norms):
+        if not torch.isfinite(norm):
+            return name
+    return None
+
+
+def check_finite_state(model: torch.nn.Module, step: int, epoch: int | None = None,
+                       values: dict | None = None, optimizer=None, reduce=None,
+                       when: str = 'after the optimiser step') -> None:
+    """Raise ``NonFiniteLossError`` if a parameter or buffer of ``model`` (or a tensor of
+    ``optimizer``'s state) holds a NaN or inf, naming the first one, the step and the loss
+    terms of that step (``values``), largest first.
+
+    ``reduce`` (e.g. ``lambda t: accelerator.reduce(t, 'sum')``) makes every process raise when
+    any one finds a bad tensor, so none is left waiting in a collective.
+    """
+    bad = first_non_finite(named_state_tensors(model, optimizer))
+    if reduce is not None:
+        flag = torch.tensor([0.0 if bad is None else 1.0],
+                            device=next(model.parameters()).device)
+        if float(reduce(flag)) == 0:
+            return
+    elif bad is None:
+        return
+    what = (f'{bad} became non-finite' if bad is not None
+            else 'a parameter or buffer became non-finite on another process')
+    terms = ''
+    if values:
+        ranked = sorted(values.items(), key=lambda item: -abs(item[1]))
+        terms = ('; the loss terms of that step, largest first: '
+                 + ', '.join(f'{name}={v:.4g}' for name, v in ranked))
+    raise NonFiniteLossError(f'{what} {when} at {_where(step, epoch)}{terms}. Lower the '
+                             f'learning rate or the largest loss weight. {INTACT}')

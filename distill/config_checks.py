@@ -1,0 +1,176 @@
+"""Config checks that name the key at fault, at build time rather than at step 1.
+
+    check_keys('schedule', cfg.schedule, ['epochs', 'milestones', 'gamma'])
+    -> KeyError: unknown config key schedule.epoch; did you mean schedule.epochs? The keys of
+       schedule are: epochs, gamma, milestones
+
+``check_distiller_cfg`` runs before any distiller is built (every task builds through
+``distill.build_distiller``): a known ``type`` (else the closest registered names), numeric
+loss weights, well-formed tap pairs. ``check_built_distiller`` runs after: the two networks
+give logits of the same shape, and no tap pair distils a 1x1 (non-spatial) map.
+"""
+from __future__ import annotations
+
+import difflib
+import inspect
+import numbers
+from typing import Iterable
+
+import torch
+
+TAP_PAIR_KEYS = ('student', 'teacher', 'weight', 'index')
+
+
+class ConfigError(KeyError, ValueError):
+    """A config key or value that cannot work; the message names the key. Both a KeyError
+    (unknown keys) and a ValueError (bad values), as the checks it replaces raised."""
+
+    def __str__(self) -> str:  # KeyError would print the message quoted
+        return str(self.args[0])
+
+
+def closest(name: str, valid: Iterable[str], n: int = 3) -> list[str]:
+    """The valid names closest to ``name`` (difflib's ratio, as Python's own suggestions)."""
+    return difflib.get_close_matches(str(name), [str(v) for v in valid], n=n, cutoff=0.6)
+
+
+def check_keys(section: str, given, valid: Iterable[str]) -> None:
+    """Raise ``ConfigError`` for the first key of ``given`` not in ``valid``, naming the closest
+    valid ones and listing them all."""
+    valid = sorted(valid)
+    for key in given or {}:
+        if key not in valid:
+            near = closest(key, valid)
+            hint = (f'; did you mean {" or ".join(f"{section}.{k}" for k in near)}?' if near
+                    else '.')
+            raise ConfigError(f'unknown config key {section}.{key}{hint} The keys of {section} '
+                              f'are: {", ".join(valid)}')
+
+
+def accepted_kwargs(callable_) -> list[str] | None:
+    """The keyword names ``callable_`` (a class: its ``__init__``) accepts; None if it takes
+    ``**kwargs`` (anything goes, nothing to check)."""
+    try:
+        params = inspect.signature(callable_).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+
+def check_kwargs(section: str, cfg: dict, callable_, skip=('type',)) -> None:
+    """Every key of ``cfg`` (but ``skip``) must be an argument of ``callable_``."""
+    names = accepted_kwargs(callable_)
+    if names is not None:
+        check_keys(section, [k for k in cfg if k not in skip], names)
+
+
+def check_number(key: str, value, positive: bool = False, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ConfigError(f'{key} must be a number, got {value!r} ({type(value).__name__})')
+    if positive and not value > 0:
+        raise ConfigError(f'{key} must be > 0, got {value!r}')
+
+
+def check_registered(section: str, registry, name) -> None:
+    """``name`` must be registered in ``registry``; else name the closest registered ones."""
+    if not isinstance(name, str) or registry.get(name) is not None:
+        return
+    names = sorted(registry.module_dict)
+    near = closest(name, names)
+    hint = f'; did you mean {" or ".join(near)}?' if near else '.'
+    raise ConfigError(f'{section}={name!r} is not a registered {registry.name}{hint} '
+                      f'Registered: {", ".join(names)}')
+
+
+# ------------------------------------------------------------------------- distillers
+def _check_tap_side(where: str, spec) -> None:
+    if isinstance(spec, str):
+        return
+    if isinstance(spec, dict) and isinstance(spec.get('path'), str):
+        check_keys(where, spec, ('path', 'index'))
+        return
+    raise ConfigError(f'{where} must be a module path (str) or dict(path=..., index=...), got '
+                      f'{spec!r}')
+
+
+def check_tap_pairs(taps, section: str = 'distiller.taps') -> None:
+    if taps is None or taps == 'auto':
+        return
+    if not isinstance(taps, (list, tuple)) or not taps:
+        raise ConfigError(f"{section} must be 'auto' or a non-empty list of "
+                          f"dict(student=PATH, teacher=PATH[, weight=1.0, index=None]), got "
+                          f'{taps!r}')
+    for i, pair in enumerate(taps):
+        where = f'{section}[{i}]'
+        if not isinstance(pair, dict):
+            raise ConfigError(f'{where} must be dict(student=PATH, teacher=PATH), got {pair!r}')
+        check_keys(where, pair, TAP_PAIR_KEYS)
+        for side in ('student', 'teacher'):
+            if side not in pair:
+                raise ConfigError(f'{where} has no {side!r}: a tap pair is '
+                                  f'dict(student=PATH, teacher=PATH)')
+            _check_tap_side(f'{where}.{side}', pair[side])
+        if 'weight' in pair:
+            check_number(f'{where}.weight', pair['weight'])
+        if pair.get('index') is not None and not isinstance(pair['index'], int):
+            raise ConfigError(f'{where}.index must be an int, got {pair["index"]!r}')
+
+
+def check_distiller_cfg(cfg: dict, section: str = 'distiller') -> None:
+    """Before building: a registered type, numeric loss weights, well-formed taps (also of a
+    wrapped ``base`` distiller, as SoKD has)."""
+    from distill.registry import DISTILLERS
+    check_registered(f'{section}.type', DISTILLERS, cfg.get('type'))
+    weights = cfg.get('loss_weights') or {}
+    if not isinstance(weights, dict):
+        raise ConfigError(f'{section}.loss_weights must be a dict of numbers, got {weights!r}')
+    for name, value in weights.items():
+        check_number(f'{section}.loss_weights.{name}', value)
+    for key in ('temperature', 'tau'):
+        if key in cfg:
+            check_number(f'{section}.{key}', cfg[key], positive=True)
+    check_tap_pairs(cfg.get('taps'), f'{section}.taps')
+    if isinstance(cfg.get('base'), dict):
+        check_distiller_cfg(cfg['base'], f'{section}.base')
+
+
+def _probe_logits(distiller, model):
+    adapter = distiller.adapter
+    size, channels = adapter.probe_input_size, getattr(adapter, 'in_channels', 3)
+    param = next(model.parameters(), None)
+    inputs = torch.zeros(2, channels, size, size,
+                         device=param.device if param is not None else 'cpu')
+    out = []
+    distiller._probe(model, lambda m: out.append(adapter.run(m, dict(inputs=inputs),
+                                                             compute_loss=False).outputs))
+    return out[0]
+
+
+def check_built_distiller(distiller, section: str = 'distiller') -> None:
+    """After building: logits of one shape (classifiers), no 1x1 tap maps."""
+    from distill.adapters.classifier import ClassifierAdapter
+    from distill.distillers.base import Distiller
+    for module in distiller.modules():
+        if not isinstance(module, Distiller):
+            continue
+        for pair in module.tap_pairs:
+            for side in ('student', 'teacher'):
+                if tuple(pair[f'{side}_shape'][1:]) == (1, 1):
+                    raise ConfigError(
+                        f"{section}.taps: the pair {pair['student']} -> {pair['teacher']} taps a "
+                        f"1x1 map on the {side} side (shapes {pair['student_shape']} and "
+                        f"{pair['teacher_shape']} at the probe size): there is no spatial "
+                        f'layout to distil. Tap a module before the global pooling (taps='
+                        f"'auto' does).")
+    if isinstance(getattr(distiller, 'adapter', None), ClassifierAdapter):
+        shapes = {side: tuple(_probe_logits(distiller, getattr(distiller, side)).shape)
+                  for side in ('student', 'teacher')}
+        if shapes['student'][1:] != shapes['teacher'][1:]:
+            raise ConfigError(
+                f"{section}: the student's logits have shape {shapes['student']} and the "
+                f"teacher's {shapes['teacher']} for the same probe input: give "
+                f'{section}.student and {section}.teacher the same num_classes')

@@ -1,0 +1,115 @@
+"""Strict config checks of the classification engine, run before anything is built.
+
+Every key of a section the engine reads (``data``, ``schedule``, ``train``, ``optimizer``,
+``arch_optimizer``, the dataset configs) must be one it knows, and values have the right type:
+``--cfg-options schedule.epoch=2`` fails naming ``schedule.epoch`` and suggesting
+``schedule.epochs`` instead of running the default schedule. At the top level, names that are
+not sections are config variables (``num_classes = 6``) and stay allowed, unless they are a
+near-miss of a section (``schedul``). The distiller is checked by ``distill.build_distiller``.
+"""
+from __future__ import annotations
+
+import difflib
+
+from distill.config_checks import (ConfigError, check_keys, check_kwargs, check_number,
+                                   check_registered)
+
+SECTIONS = ('distiller', 'data', 'optimizer', 'schedule', 'train', 'arch_optimizer',
+            'work_dir')
+DATA_KEYS = ('train', 'val', 'batch_size', 'val_batch_size', 'num_workers', 'augment',
+             'normalize')
+SCHEDULE_KEYS = ('epochs', 'milestones', 'gamma')
+CHOICES = dict(mixed_precision=('no', 'fp16', 'bf16'), check_finite=('step', 'epoch'))
+
+
+def _check_int(key, value, minimum, allow_none=False):
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f'{key} must be an int >= {minimum}, got {value!r}')
+
+
+def _as_dict(key, value) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f'{key} must be a dict, got {value!r} ({type(value).__name__})')
+    return value
+
+
+def check_top_level(cfg) -> None:
+    for key in cfg.keys():
+        if key in SECTIONS:
+            continue
+        near = difflib.get_close_matches(key, SECTIONS, n=1, cutoff=0.75)
+        if near:
+            raise ConfigError(f'unknown config section {key!r}; did you mean {near[0]!r}? The '
+                              f'sections the classification engine reads are: '
+                              f'{", ".join(SECTIONS)}')
+
+
+def check_schedule(schedule) -> None:
+    schedule = _as_dict('schedule', schedule)
+    check_keys('schedule', schedule, SCHEDULE_KEYS)
+    _check_int('schedule.epochs', schedule.get('epochs', 1), 1)
+    milestones = schedule.get('milestones', [])
+    if not isinstance(milestones, (list, tuple)):
+        raise ConfigError(f'schedule.milestones must be a list of epochs, got {milestones!r}')
+    for i, epoch in enumerate(milestones):
+        _check_int(f'schedule.milestones[{i}]', epoch, 1)
+    check_number('schedule.gamma', schedule.get('gamma', 0.1), positive=True)
+
+
+def check_train(train, defaults: dict) -> None:
+    train = _as_dict('train', train)
+    check_keys('train', train, defaults)
+    merged = {**defaults, **train}
+    for key, choices in CHOICES.items():
+        if merged[key] not in choices:
+            raise ConfigError(f'train.{key} must be one of {", ".join(map(repr, choices))}, '
+                              f'got {merged[key]!r}')
+    _check_int('train.seed', merged['seed'], 0)
+    _check_int('train.gradient_accumulation_steps', merged['gradient_accumulation_steps'], 1)
+    _check_int('train.log_interval', merged['log_interval'], 1)
+    _check_int('train.keep_checkpoints', merged['keep_checkpoints'], 0, allow_none=True)
+    check_number('train.grad_clip', merged['grad_clip'], positive=True, allow_none=True)
+
+
+def check_dataset(key, cfg) -> None:
+    from distill.registry import DATASETS
+    cfg = _as_dict(key, cfg)
+    if 'type' not in cfg:
+        raise ConfigError(f"{key} needs a 'type' (e.g. 'CIFAR100', 'ImageFolder', "
+                          f"'ShapesClassification'), got {dict(cfg)}")
+    check_registered(f'{key}.type', DATASETS, cfg['type'])
+    dataset_class = DATASETS.get(cfg['type'])
+    if dataset_class is not None:
+        check_kwargs(key, cfg, dataset_class)
+
+
+def check_data(data, prebuilt: bool) -> None:
+    data = _as_dict('data', data)
+    check_keys('data', data, DATA_KEYS)
+    _check_int('data.batch_size', data.get('batch_size', 64), 1)
+    _check_int('data.val_batch_size', data.get('val_batch_size'), 1, allow_none=True)
+    _check_int('data.num_workers', data.get('num_workers', 0), 0)
+    check_keys('data.augment', _as_dict('data.augment', data.get('augment')), ('padding', 'flip'))
+    check_keys('data.normalize', _as_dict('data.normalize', data.get('normalize')),
+               ('mean', 'std'))
+    for split in ('train', 'val'):
+        if split in data:
+            check_dataset(f'data.{split}', data[split])
+        elif not prebuilt:
+            raise ConfigError(f'the config has no data.{split}')
+
+
+def check_classification_config(cfg, train_defaults: dict, prebuilt_datasets: bool = False):
+    """Raise ``ConfigError`` naming the first unknown key or ill-typed value."""
+    check_top_level(cfg)
+    if 'distiller' not in cfg:
+        raise ConfigError('the config has no distiller section')
+    check_schedule(cfg.get('schedule'))
+    check_train(cfg.get('train'), train_defaults)
+    check_data(cfg.get('data'), prebuilt_datasets)
+    for section in ('optimizer', 'arch_optimizer'):
+        _as_dict(section, cfg.get(section))  # keys: checked against the torch.optim class
