@@ -12,8 +12,8 @@ from __future__ import annotations
 import math
 
 from distill.distillers.base import Distiller
-from distill.losses.adm import (adm_terms, consensus_distance, location_weights,
-                                similarity_map)
+from distill.losses.adm import (consensus_distance, consensus_loss, divergence_loss,
+                                location_weights, similarity_map)
 from distill.registry import DISTILLERS
 
 
@@ -54,25 +54,10 @@ class ADM(Distiller):
         return start + (end - start) * ramp
 
     def feature_terms(self, student_feats, teacher_feats, batch):
-        """``student.co`` and (online) ``teacher.di``; a term whose weight is 0 costs nothing."""
-        want_co = self.loss_weights['co'] != 0
-        want_di = self.online and self.loss_weights['di'] != 0
-        if not (want_co or want_di):
-            return {}
+        aligned = list(self.aligned_features(student_feats, teacher_feats))
         tau = self.current_tau()
-        co, di = [], []
-        for pair, gs, ft in self.aligned_features(student_feats, teacher_feats):
-            terms = adm_terms(gs, ft, tau, consensus=want_co, divergence=want_di)
-            if want_co:
-                co.append(pair['weight'] * terms['co'])
-            if want_di:
-                di.append(pair['weight'] * terms['di'])
-        out = {}
-        if want_co:
-            out['student.co'] = self.loss_weights['co'] * sum(co)
-        if want_di:
-            out['teacher.di'] = self.loss_weights['di'] * sum(di)
-        return out
+        consensus = sum(pair['weight'] * consensus_loss(gs, ft, tau) for pair, gs, ft in aligned)
+        return {'student.co': self.loss_weights['co'] * consensus, **self.divergence_term(aligned)}
 
     # ------------------------------------------------------------ hooks for SoKD (DESIGN 1.2)
     def location_distance(self, gs, ft, detach_target: bool = True):
@@ -84,11 +69,10 @@ class ADM(Distiller):
         return locations * weights * consensus_distance(gs, ft, detach_target)
 
     def divergence_term(self, aligned) -> dict:
-        """``teacher.di`` from ``(tap pair, gs, ft)`` triples (online, weight > 0; else empty);
-        used by SoKD, which refines ``ft`` only for the consensus term."""
-        if not self.online or self.loss_weights['di'] == 0:
+        """``teacher.di`` from ``(tap pair, gs, ft)`` triples (online only; else empty); used
+        by ``feature_terms`` and by SoKD, which refines ``ft`` only for the consensus term."""
+        if not self.online:
             return {}
         tau = self.current_tau()
-        total = sum(pair['weight'] * adm_terms(gs, ft, tau, consensus=False)['di']
-                    for pair, gs, ft in aligned)
+        total = sum(pair['weight'] * divergence_loss(ft, gs, tau) for pair, gs, ft in aligned)
         return {'teacher.di': self.loss_weights['di'] * total}
