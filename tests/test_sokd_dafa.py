@@ -154,3 +154,55 @@ def test_zero_virtual_step_gives_no_hypergradient():
     assert all(float(h.abs().max()) == 0 for h in hyper)
     with pytest.raises(ValueError, match='hypergrad'):
         unrolled_hypergradient(student, train_loss, val_loss, [], 0.1, method='second')
+
+
+def test_factored_hypergradient_matches_unrolled_reference():
+    """The cheap method: alpha reaches L_train only through the feature term (the coupling)."""
+    from distill.sokd.hypergrad import factored_hypergradient
+    student, dafa, _, val_loss, data = _problem()
+    x_train, y_train, _, _, teacher_feat, lam = data
+    xi = 0.5
+    reference = _reference_hypergradient(student, dafa, data, xi)
+
+    def features(model):
+        logits, feature = model(x_train)
+        return F.cross_entropy(logits, y_train), [feature]
+
+    def coupling(feats, detach_arch):
+        refined = dafa(teacher_feat, torch.Generator().manual_seed(7))
+        refined = refined.detach() if detach_arch else refined
+        return lam * (feats[0] - refined).pow(2).mean()
+
+    before = [p.detach().clone() for p in student.parameters()]
+    hyper, _, _ = factored_hypergradient(student, features, coupling, val_loss,
+                                         list(dafa.parameters()), xi)
+    assert _relative_error(hyper, reference) < 1e-3
+    for p, p0 in zip(student.parameters(), before):
+        assert torch.equal(p, p0)
+    with pytest.raises(ValueError, match='factored'):
+        unrolled_hypergradient(student, None, val_loss, [], xi, method='factored')
+
+
+def test_mixture_equals_the_ops_run_in_turn_and_sample_picks_one():
+    x = _feature()
+    dafa = DAFA().double()
+    with torch.no_grad():
+        dafa.alpha.copy_(torch.randn(len(OPS), generator=torch.Generator().manual_seed(2),
+                                     dtype=torch.float64))
+    gen = torch.Generator().manual_seed(4)
+    want = sum(w * AUGMENTATIONS[name](x, m, gen) for name, w, m in
+               zip(dafa.op_names, dafa.weights(), dafa.magnitudes()))
+    torch.testing.assert_close(dafa(x, torch.Generator().manual_seed(4)), want)
+    # sample(): one op per call, drawn with the policy's frequencies
+    with torch.no_grad():
+        dafa.alpha.copy_(torch.tensor([3.0, 1.0] + [-30.0] * (len(OPS) - 2)))
+    torch.manual_seed(0)
+    picks = []
+    for _ in range(400):
+        out = dafa.sample(x, torch.Generator().manual_seed(4))
+        picks.append(dafa.last_sampled)
+        m = dafa.magnitudes()[dafa.op_names.index(picks[-1])]
+        torch.testing.assert_close(out, AUGMENTATIONS[picks[-1]](
+            x, m, torch.Generator().manual_seed(4)))
+    share = picks.count(dafa.op_names[0]) / len(picks)
+    assert set(picks) == set(dafa.op_names[:2]) and abs(share - 0.881) < 0.06

@@ -7,7 +7,9 @@
 The base (FitNet, ADM, KD or DKD) keeps its networks, adapter, taps, connectors and losses.
 SoKD changes what the student is taught:
 
-* DAFA refines the teacher feature, ``ft_ref = sum_k softmax(alpha)_k A_k(ft; m_k)``. Feature
+* DAFA refines the teacher feature, ``ft_ref = sum_k softmax(alpha)_k A_k(ft; m_k)`` in the
+  search; a training step applies one op drawn from ``softmax(alpha)`` (``dafa=dict(sample=
+  True)``, the default: one op's cost instead of all eleven; ``sample=False`` mixes). Feature
   bases (FitNet, ADM's consensus) compare the student with ``ft_ref`` at every tap; logits bases
   (KD, DKD) tap the teacher where its head takes over (``adapter.head``) and distil the refined
   logits ``forward_head(ft_ref)``. ADM's divergence term keeps the raw teacher feature.
@@ -22,7 +24,7 @@ Engine protocol (duck-typed): ``arch_parameters()`` (keep them out of the main o
 them with their own), ``wants_arch_step(epoch, step_in_epoch)`` (epochs counted from 1, as the
 classification engine does), ``arch_backward(train_batch, val_batch)`` (fills their ``.grad``;
 a frozen teacher's outputs on ``train_batch`` are kept for the step that follows on the same
-batch object, so the teacher runs once), ``policy()``.
+batch, so the teacher runs once), ``policy()`` and ``policy_scalars()`` (for the logs).
 """
 from __future__ import annotations
 
@@ -40,8 +42,8 @@ from distill.sokd.dafa import DAFA
 from distill.sokd.dam import (DAM, activation_map, anchoring_loss, boxes_to_mask,
                               centernet_targets, consistency_loss, decode_boxes,
                               largest_component_boxes, masked_mean, scale_boxes)
-from distill.sokd.hypergrad import (HYPERGRAD_METHODS, preserved_buffers,
-                                    unrolled_hypergradient)
+from distill.sokd.hypergrad import (HYPERGRAD_METHODS, factored_hypergradient,
+                                    preserved_buffers, unrolled_hypergradient)
 from distill.taps import FeatureTaps
 
 DAM_DEFAULTS = dict(channels=64, num_classes=1, top_k=8, score_threshold=0.3, beta=0.1,
@@ -52,23 +54,33 @@ DAM_DEFAULTS = dict(channels=64, num_classes=1, top_k=8, score_threshold=0.3, be
 class SoKD(nn.Module):
     """Args:
         base: config (or module) of the base distiller.
-        dafa: ``dict(ops=..., init_magnitude=0.2)`` or None (off).
+        dafa: ``dict(ops=..., init_magnitude=0.2, sample=True)`` or None (off); ``sample``:
+            a training step applies one op drawn from the policy (False: the whole mixture).
         dam: ``dict(channels=64, num_classes=1, top_k=8, score_threshold=0.3, beta=0.1,
             mask='mutual'|'teacher'|'student', cam_threshold=0.5)`` or None (off).
         loss_weights: ``dict(dam=1.0, anchor=1.0)`` for ``student.dam`` and ``dam.anchor``.
         arch_interval, search_epochs: an outer step every ``arch_interval`` steps during the
             first ``search_epochs`` epochs (1-based); the policy is frozen afterwards.
-        hypergrad: ``'exact'`` or ``'finite_difference'``; ``xi``: the virtual step size
-            (DARTS uses the student's learning rate).
+        hypergrad: ``'factored'`` (default: the finite difference taken through the distilled
+            features only, a few student passes), ``'exact'`` (torch.func, double backward
+            through the student) or ``'finite_difference'`` (DARTS); ``xi``: the virtual step
+            size (DARTS uses the student's learning rate). ``hypergrad_eps``: the
+            ``'factored'`` difference step, relative to the parameters' gradient norm (ReLU
+            kinks make its error O(eps): ~1% of the exact hypergradient at 1e-3 on tiny_cnn).
 
-    The optimiser of ``arch_parameters()`` is the engine's (the classification engine reads
-    the config's top-level ``arch_optimizer``, default Adam lr 3e-3, betas (0.5, 0.999),
-    weight decay 1e-3).
+    The optimiser of ``arch_parameters()`` is the engine's (the config's top-level
+    ``arch_optimizer``). The hypergradient is small (``xi * l_kd`` times a feature-space inner
+    product: 1e-5..1e-4 on the shapes demo), so use Adam, whose step does not depend on that
+    scale, with **no weight decay**: an L2 term of 1e-3 on logits ~1 outweighs such a
+    gradient and the whole search becomes a drift toward alpha = 0, p = 0 (measured: every
+    magnitude moved alike, 0.20 -> 0.21, alpha stayed at uniform). ``ARCH_OPTIMIZER`` is the
+    recommended setting.
     """
 
     def __init__(self, base, dafa: dict | None = dict(), dam: dict | None = dict(),
                  loss_weights: dict | None = None, arch_interval: int = 10,
-                 search_epochs: int = 1, hypergrad: str = 'exact', xi: float = 0.05):
+                 search_epochs: int = 1, hypergrad: str = 'factored', xi: float = 0.05,
+                 hypergrad_eps: float = 1e-3):
         super().__init__()
         self.base = base if isinstance(base, nn.Module) else DISTILLERS.build(dict(base))
         if hypergrad not in HYPERGRAD_METHODS:
@@ -80,11 +92,13 @@ class SoKD(nn.Module):
             raise KeyError(f'SoKD has no loss term(s) {sorted(unknown)}; its own are dam, anchor')
         self.loss_weights = {'dam': 1.0, 'anchor': 1.0, **(loss_weights or {})}
         self.arch_interval, self.search_epochs = arch_interval, search_epochs
-        self.hypergrad, self.xi = hypergrad, xi
+        self.hypergrad, self.xi, self.hypergrad_eps = hypergrad, xi, float(hypergrad_eps)
         self.feature_base = bool(self.base.uses_taps)
         if self.feature_base and not hasattr(self.base, 'location_distance'):
             raise TypeError(f'{type(self.base).__name__} has taps but no location_distance(); '
                             f'SoKD wraps FitNet, ADM, KD and DKD')
+        dafa = None if dafa is None else dict(dafa)
+        self.sample_ops = bool(dafa.pop('sample', True)) if dafa is not None else False
         self.dafa = None if dafa is None else DAFA(**dafa)
         self.dam_cfg = None if dam is None else {**DAM_DEFAULTS, **dam}
         if self.dam_cfg and self.dam_cfg['mask'] not in ('mutual', 'teacher', 'student'):
@@ -153,7 +167,22 @@ class SoKD(nn.Module):
                 and step_in_epoch % self.arch_interval == 0)
 
     def policy(self) -> dict:
+        """``{weights, magnitudes, entropy, top}`` of DAFA (see ``DAFA.policy``)."""
         return {} if self.dafa is None else self.dafa.policy()
+
+    def policy_scalars(self) -> dict[str, float]:
+        """The policy as flat scalars for TensorBoard: ``policy/entropy``,
+        ``policy/weight/<op>``, ``policy/magnitude/<op>``."""
+        policy = self.policy()
+        if not policy:
+            return {}
+        scalars = {'policy/entropy': policy['entropy']}
+        for key, prefix in (('weights', 'policy/weight/'), ('magnitudes', 'policy/magnitude/')):
+            scalars.update({prefix + name: value for name, value in policy[key].items()})
+        return scalars
+
+    def _probe(self, model, run) -> None:  # config checks probe through the wrapper
+        self.base._probe(model, run)
 
     def set_progress(self, progress: float) -> None:
         self.base.set_progress(progress)
@@ -163,27 +192,37 @@ class SoKD(nn.Module):
         """Both networks with the base's taps and the head taps (as ``Distiller.
         _run_networks``); a frozen teacher's outputs are reused from the arch step on the same
         batch (the engine runs the arch step, then the step, on one batch)."""
-        base = self.base
         batch = self.adapter.prepare(batch)
         head = self.head_shapes is not None
-        with (base.student_taps.recording() if base.uses_taps
-              else contextlib.nullcontext({})) as s_feats, \
-                (self.student_head_taps.recording() if head
-                 else contextlib.nullcontext({})) as s_head:
-            s_out = self.adapter.run(self.student, batch)
+        s_out, s_feats, s_head = self._run_student(self.student, batch)
         teacher = self._take_teacher_cache(batch)
         if teacher is None:
-            with (contextlib.nullcontext() if self.online else torch.no_grad()), \
-                    (base.teacher_taps.recording() if base.uses_taps
-                     else contextlib.nullcontext({})) as t_feats, \
-                    (self.teacher_head_taps.recording() if head
-                     else contextlib.nullcontext({})) as t_head:
-                t_out = self.adapter.run(self.teacher, batch, compute_loss=self.online)
-            teacher = (t_out, t_feats, t_head)
+            teacher = self._run_teacher(batch)
         t_out, t_feats, t_head = teacher
         heads = (s_head.get(self.head_paths[0]), t_head.get(self.head_paths[1])) if head \
             else None
         return batch, s_out, t_out, s_feats, t_feats, heads, teacher
+
+    def _run_student(self, student, batch, head: bool | None = None):
+        """``(output, base-tap features, head-tap features)`` of ``student`` (the module or a
+        stand-in with other parameters) on a prepared batch."""
+        head = self.head_shapes is not None if head is None else head
+        with (self.base.student_taps.recording() if self.base.uses_taps
+              else contextlib.nullcontext({})) as s_feats, \
+                (self.student_head_taps.recording() if head
+                 else contextlib.nullcontext({})) as s_head:
+            s_out = self.adapter.run(student, batch)
+        return s_out, s_feats, s_head
+
+    def _run_teacher(self, batch):
+        head = self.head_shapes is not None
+        with (contextlib.nullcontext() if self.online else torch.no_grad()), \
+                (self.base.teacher_taps.recording() if self.base.uses_taps
+                 else contextlib.nullcontext({})) as t_feats, \
+                (self.teacher_head_taps.recording() if head
+                 else contextlib.nullcontext({})) as t_head:
+            t_out = self.adapter.run(self.teacher, batch, compute_loss=self.online)
+        return t_out, t_feats, t_head
 
     def _keep_teacher_cache(self, batch, teacher) -> None:
         """Remember a frozen teacher's outputs on ``batch`` for the step that follows."""
@@ -199,8 +238,11 @@ class SoKD(nn.Module):
         versions = {k: v._version for k, v in batch.items() if torch.is_tensor(v)}
         return cache[2] if versions == cache[1] else None  # changed in place: run again
 
-    def _refine(self, feature, generator=None):
-        return feature if self.dafa is None else self.dafa(feature, generator)
+    def _refine(self, feature, generator=None, sample: bool = False):
+        """DAFA's mixture of ``feature`` (the search), or one op drawn from the policy."""
+        if self.dafa is None:
+            return feature
+        return self.dafa.sample(feature, generator) if sample else self.dafa(feature, generator)
 
     def _anchor_boxes(self, batch, grid, teacher_head_feat):
         """``(boxes, labels)`` on the DAM grid: the adapter's boxes (class-agnostic: labels
@@ -220,12 +262,16 @@ class SoKD(nn.Module):
         return (scale_boxes(list(cam_boxes[:, None]), tuple(cam.shape[-2:]), grid),
                 None if labels is None else list(labels[:, None]))
 
-    def _dam_pass(self, batch, student_feat, refined_teacher_feat, teacher_head_feat):
-        """DAM's terms and the decoded mask (B,1,H,W) on the teacher grid (DESIGN 1.2)."""
+    def _dam_pass(self, batch, student_feat, refined_teacher_feat, teacher_head_feat,
+                  terms: bool = True):
+        """DAM's terms and the decoded mask (B,1,H,W) on the teacher grid (DESIGN 1.2);
+        ``terms=False``: the mask alone."""
         cfg = self.dam_cfg
         grid = tuple(refined_teacher_feat.shape[-2:])
         teacher_side = self.dam(refined_teacher_feat.detach(), 'teacher')
         student_side = self.dam(resize_to(student_feat, grid), 'student')
+        if not terms:
+            return {}, self.decode_mask(teacher_side, student_side)
         boxes, labels = self._anchor_boxes(batch, grid, teacher_head_feat)
         targets = centernet_targets(boxes, labels, cfg['num_classes'], *grid)
         terms = {'student.dam': self.loss_weights['dam'] * consistency_loss(student_side,
@@ -279,7 +325,7 @@ class SoKD(nn.Module):
             terms['teacher.task'] = base.loss_weights['task'] * t_out.task_loss
         if self.feature_base:
             aligned = list(base.aligned_features(s_feats, t_feats))
-            refined = [self._refine(ft) for _, _, ft in aligned]
+            refined = [self._refine(ft, sample=self.sample_ops) for _, _, ft in aligned]
             mask = None
             if self.dam is not None:
                 dam_terms, mask = self._dam_pass(batch, s_feats[base.tap_pairs[-1]['student']],
@@ -291,7 +337,7 @@ class SoKD(nn.Module):
             if base.loss_weights.get('kd', 0):
                 terms.update(base.output_terms(s_out, t_out, batch))
         else:
-            refined_feat = self._refine(heads[1])
+            refined_feat = self._refine(heads[1], sample=self.sample_ops)
             if self.dam is not None:
                 dam_terms, _ = self._dam_pass(batch, heads[0], refined_feat, heads[1])
                 terms.update(dam_terms)
@@ -315,9 +361,14 @@ class SoKD(nn.Module):
         if not arch:
             return {}
         with preserved_buffers(self):
-            train_loss, val_loss = self._search_losses(train_batch, val_batch)
-            hyper, train_value, val_value = unrolled_hypergradient(
-                self.student, train_loss, val_loss, arch, self.xi, self.hypergrad)
+            if self.hypergrad == 'factored':
+                hyper, train_value, val_value = factored_hypergradient(
+                    self.student, *self._factored_parts(train_batch, val_batch), arch,
+                    self.xi, eps_scale=self.hypergrad_eps)
+            else:
+                train_loss, val_loss = self._search_losses(train_batch, val_batch)
+                hyper, train_value, val_value = unrolled_hypergradient(
+                    self.student, train_loss, val_loss, arch, self.xi, self.hypergrad)
         for param, grad in zip(arch, hyper):
             param.grad = grad.detach().to(param.dtype)
         norm = float(torch.sqrt(sum((g.double() ** 2).sum() for g in hyper)))
@@ -331,17 +382,19 @@ class SoKD(nn.Module):
         with torch.no_grad():
             batch, _, _, s_feats, t_feats, heads, teacher = self._run(train_batch)
             self._keep_teacher_cache(train_batch, teacher)
+            seed = int(torch.randint(0, 2 ** 62, ()))
             mask = None
             if self.feature_base:
                 aligned = list(base.aligned_features(s_feats, t_feats))
                 teacher_feats = [ft.detach() for _, _, ft in aligned]
-                if self.dam is not None:
+                if self.dam is not None:  # the mask of the refined feature L_train sees
+                    generator = torch.Generator(device=teacher_feats[0].device)
+                    refined = [self._refine(ft, generator.manual_seed(seed)) if i == 0 else
+                               self._refine(ft, generator) for i, ft in enumerate(teacher_feats)]
                     _, mask = self._dam_pass(batch, s_feats[base.tap_pairs[-1]['student']],
-                                             self._refine(teacher_feats[-1]),
-                                             heads and heads[1])
+                                             refined[-1], heads and heads[1], terms=False)
             else:
                 teacher_feats = [heads[1].detach()]
-        seed = int(torch.randint(0, 2 ** 62, ()))
         device = teacher_feats[0].device
 
         def train_loss(student):
@@ -368,6 +421,61 @@ class SoKD(nn.Module):
             return adapter.run(student, adapter.prepare(val_batch)).task_loss
 
         return train_loss, val_loss
+
+    def _factored_parts(self, train_batch, val_batch):
+        """``(features, coupling, val_loss)`` for ``factored_hypergradient``: the student's
+        distilled outputs (aligned tap features, or logits for a logits base), and the base
+        loss against DAFA's mixture of the teacher (computed once, its graph kept), masked by
+        DAM's mask of the first call's features. The teacher runs once, without gradient, and
+        its outputs serve the training step that follows on the same batch."""
+        base, adapter = self.base, self.adapter
+        batch = adapter.prepare(train_batch)
+        with torch.no_grad():
+            teacher = self._take_teacher_cache(batch) or self._run_teacher(batch)
+        self._keep_teacher_cache(train_batch, teacher)
+        _, t_feats, t_head = teacher
+        if self.feature_base:
+            teacher_feats = [t_feats[pair['teacher']].detach() for pair in base.tap_pairs]
+        else:
+            teacher_feats = [t_head[self.head_paths[1]].detach()]
+        generator = torch.Generator(device=teacher_feats[0].device).manual_seed(
+            int(torch.randint(0, 2 ** 62, ())))
+        refined = [self._refine(ft, generator) for ft in teacher_feats]  # graph to alpha
+        state = {}
+        weight_task = base.loss_weights['task']
+
+        def features(student):
+            # the DAM mask needs the raw last student tap: only the first (with grad) call
+            out, s_feats, _ = self._run_student(student, batch, head=False)
+            if self.feature_base:
+                gs = [connector(s_feats[pair['student']], ft.shape[-2:]) for pair, connector, ft
+                      in zip(base.tap_pairs, base.connectors, teacher_feats)]
+                state.setdefault('last_tap', s_feats[base.tap_pairs[-1]['student']].detach())
+            else:
+                gs = [out.outputs]
+            return weight_task * out.task_loss, gs
+
+        def coupling(feats, detach_arch):
+            targets = [r.detach() for r in refined] if detach_arch else refined
+            if not self.feature_base:
+                if not base.loss_weights.get('kd', 0):
+                    return 0.0
+                return self._logits_loss(feats[0], self.teacher_head(targets[0]), batch)
+            if 'mask' not in state:
+                state['mask'] = None
+                if self.dam is not None:
+                    with torch.no_grad():
+                        _, state['mask'] = self._dam_pass(
+                            batch, state['last_tap'], refined[-1].detach(),
+                            t_head.get(self.head_paths[1]) if self.head_shapes else None,
+                            terms=False)
+            aligned = [(pair, g, None) for pair, g in zip(base.tap_pairs, feats)]
+            return self._feature_loss(aligned, targets, state['mask'], detach_target=False)
+
+        def val_loss(student):
+            return adapter.run(student, adapter.prepare(val_batch)).task_loss
+
+        return features, coupling, val_loss
 
     # ---------------------------------------------------------------- inspection
     @torch.no_grad()

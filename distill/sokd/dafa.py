@@ -47,16 +47,44 @@ def _warp(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(x, grid, mode='bilinear', padding_mode='zeros', align_corners=False)
 
 
-def _affine(x, entries, generator=None):
-    """Identity affine plus ``entries``: {(row, col): (B,) tensor} added to the identity."""
-    batch = x.shape[0]
-    theta = torch.zeros(batch, 2, 3, device=x.device, dtype=x.dtype)
-    theta[:, 0, 0] = 1
-    theta[:, 1, 1] = 1
-    offsets = torch.zeros_like(theta)
-    for (row, col), value in entries.items():
-        offsets = offsets + F.pad(value.reshape(batch, 1, 1), (col, 2 - col, row, 1 - row))
-    return _warp(x, theta + offsets)
+def _theta(batch, like, a=None, b=None, tx=None, c=None, d=None, ty=None):
+    """(B,2,3) affine matrices ``[[1+a, b, tx], [c, 1+d, ty]]`` from (B,) entries (None: 0)."""
+    zero = torch.zeros(batch, device=like.device, dtype=like.dtype)
+    one = torch.ones_like(zero)
+    rows = [[one if a is None else 1 + a, zero if b is None else b, zero if tx is None else tx],
+            [zero if c is None else c, one if d is None else 1 + d, zero if ty is None else ty]]
+    return torch.stack([torch.stack(row, dim=1) for row in rows], dim=1)
+
+
+def _translate_x_theta(x, magnitude, generator=None):
+    sign = _random_sign(x.shape[0], x, generator)
+    return _theta(x.shape[0], x, tx=sign * magnitude * MAX_TRANSLATE)
+
+
+def _translate_y_theta(x, magnitude, generator=None):
+    sign = _random_sign(x.shape[0], x, generator)
+    return _theta(x.shape[0], x, ty=sign * magnitude * MAX_TRANSLATE)
+
+
+def _shear_x_theta(x, magnitude, generator=None):
+    sign = _random_sign(x.shape[0], x, generator)
+    return _theta(x.shape[0], x, b=sign * magnitude * MAX_SHEAR)
+
+
+def _shear_y_theta(x, magnitude, generator=None):
+    sign = _random_sign(x.shape[0], x, generator)
+    return _theta(x.shape[0], x, c=sign * magnitude * MAX_SHEAR)
+
+
+def _rotate_theta(x, magnitude, generator=None):
+    angle = _random_sign(x.shape[0], x, generator) * magnitude * MAX_ROTATE
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    return _theta(x.shape[0], x, a=cos - 1, b=-sin, c=sin, d=cos - 1)
+
+
+#: the affine ops as functions to their (B,2,3) matrices: the mixture warps all at once
+AFFINE_THETAS = dict(translate_x=_translate_x_theta, translate_y=_translate_y_theta,
+                     shear_x=_shear_x_theta, shear_y=_shear_y_theta, rotate=_rotate_theta)
 
 
 def identity(x, magnitude, generator=None):
@@ -64,29 +92,23 @@ def identity(x, magnitude, generator=None):
 
 
 def translate_x(x, magnitude, generator=None):
-    sign = _random_sign(x.shape[0], x, generator)
-    return _affine(x, {(0, 2): sign * magnitude * MAX_TRANSLATE})
+    return _warp(x, _translate_x_theta(x, magnitude, generator))
 
 
 def translate_y(x, magnitude, generator=None):
-    sign = _random_sign(x.shape[0], x, generator)
-    return _affine(x, {(1, 2): sign * magnitude * MAX_TRANSLATE})
+    return _warp(x, _translate_y_theta(x, magnitude, generator))
 
 
 def shear_x(x, magnitude, generator=None):
-    sign = _random_sign(x.shape[0], x, generator)
-    return _affine(x, {(0, 1): sign * magnitude * MAX_SHEAR})
+    return _warp(x, _shear_x_theta(x, magnitude, generator))
 
 
 def shear_y(x, magnitude, generator=None):
-    sign = _random_sign(x.shape[0], x, generator)
-    return _affine(x, {(1, 0): sign * magnitude * MAX_SHEAR})
+    return _warp(x, _shear_y_theta(x, magnitude, generator))
 
 
 def rotate(x, magnitude, generator=None):
-    angle = _random_sign(x.shape[0], x, generator) * magnitude * MAX_ROTATE
-    cos, sin = torch.cos(angle), torch.sin(angle)
-    return _affine(x, {(0, 0): cos - 1, (0, 1): -sin, (1, 0): sin, (1, 1): cos - 1})
+    return _warp(x, _rotate_theta(x, magnitude, generator))
 
 
 def cutout(x, magnitude, generator=None):
@@ -150,6 +172,11 @@ class DAFA(nn.Module):
         ops: names from ``AUGMENTATIONS`` (default: all eleven).
         init_magnitude: starting value of every m_k.
         alpha, p start so that all ops have equal weight and magnitude ``init_magnitude``.
+
+    ``forward`` is the mixture (what the bi-level search differentiates; the affine ops are
+    warped in one batched ``grid_sample``); ``sample`` applies one op drawn from
+    ``softmax(alpha)``, the policy as a training step uses it (DADA-style sampling: one op's
+    cost instead of all of them).
     """
 
     def __init__(self, ops=DEFAULT_OPS, init_magnitude: float = 0.2):
@@ -159,10 +186,13 @@ class DAFA(nn.Module):
             raise KeyError(f'unknown DAFA op(s) {unknown}; known: {sorted(AUGMENTATIONS)}')
         if not 0 < init_magnitude < 1:
             raise ValueError(f'init_magnitude must be in (0, 1), got {init_magnitude}')
+        if len(set(ops)) != len(ops) or not ops:
+            raise ValueError(f'DAFA ops must be distinct and non-empty, got {list(ops)}')
         self.op_names = list(ops)
         self.alpha = nn.Parameter(torch.zeros(len(ops)))
         logit = math.log(init_magnitude / (1 - init_magnitude))
         self.magnitude_logits = nn.Parameter(torch.full((len(ops),), logit))
+        self._cpu_weights = (None, None)  # (alpha's version, host weights) for sample()
 
     def weights(self) -> torch.Tensor:
         return torch.softmax(self.alpha, dim=0)
@@ -171,17 +201,51 @@ class DAFA(nn.Module):
         return torch.sigmoid(self.magnitude_logits)
 
     def forward(self, feature: torch.Tensor, generator: torch.Generator | None = None):
+        """The mixture. Random draws happen in op order, as if every op ran alone in turn."""
         weights = self.weights().to(feature.dtype)
         magnitudes = self.magnitudes().to(feature.dtype)
-        refined = 0
+        refined, thetas, warp_weights = 0, [], []
         for k, name in enumerate(self.op_names):
-            refined = refined + weights[k] * AUGMENTATIONS[name](feature, magnitudes[k],
-                                                                 generator)
+            if name in AFFINE_THETAS:
+                thetas.append(AFFINE_THETAS[name](feature, magnitudes[k], generator))
+                warp_weights.append(weights[k])
+            elif name == 'identity':
+                refined = refined + weights[k] * feature
+            else:
+                refined = refined + weights[k] * AUGMENTATIONS[name](feature, magnitudes[k],
+                                                                     generator)
+        if thetas:  # every affine op in one affine_grid + grid_sample over a stacked batch
+            count, (b, c, h, w) = len(thetas), feature.shape
+            stacked = feature.unsqueeze(0).expand(count, b, c, h, w).reshape(count * b, c, h, w)
+            warped = _warp(stacked, torch.cat(thetas)).reshape(count, b, c, h, w)
+            refined = refined + torch.tensordot(torch.stack(warp_weights), warped, dims=1)
         return refined
 
+    def _host_weights(self) -> torch.Tensor:
+        """softmax(alpha) on the host, read again only after alpha changed (an optimiser
+        step or a load bumps its version), so sampling needs no device sync per step."""
+        version = (self.alpha._version, self.alpha.data_ptr(), self.alpha.device)
+        if self._cpu_weights[0] != version:
+            self._cpu_weights = (version, self.weights().detach().float().cpu())
+        return self._cpu_weights[1]
+
+    def sample(self, feature: torch.Tensor, generator: torch.Generator | None = None):
+        """``A_k(feature; m_k)`` for one ``k ~ softmax(alpha)`` (drawn from the global CPU
+        RNG, which the engines seed). No gradient reaches ``alpha``; the magnitude's does."""
+        k = int(torch.multinomial(self._host_weights(), 1))
+        self.last_sampled = self.op_names[k]
+        magnitude = self.magnitudes()[k].to(feature.dtype)
+        return AUGMENTATIONS[self.op_names[k]](feature, magnitude, generator)
+
     @torch.no_grad()
-    def policy(self) -> dict:
-        """The current policy: softmax weight and magnitude of every op, as floats."""
-        weights, magnitudes = self.weights().tolist(), self.magnitudes().tolist()
-        return dict(weights=dict(zip(self.op_names, weights)),
-                    magnitudes=dict(zip(self.op_names, magnitudes)))
+    def policy(self, top: int = 3) -> dict:
+        """The current policy: softmax weight and magnitude of every op, its entropy (nats;
+        ``log(len(ops))`` is uniform) and the ``top`` ops by weight, as plain floats."""
+        weights, magnitudes = self.weights(), self.magnitudes()
+        entropy = float(-(weights * torch.log(weights.clamp_min(1e-30))).sum())
+        order = torch.argsort(weights, descending=True)[:top].tolist()
+        return dict(weights=dict(zip(self.op_names, weights.tolist())),
+                    magnitudes=dict(zip(self.op_names, magnitudes.tolist())),
+                    entropy=entropy,
+                    top=[[self.op_names[i], float(weights[i]), float(magnitudes[i])]
+                         for i in order])

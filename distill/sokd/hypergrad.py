@@ -12,7 +12,15 @@
   ``theta+- = theta +- eps * grad_theta' L_val(theta')`` and ``eps = 0.01 / ||grad_theta'
   L_val||``. It perturbs the parameters in place and restores them.
 
-Both take ``train_loss(model)`` and ``val_loss(model)``: callables that run a module (the
+* ``factored``: for ``L_train(theta, alpha) = task(theta) + C(f(theta), alpha)``, where alpha
+  reaches the loss only through a coupling ``C`` of some student outputs ``f`` (SoKD: the
+  distilled features or logits against the refined teacher), ``h = -xi * d/d alpha <dC/df,
+  J_f v>`` with ``v = grad_theta' L_val(theta')``. ``J_f v`` is a central difference of ``f``
+  along ``v`` (two forwards without gradient, as DARTS' ``theta+-``), the rest is exact
+  autograd through ``C`` only. One student backward at theta, one at theta', and ``C`` (DAFA's
+  mixture) evaluated once with its graph: the cheap one, which SoKD uses by default.
+
+``exact`` and ``finite_difference`` take ``train_loss(model)`` and ``val_loss(model)``: callables that run a module (the
 student, or a stand-in with other parameters) and return a scalar. ``train_loss`` must be
 deterministic (fix its random draws) for the finite difference to make sense. Buffers: the
 exact method runs on copies of the student's buffers; callers keep everything else intact
@@ -27,7 +35,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-HYPERGRAD_METHODS = ('exact', 'finite_difference')
+HYPERGRAD_METHODS = ('exact', 'finite_difference', 'factored')
 
 
 class WithTensors:
@@ -120,10 +128,60 @@ def finite_difference_hypergradient(student: nn.Module, train_loss: Callable,
     return hyper, float(loss_train.detach()), float(loss_val.detach())
 
 
+def factored_hypergradient(student: nn.Module, features: Callable, coupling: Callable,
+                           val_loss: Callable, arch_params: Sequence[torch.Tensor], xi: float,
+                           eps_scale: float = 1e-3):
+    """The one-step hypergradient when ``alpha`` enters ``L_train`` only through a coupling.
+
+    ``features(model) -> (task loss, [f_i])`` runs the student (the outputs ``f_i`` with their
+    graph when gradients are on); ``coupling([f_i], detach_arch) -> scalar`` is ``C(f, alpha)``
+    (with ``detach_arch`` its alpha-dependent inputs detached). ``L_val`` must not depend on
+    alpha. Returns ``(hypergradients, train loss value, val loss value)``; the student's
+    parameters are restored on exit (buffers: see ``preserved_buffers``).
+    """
+    params = [p for _, p in trainable_parameters(student)]
+    arch_params = list(arch_params)
+    task, feats = features(student)
+    loss_train = task + coupling(feats, True)
+    grads = _zeros_for_none(torch.autograd.grad(loss_train, params, allow_unused=True), params)
+    with torch.no_grad():
+        originals = [p.detach().clone() for p in params]
+    try:
+        with torch.no_grad():
+            torch._foreach_add_(params, grads, alpha=-xi)
+        loss_val = val_loss(student)
+        v = _zeros_for_none(torch.autograd.grad(loss_val, params, allow_unused=True), params)
+        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(v)).double())
+        eps = eps_scale / max(float(norm), 1e-12)
+        with torch.no_grad():  # f(theta +- eps v): the directional derivative J_f v
+            torch._foreach_copy_(params, originals)
+            torch._foreach_add_(params, v, alpha=eps)
+            _, plus = features(student)
+            torch._foreach_add_(params, v, alpha=-2 * eps)
+            _, minus = features(student)
+            directions = [(p - m) / (2 * eps) for p, m in zip(plus, minus)]
+        at = [f.detach().requires_grad_(True) for f in feats]
+        value = coupling(at, False)
+        hyper = [torch.zeros_like(p) for p in arch_params]
+        if torch.is_tensor(value) and value.requires_grad:  # else: no coupling, no gradient
+            d_coupling = torch.autograd.grad(value, at, create_graph=True, allow_unused=True)
+            inner = sum((d * u).sum() for d, u in zip(d_coupling, directions) if d is not None)
+            if torch.is_tensor(inner) and inner.requires_grad:
+                hyper = _zeros_for_none(torch.autograd.grad(-xi * inner, arch_params,
+                                                            allow_unused=True), arch_params)
+    finally:
+        with torch.no_grad():
+            torch._foreach_copy_(params, originals)
+    return hyper, float(loss_train.detach()), float(loss_val.detach())
+
+
 def unrolled_hypergradient(student, train_loss, val_loss, arch_params, xi: float,
                            method: str = 'exact'):
     if method == 'exact':
         return exact_hypergradient(student, train_loss, val_loss, arch_params, xi)
     if method == 'finite_difference':
         return finite_difference_hypergradient(student, train_loss, val_loss, arch_params, xi)
+    if method == 'factored':
+        raise ValueError("hypergrad='factored' needs features and a coupling: call "
+                         "factored_hypergradient")
     raise ValueError(f'hypergrad must be one of {HYPERGRAD_METHODS}, got {method!r}')
