@@ -15,8 +15,10 @@ import distill.mm  # noqa: F401  (registers distill.* types; mmseg:: configs wit
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_script(script: str, *args, timeout: int = 300, torchrun: int = 0) -> str:
-    """Run a task script in a subprocess from the repository root; return its output."""
+def run_script(script: str, *args, timeout: int = 300, torchrun: int = 0,
+               expect_fail: bool = False) -> str:
+    """Run a task script in a subprocess from the repository root; return its output (and
+    check its exit status: 0, or not 0 with ``expect_fail``)."""
     env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=str(REPO))
     if torchrun:
         cmd = [sys.executable, '-m', 'torch.distributed.run', f'--nproc_per_node={torchrun}',
@@ -26,8 +28,51 @@ def run_script(script: str, *args, timeout: int = 300, torchrun: int = 0) -> str
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=timeout)
     output = proc.stdout + proc.stderr
-    assert proc.returncode == 0, f'{" ".join(cmd)} failed:\n{output[-6000:]}'
+    if expect_fail:
+        assert proc.returncode != 0, f'{" ".join(cmd)} did not fail:\n{output[-3000:]}'
+    else:
+        assert proc.returncode == 0, f'{" ".join(cmd)} failed:\n{output[-6000:]}'
     return output
+
+
+# runs a framework tool as ``python tools/X.py ...`` would, then says whether distill was
+# imported (it must not be, for an exported student)
+PLAIN_TOOL = """
+import runpy, sys
+tool, sys.argv = sys.argv[1], sys.argv[1:]
+runpy.run_path(tool, run_name='__main__')
+print('DISTILL IMPORTED:', any(m.split('.')[0] == 'distill' for m in sys.modules))
+"""
+
+
+def run_framework_tool(package: str, tool: str, *args, timeout: int = 300) -> str:
+    """Run ``<package>/.mim/tools/<tool>`` (MMSegmentation's / MMDetection's own script)."""
+    path = Path(__import__(package).__file__).parent / '.mim' / 'tools' / tool
+    return run_script('-c', PLAIN_TOOL, str(path), *args, timeout=timeout)
+
+
+def printed_test_metrics(output: str) -> dict:
+    """The ``Iter(test)`` line's metrics, ``{'mIoU': 8.91, 'teacher/mIoU': ...}``."""
+    import re
+    lines = [line for line in output.splitlines() if 'Iter(test)' in line and 'time:' in line]
+    assert lines, f'no Iter(test) metrics line in:\n{output[-3000:]}'
+    return {k: float(v) for k, v in re.findall(r'([\w/]+): (-?[\d.]+)', lines[-1])}
+
+
+def check_loss_sum(output: str) -> int:
+    """Every ``Iter(train)`` line: the printed ``loss`` equals the sum of the printed
+    ``*.loss_*`` terms (to the 4 printed decimals); returns the number of lines checked."""
+    import re
+    checked = 0
+    for line in output.splitlines():
+        if 'Iter(train)' not in line or ' loss: ' not in line:
+            continue
+        values = dict(re.findall(r'([\w.]+): (-?[\d.]+)', line))
+        terms = [float(v) for k, v in values.items() if '.loss_' in k and k != 'arch.val_loss']
+        assert terms, line
+        assert abs(sum(terms) - float(values['loss'])) <= 5e-4 * (len(terms) + 1), line
+        checked += 1
+    return checked
 
 
 def scalars(work_dir) -> list[dict]:

@@ -13,13 +13,15 @@ import numpy as np
 import pytest
 import torch
 
-from mm_helpers import REPO, build_from_config, run_script, save_model_checkpoint, scalars
+from mm_helpers import (REPO, build_from_config, check_loss_sum, printed_test_metrics,
+                        run_framework_tool, run_script, save_model_checkpoint, scalars)
 
 pytest.importorskip('mmdet')
 
 SHAPES = 'configs/detection/shapes'
 TRAIN = 'tasks/detection/train.py'
 EXPORT = 'tasks/detection/export.py'
+TEST = 'tasks/detection/test.py'
 DET_CONFIGS = sorted(p for p in glob.glob(str(REPO / 'configs/detection/**/*.py'),
                                           recursive=True) if '_base_' not in p)
 
@@ -29,9 +31,9 @@ def few_iters(data_root, iters=4, interval=2, extra=(), ann_keys=('val_evaluator
     return ['--cfg-options', f'train_cfg.max_iters={iters}', f'train_cfg.val_interval={interval}',
             f'default_hooks.checkpoint.interval={interval}', 'default_hooks.logger.interval=1',
             f'prepare_data.root={data_root}', f'train_dataloader.dataset.data_root={data_root}/',
-            f'val_dataloader.dataset.data_root={data_root}/', *(f'{k}={ann}' for k in ann_keys),
-            # untrained detectors score below the default threshold: keep every box
-            'model.student.test_cfg.score_thr=0.0', *extra]
+            f'val_dataloader.dataset.data_root={data_root}/',
+            f'test_dataloader.dataset.data_root={data_root}/', *(f'{k}={ann}' for k in ann_keys),
+            *extra]
 
 
 @pytest.fixture(scope='module')
@@ -176,11 +178,14 @@ def test_shapes_sokd_trains_evaluates_resumes_and_exports(data_root, teacher_ckp
                *few_iters(data_root, iters=4, interval=2, extra=extra))
     records = scalars(work)
     assert any('coco/bbox_mAP' in r for r in records)  # pycocotools bbox evaluation
-    train = [r for r in records if 'student.fitnet' in r]
-    assert train and {'student.task', 'student.dam', 'dam.anchor'} <= set(train[-1])
+    train = [r for r in records if 'student.loss_fitnet' in r]
+    assert train and {'student.loss_task', 'student.loss_dam', 'dam.loss_anchor'} <= set(
+        train[-1])
     assert any('arch.val_loss' in r for r in records)
 
-    out = run_script(TRAIN, f'{SHAPES}/sokd_fitnet.py', '--work-dir', str(work), '--resume',
+    # MMDetection's --resume CHECKPOINT form
+    out = run_script(TRAIN, f'{SHAPES}/sokd_fitnet.py', '--work-dir', str(work),
+                     '--resume', str(work / 'iter_4.pth'),
                      *few_iters(data_root, iters=6, interval=2, extra=extra))
     assert 'resumed epoch: 0, iter: 4' in out and (work / 'iter_6.pth').is_file()
 
@@ -199,18 +204,39 @@ def test_shapes_sokd_trains_evaluates_resumes_and_exports(data_root, teacher_ckp
     assert result.pred_instances.bboxes.shape[-1] == 4
 
 
-def test_shapes_adm_online_reports_student_and_teacher_map(data_root, tmp_path):
+def test_shapes_adm_online_reports_tests_and_exports_student_and_teacher_map(data_root,
+                                                                            tmp_path):
     work = tmp_path / 'adm'
-    run_script(TRAIN, f'{SHAPES}/adm_online.py', '--work-dir', str(work),
-               *few_iters(data_root, iters=2, interval=2,
-                          extra=['model.teacher.test_cfg.score_thr=0.0'],
-                          ann_keys=('val_evaluator.0.ann_file',
-                                    'val_evaluator.1.metric.ann_file')))
+    ann_keys = ('val_evaluator.0.metric.ann_file', 'val_evaluator.1.metric.ann_file',
+                'test_evaluator.0.metric.ann_file', 'test_evaluator.1.metric.ann_file')
+    out = run_script(TRAIN, f'{SHAPES}/adm_online.py', '--work-dir', str(work),
+                     *few_iters(data_root, iters=2, interval=2, ann_keys=ann_keys))
+    assert check_loss_sum(out) == 2
+    # the shapes configs keep boxes of any score: a quick run is rated, not "empty"
+    assert 'results of the whole dataset is empty' not in out
+    assert 'evaluating the student (CocoMetric, coco/*)' in out
+    assert 'evaluating the teacher (CocoMetric, teacher/*)' in out
     records = scalars(work)
     val = [r for r in records if 'coco/bbox_mAP' in r]
     assert val and 'teacher/bbox_mAP' in val[-1]
-    train = [r for r in records if 'student.co' in r]
-    assert train and {'teacher.task', 'teacher.di'} <= set(train[-1])
+    train = [r for r in records if 'student.loss_co' in r]
+    assert train and {'teacher.loss_task', 'teacher.loss_di'} <= set(train[-1])
+
+    out = run_script(TEST, f'{SHAPES}/adm_online.py', str(work / 'iter_2.pth'), '--work-dir',
+                     str(tmp_path / 'test'), '--out', str(tmp_path / 'dets.pkl'),
+                     *few_iters(data_root, ann_keys=ann_keys))
+    distilled = printed_test_metrics(out)
+    assert {'coco/bbox_mAP', 'teacher/bbox_mAP'} <= set(distilled)
+    assert (tmp_path / 'dets.pkl').is_file() and (tmp_path / 'dets.teacher.pkl').is_file()
+
+    # the exported student under MMDetection's own tools/test.py: same mAP, no distill import
+    run_script(EXPORT, f'{SHAPES}/adm_online.py', str(work / 'iter_2.pth'),
+               str(tmp_path / 'student.pth'), *few_iters(data_root, ann_keys=ann_keys))
+    assert 'distill' not in (tmp_path / 'student.py').read_text()
+    out = run_framework_tool('mmdet', 'test.py', str(tmp_path / 'student.py'),
+                             str(tmp_path / 'student.pth'), '--work-dir', str(tmp_path / 'p'))
+    assert 'DISTILL IMPORTED: False' in out
+    assert printed_test_metrics(out)['coco/bbox_mAP'] == distilled['coco/bbox_mAP']
 
 
 def test_two_stage_detector_loss_step():

@@ -12,13 +12,15 @@ import numpy as np
 import pytest
 import torch
 
-from mm_helpers import REPO, build_from_config, run_script, save_model_checkpoint, scalars
+from mm_helpers import (REPO, build_from_config, check_loss_sum, printed_test_metrics,
+                        run_framework_tool, run_script, save_model_checkpoint, scalars)
 
 pytest.importorskip('mmseg')
 
 SHAPES = 'configs/segmentation/shapes'
 TRAIN = 'tasks/segmentation/train.py'
 EXPORT = 'tasks/segmentation/export.py'
+TEST = 'tasks/segmentation/test.py'
 SEG_CONFIGS = sorted(p for p in glob.glob(str(REPO / 'configs/segmentation/**/*.py'),
                                           recursive=True) if '_base_' not in p)
 
@@ -28,7 +30,8 @@ def few_iters(data_root, iters=4, interval=2, extra=()):
     return ['--cfg-options', f'train_cfg.max_iters={iters}', f'train_cfg.val_interval={interval}',
             f'default_hooks.checkpoint.interval={interval}', 'default_hooks.logger.interval=1',
             f'prepare_data.root={data_root}', f'train_dataloader.dataset.data_root={data_root}',
-            f'val_dataloader.dataset.data_root={data_root}', *extra]
+            f'val_dataloader.dataset.data_root={data_root}',
+            f'test_dataloader.dataset.data_root={data_root}', *extra]
 
 
 @pytest.fixture(scope='module')
@@ -155,38 +158,64 @@ def test_every_segmentation_config_builds(config):
 
 
 # ------------------------------------------------------------------ Runner runs
-def test_shapes_adm_trains_validates_resumes_and_exports(data_root, tmp_path):
+def test_shapes_adm_trains_validates_resumes_tests_and_exports(data_root, tmp_path):
     work = tmp_path / 'adm'
-    run_script(TRAIN, f'{SHAPES}/adm_online.py', '--work-dir', str(work),
-               *few_iters(data_root, iters=4, interval=2))
+    out = run_script(TRAIN, f'{SHAPES}/adm_online.py', '--work-dir', str(work),
+                     *few_iters(data_root, iters=4, interval=2))
     assert (work / 'iter_4.pth').is_file()
+    assert check_loss_sum(out) == 4  # the printed terms add up to the printed loss
+    assert out.count('evaluating the student (IoUMetric') == 2  # labelled tables, 2 vals
+    assert out.count('evaluating the teacher (IoUMetric, teacher/*)') == 2
     val = [r for r in scalars(work) if 'mIoU' in r]
     assert val and all('teacher/mIoU' in r for r in val)  # student and teacher, online
-    train = [r for r in scalars(work) if 'student.co' in r]
-    assert train and {'student.task', 'teacher.task', 'student.kd', 'teacher.kd',
-                      'teacher.di'} <= set(train[-1])
+    train = [r for r in scalars(work) if 'student.loss_co' in r]
+    assert train and {'student.loss_task', 'teacher.loss_task', 'student.loss_kd',
+                      'teacher.loss_kd', 'teacher.loss_di'} <= set(train[-1])
 
-    # resume (weights_only stays on: the allow-list does it) and go on to iteration 6
-    out = run_script(TRAIN, f'{SHAPES}/adm_online.py', '--work-dir', str(work), '--resume',
-                     *few_iters(data_root, iters=6, interval=2))
+    # MMSegmentation's own tools/train.py resumes it: custom_imports=['distill.mm'] brings the
+    # types and the weights-only allow-list
+    out = run_framework_tool('mmseg', 'train.py', f'{SHAPES}/adm_online.py', '--work-dir',
+                             str(work), '--resume', *few_iters(data_root, iters=6, interval=2))
     assert 'resumed epoch: 0, iter: 4' in out
     assert (work / 'iter_6.pth').is_file()
 
-    # export the student; plain mmseg loads and runs it
+    # student and teacher of the distillation checkpoint, each labelled
+    out = run_script(TEST, f'{SHAPES}/adm_online.py', str(work / 'iter_6.pth'), '--work-dir',
+                     str(tmp_path / 'test'), *few_iters(data_root))
+    distilled = printed_test_metrics(out)
+    assert {'mIoU', 'teacher/mIoU'} <= set(distilled)
+    assert 'evaluating the teacher' in out
+
+    # export the student; MMSegmentation's own tools/test.py runs it (no distill import) and
+    # gives the student's mIoU
     run_script(EXPORT, f'{SHAPES}/adm_online.py', str(work / 'iter_6.pth'),
-               str(tmp_path / 'student.pth'))
+               str(tmp_path / 'student.pth'), *few_iters(data_root))
+    assert 'distill' not in (tmp_path / 'student.py').read_text()
+    out = run_framework_tool('mmseg', 'test.py', str(tmp_path / 'student.py'),
+                             str(tmp_path / 'student.pth'), '--work-dir', str(tmp_path / 'plain'))
+    assert 'DISTILL IMPORTED: False' in out
+    plain = printed_test_metrics(out)
+    assert plain['mIoU'] == distilled['mIoU'] and plain['aAcc'] == distilled['aAcc']
+
     from mmseg.apis import inference_model, init_model
     model = init_model(str(tmp_path / 'student.py'), str(tmp_path / 'student.pth'),
                        device='cpu')
     assert model.dataset_meta['classes'][0] == 'background'
-    from distill.mm import allow_mmengine_checkpoint_globals
-    allow_mmengine_checkpoint_globals()  # Runner checkpoints, weights_only still on
     checkpoint = torch.load(work / 'iter_6.pth', map_location='cpu', weights_only=True)
     key = 'backbone.layer1.0.conv1.weight'
     torch.testing.assert_close(model.state_dict()[key],
                                checkpoint['state_dict'][f'distiller.student.{key}'])
     result = inference_model(model, np.zeros((64, 64, 3), np.uint8))
     assert tuple(result.pred_sem_seg.shape) == (64, 64)
+
+
+def test_missing_offline_teacher_names_the_config_that_trains_it(data_root, tmp_path):
+    out = run_script(TRAIN, f'{SHAPES}/adm_offline.py', '--work-dir', str(tmp_path / 'w'),
+                     *few_iters(data_root, extra=[
+                         f'model.teacher_ckpt={tmp_path}/no_teacher.pth']), expect_fail=True)
+    assert 'no_teacher.pth' in out and 'configs/segmentation/shapes/teacher.py' in out
+    assert 'model.teacher_ckpt=PATH' in out
+    assert 'Config:' not in out  # said before the Runner dumps the config
 
 
 def test_shapes_adm_offline_with_teacher_checkpoint(data_root, tmp_path):
@@ -199,8 +228,8 @@ def test_shapes_adm_offline_with_teacher_checkpoint(data_root, tmp_path):
                *few_iters(data_root, iters=2, interval=2,
                           extra=[f'model.teacher_ckpt={teacher_dir}/iter_2.pth']))
     records = scalars(work)
-    train = [r for r in records if 'student.co' in r]
-    assert train and 'teacher.task' not in train[-1] and 'teacher.di' not in train[-1]
+    train = [r for r in records if 'student.loss_co' in r]
+    assert train and 'teacher.loss_task' not in train[-1] and 'teacher.loss_di' not in train[-1]
     assert any('mIoU' in r for r in records)
     # the frozen teacher kept the checkpoint's weights
     from distill.mm import allow_mmengine_checkpoint_globals
@@ -224,8 +253,8 @@ def test_shapes_sokd_fitnet_trains_and_searches(data_root, tmp_path):
                           extra=[f'model.teacher_ckpt={teacher_ckpt}', 'model.search_iters=4',
                                  'model.distiller.arch_interval=2']))
     records = scalars(work)
-    train = [r for r in records if 'student.fitnet' in r]
-    assert train and {'student.dam', 'dam.anchor'} <= set(train[-1])
+    train = [r for r in records if 'student.loss_fitnet' in r]
+    assert train and {'student.loss_dam', 'dam.loss_anchor'} <= set(train[-1])
     assert any('arch.val_loss' in r for r in records)  # the policy search ran
     assert any('mIoU' in r for r in records)
 

@@ -10,8 +10,9 @@ model = dict(
     distiller=dict(type='ADM', online=True, tau=1.0,
                    loss_weights=dict(task=1.0, kd=0.0, co=1.0, di=1.0), taps=fpn_taps))
 val_evaluator = [
-    dict(type='CocoMetric', ann_file='data/coco/annotations/instances_val2017.json',
-         metric='bbox', format_only=False),
+    dict(type='distill.StudentMetric',
+         metric=dict(type='CocoMetric', ann_file='data/coco/annotations/instances_val2017.json',
+                     metric='bbox', format_only=False)),
     dict(type='distill.TeacherMetric',
          metric=dict(type='CocoMetric', ann_file='data/coco/annotations/instances_val2017.json',
                      metric='bbox', format_only=False))]

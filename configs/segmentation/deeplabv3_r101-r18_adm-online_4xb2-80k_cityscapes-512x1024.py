@@ -11,7 +11,9 @@ model = dict(
         loss_weights=dict(task=1.0, kd=1.0, co=1.0, di=1.0),
         taps=[dict(student='backbone.layer4', teacher='backbone.layer4'),
               dict(student='decode_head.bottleneck', teacher='decode_head.bottleneck')]))
-val_evaluator = [dict(type='IoUMetric', iou_metrics=['mIoU']),
+# each labelled in the log; tasks/segmentation/export.py keeps the plain IoUMetric
+val_evaluator = [dict(type='distill.StudentMetric',
+                      metric=dict(type='IoUMetric', iou_metrics=['mIoU'])),
                  dict(type='distill.TeacherMetric',
                       metric=dict(type='IoUMetric', iou_metrics=['mIoU']))]
 test_evaluator = val_evaluator

@@ -34,6 +34,8 @@ def write_into_place(root, write_fn) -> Path:
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f'.{root.name}.', dir=root.parent))
     try:
+        from distill.checkpoint import current_umask
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp's 0700 would hide the set
         write_fn(tmp)
         os.rename(tmp, root)
     except OSError:

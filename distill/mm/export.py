@@ -1,27 +1,38 @@
 """Student-only export: a DistillationModel checkpoint -> a plain segmentor / detector
 checkpoint plus the student's own config, which ``mmseg.apis.init_model`` /
-``mmdet.apis.init_detector`` load as they would any MMSegmentation / MMDetection model."""
+``mmdet.apis.init_detector`` load, and the framework's own ``tools/test.py`` evaluates, as
+they would any MMSegmentation / MMDetection model (no import of ``distill``)."""
 from __future__ import annotations
 
 import argparse
+import copy
 import os.path as osp
+import re
 from collections import OrderedDict
 
 import torch
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 
 from distill.checkpoint import save_atomic
 from distill.mm.build import load_model_cfg
+from distill.mm.metrics import plain_metrics, single_or_list
 from distill.mm.safe_load import allow_mmengine_checkpoint_globals
 
+DISTILL_TYPE = re.compile(r"""['"](distill\.\w+)['"]""")
 # the student's weights in a DistillationModel state dict: ``distiller.student.*``, or
 # ``distiller.base.student.*`` when a plug-in (SoKD) wraps the distiller
 STUDENT_PREFIXES = ('distiller.student.', 'distiller.base.student.')
-# the config entries a deployed model keeps besides ``model`` (init_model reads test_pipeline
-# from test_dataloader; inference tools read default_scope and dataset_meta)
-KEPT_CONFIG_KEYS = ('default_scope', 'custom_imports', 'test_dataloader', 'test_pipeline',
-                    'test_evaluator', 'val_evaluator', 'env_cfg', 'visualizer', 'vis_backends')
+# the config entries the student's config keeps besides ``model``: everything the framework's
+# own tools/test.py and init_model / init_detector read (the val and test sections complete,
+# default_scope, dataset_meta through the datasets, visualiser, hooks)
+KEPT_CONFIG_KEYS = ('default_scope', 'custom_imports', 'val_dataloader', 'val_cfg',
+                    'val_evaluator', 'test_dataloader', 'test_cfg', 'test_evaluator',
+                    'test_pipeline', 'tta_model', 'tta_pipeline', 'env_cfg', 'default_hooks',
+                    'log_processor', 'log_level', 'visualizer', 'vis_backends')
+# the Runner wants each loop's dataloader, loop config and evaluator all present or all absent
+LOOP_SECTIONS = dict(val=('val_dataloader', 'val_cfg', 'val_evaluator'),
+                     test=('test_dataloader', 'test_cfg', 'test_evaluator'))
 
 
 def export_student(checkpoint_path: str, output_path: str, map_location: str = 'cpu') -> dict:
@@ -45,14 +56,31 @@ def export_student(checkpoint_path: str, output_path: str, map_location: str = '
 
 
 def student_config(cfg: Config) -> Config:
-    """The student's own config: its model dict and the test-time settings of ``cfg``."""
+    """The student's own config: its model dict and the evaluation settings of ``cfg``, with
+    only the framework's metric types (``TeacherMetric`` dropped, ``StudentMetric`` unwrapped)
+    and no import of ``distill``: MMSegmentation's / MMDetection's ``tools/test.py``,
+    ``init_model`` and ``init_detector`` run it unchanged."""
     model = cfg.model
     if model.get('type') not in ('distill.DistillationModel', 'DistillationModel'):
         raise ValueError(f"{cfg.filename} is not a distillation config (model type "
                          f"{model.get('type')!r})")
-    kept = {k: cfg[k] for k in KEPT_CONFIG_KEYS if k in cfg}
-    kept.pop('custom_imports', None)  # the student alone needs nothing from distill
-    return Config(dict(model=load_model_cfg(model.student), **kept))
+    kept = {k: copy.deepcopy(cfg[k]) for k in KEPT_CONFIG_KEYS if cfg.get(k) is not None}
+    imports = [name for name in kept.pop('custom_imports', {}).get('imports', [])
+               if name != 'distill' and not name.startswith('distill.')]
+    if imports:  # the student alone needs nothing from distill; other imports stay
+        kept['custom_imports'] = dict(imports=imports, allow_failed_imports=False)
+    for section, keys in LOOP_SECTIONS.items():
+        evaluator = keys[2]
+        if evaluator in kept:
+            kept[evaluator] = single_or_list(plain_metrics(kept[evaluator]))
+        if not all(key in kept for key in keys):  # incomplete: the Runner would refuse it
+            for key in keys:
+                kept.pop(key, None)
+    exported = Config(dict(model=load_model_cfg(model.student), **kept))
+    leftover = sorted(DISTILL_TYPE.findall(exported.pretty_text))
+    if leftover:
+        raise ValueError(f'the exported student config still names {leftover}')
+    return exported
 
 
 def export_main(description: str, argv=None):
@@ -61,11 +89,17 @@ def export_main(description: str, argv=None):
     parser.add_argument('checkpoint', help='a DistillationModel checkpoint (iter_N.pth)')
     parser.add_argument('out', help='output checkpoint path (.pth); the student config is '
                                     'written beside it with the extension .py')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override settings of the config (data roots, ...) before the '
+                             'student config is written, key=value pairs')
     args = parser.parse_args(argv)
     import distill.mm  # noqa: F401
     cfg = Config.fromfile(args.config)
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    config = student_config(cfg)  # before writing anything: a config error leaves no file
     export_student(args.checkpoint, args.out)
     config_path = osp.splitext(args.out)[0] + '.py'
-    student_config(cfg).dump(config_path)
+    config.dump(config_path)
     print_log(f'wrote the student config to {config_path}', logger='current')
     return args.out, config_path

@@ -1,11 +1,14 @@
 """The training entry point shared by ``tasks/segmentation/train.py`` and
 ``tasks/detection/train.py``: the options and behaviour of MMSegmentation's and MMDetection's
-own ``tools/train.py`` (``CONFIG --work-dir --resume --amp --cfg-options --launcher``), plus:
+own ``tools/train.py`` (``CONFIG --work-dir --amp --auto-scale-lr --resume [CHECKPOINT]
+--cfg-options --launcher --local_rank``), plus:
 
 * ``distill.mm`` is imported (and added to ``custom_imports``), so ``distill.*`` types resolve
   whatever the config's ``default_scope``;
 * a config's ``prepare_data`` entry writes the synthetic shapes set if its folder is missing;
-* mmengine checkpoints resume under torch >= 2.6 with ``weights_only`` on (see safe_load).
+* mmengine checkpoints resume under torch >= 2.6 with ``weights_only`` on (see safe_load);
+* a missing local teacher checkpoint is reported before the Runner starts, with the config
+  that trains it.
 """
 from __future__ import annotations
 
@@ -26,10 +29,13 @@ def parse_args(description: str, argv=None):
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument('config', help='train config file path')
     parser.add_argument('--work-dir', help='the dir to save logs and models')
-    parser.add_argument('--resume', action='store_true', default=False,
-                        help='resume from the latest checkpoint in the work_dir automatically')
     parser.add_argument('--amp', action='store_true', default=False,
                         help='enable automatic-mixed-precision training')
+    parser.add_argument('--auto-scale-lr', action='store_true',
+                        help='enable automatically scaling LR (the config\'s auto_scale_lr)')
+    parser.add_argument('--resume', nargs='?', type=str, const='auto',
+                        help='resume from CHECKPOINT if given, else from the latest checkpoint '
+                             'in the work directory')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override settings of the config, key=value pairs')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
@@ -86,9 +92,33 @@ def load_config(args) -> Config:
                 f'--amp needs optim_wrapper type OptimWrapper, got {wrapper}')
             cfg.optim_wrapper.type = 'AmpOptimWrapper'
             cfg.optim_wrapper.loss_scale = 'dynamic'
-    if args.resume:
-        cfg.resume = True  # with load_from unset: the latest checkpoint of work_dir
+    if args.auto_scale_lr:
+        scale = cfg.get('auto_scale_lr') or {}
+        if 'enable' not in scale or 'base_batch_size' not in scale:
+            raise RuntimeError(f'--auto-scale-lr: {args.config} has no auto_scale_lr with '
+                               f'"enable" and "base_batch_size" (e.g. auto_scale_lr = '
+                               f'dict(enable=False, base_batch_size=16))')
+        cfg.auto_scale_lr.enable = True
+    # as MMDetection's tools/train.py: --resume alone = the latest checkpoint of work_dir
+    # (MMSegmentation's store_true form), --resume CHECKPOINT = that file
+    if args.resume == 'auto':
+        cfg.resume = True
+        cfg.load_from = None
+    elif args.resume is not None:
+        cfg.resume = True
+        cfg.load_from = args.resume
     return cfg
+
+
+def check_teacher_checkpoint(cfg) -> None:
+    """Before the Runner prints the config and builds everything: a distillation config whose
+    local ``teacher_ckpt`` is missing fails with a message saying how to get it."""
+    from distill.mm.model import check_teacher_ckpt
+    model = cfg.get('model') or {}
+    path = model.get('teacher_ckpt') if isinstance(model, dict) else None
+    if not path:
+        return
+    check_teacher_ckpt(path, model.get('teacher_trained_by'), model.get('scope', 'mmseg'))
 
 
 def setup_cpu_distributed(cfg) -> None:
@@ -117,6 +147,7 @@ def train(description: str, argv=None):
     from mmengine.runner import Runner
     args = parse_args(description, argv)
     cfg = load_config(args)
+    check_teacher_checkpoint(cfg)
     prepare_data(cfg)
     setup_cpu_distributed(cfg)
     allow_mmengine_checkpoint_globals()

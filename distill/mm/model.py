@@ -12,8 +12,9 @@ DDP, AMP, checkpoints, resume) trains it like any segmentor or detector:
                                                           teacher='backbone.layer4')]))
 
 * ``forward(mode='loss')`` returns the distiller's named terms (``student.task``,
-  ``student.co``, ``teacher.di``, ...); ``parse_losses`` sums all of them, logs each under its
-  own name and stops on a non-finite term.
+  ``student.co``, ``teacher.di``, ...); ``parse_losses`` sums all of them, logs each as
+  ``student.loss_task``, ``student.loss_co``, ... (names mmengine averages like ``loss``) and
+  stops on a non-finite term.
 * ``forward(mode='predict')`` returns the student's predictions; with ``validate_teacher``
   (default: when the teacher trains online) the teacher's are added as ``teacher_pred_*``
   fields, which ``distill.TeacherMetric`` evaluates.
@@ -23,6 +24,7 @@ DDP, AMP, checkpoints, resume) trains it like any segmentor or detector:
 from __future__ import annotations
 
 import copy
+import os.path as osp
 from collections import OrderedDict
 
 import torch
@@ -50,6 +52,30 @@ def _import_adapters(scope: str) -> None:
         import distill.adapters.mmdet  # noqa: F401
 
 
+def loss_log_name(term: str) -> str:
+    """The logged name of a distiller term: ``student.task`` -> ``student.loss_task``,
+    ``dam.anchor`` -> ``dam.loss_anchor`` (OpenMMLab's ``decode.loss_ce`` style); names that
+    already contain 'loss' are kept."""
+    if 'loss' in term:
+        return term
+    owner, dot, name = term.rpartition('.')
+    return f'{owner}{dot}loss_{name}'
+
+
+TASK_FOLDERS = dict(mmseg='segmentation', mmdet='detection')
+
+
+def check_teacher_ckpt(path: str, trained_by: str | None = None, scope: str = 'mmseg') -> None:
+    """Raise a FileNotFoundError that says how to get a missing local teacher checkpoint."""
+    if '://' in str(path) or osp.isfile(path):
+        return
+    how = (f'train the teacher first (python tasks/{TASK_FOLDERS.get(scope, scope)}/train.py '
+           f'{trained_by} writes it)' if trained_by else 'train the teacher first')
+    raise FileNotFoundError(
+        f'teacher checkpoint {path!r} not found (looked at {osp.abspath(path)}): {how}, or '
+        f'point the config at yours with --cfg-options model.teacher_ckpt=PATH')
+
+
 def _check_no_detection_kd(distiller) -> None:
     base = getattr(distiller, 'base', distiller)
     if base.loss_weights.get('kd', 0):
@@ -66,8 +92,13 @@ class DistillationModel(BaseModel):
             its ``student``/``teacher``/``adapter`` are filled in here.
         scope: the task package the networks come from: ``'mmseg'`` or ``'mmdet'``.
         adapter: adapter config (type defaults to the task's: MMSegAdapter / MMDetAdapter).
-        teacher_ckpt: weights of the teacher (an mmengine checkpoint or a plain state dict).
+        teacher_ckpt: weights of the teacher (an mmengine checkpoint or a plain state dict; a
+            local path or a URL). Loaded by ``init_weights``, which the Runner calls when
+            training starts: building the model reads no file and touches no network, and a
+            test run takes the teacher from the checkpoint it evaluates.
         teacher_map_location: ``map_location`` used to read ``teacher_ckpt``.
+        teacher_trained_by: the config that trains the teacher, named in the error raised
+            when a local ``teacher_ckpt`` is missing.
         validate_teacher: also predict with the teacher in validation (default: online).
         search_iters: SoKD only: iterations per search "epoch" of its bi-level search (the
             search runs during ``search_epochs * search_iters`` iterations). Default: the
@@ -78,7 +109,8 @@ class DistillationModel(BaseModel):
 
     def __init__(self, student, teacher, distiller: dict, scope: str = 'mmseg',
                  adapter: dict | None = None, teacher_ckpt: str | None = None,
-                 teacher_map_location: str = 'cpu', validate_teacher: bool | None = None,
+                 teacher_map_location: str = 'cpu', teacher_trained_by: str | None = None,
+                 validate_teacher: bool | None = None,
                  search_iters: int | None = None, arch_optimizer: dict | None = None,
                  data_preprocessor=None, init_cfg=None):
         _import_adapters(scope)
@@ -90,10 +122,8 @@ class DistillationModel(BaseModel):
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.scope = scope
         self.teacher_ckpt = teacher_ckpt
-        if teacher_ckpt:
-            allow_mmengine_checkpoint_globals()
-            load_checkpoint(teacher_model, teacher_ckpt, map_location=teacher_map_location,
-                            strict=True, logger='current')
+        self.teacher_map_location = teacher_map_location
+        self.teacher_trained_by = teacher_trained_by
 
         adapter_cfg = dict(type=DEFAULT_ADAPTERS[scope], **(adapter or {}))
         if scope == 'mmseg' and 'ignore_index' not in adapter_cfg:
@@ -129,11 +159,21 @@ class DistillationModel(BaseModel):
         return self.distiller.teacher
 
     def init_weights(self):
-        """Initialise the student (and its pretrained backbone); the teacher too unless its
-        weights came from ``teacher_ckpt``, which the Runner's ``init_weights`` must not undo."""
+        """Initialise the student (and its pretrained backbone); the teacher from
+        ``teacher_ckpt`` if given, else by its own ``init_weights``. The Runner calls this when
+        training starts, before a resumed checkpoint (if any) overwrites both."""
         self.student.init_weights()
-        if not self.teacher_ckpt:
+        if self.teacher_ckpt:
+            self.load_teacher()
+        else:
             self.teacher.init_weights()
+
+    def load_teacher(self) -> None:
+        """Load ``teacher_ckpt`` (a local file or a URL) into the teacher."""
+        check_teacher_ckpt(self.teacher_ckpt, self.teacher_trained_by, self.scope)
+        allow_mmengine_checkpoint_globals()
+        load_checkpoint(self.teacher, self.teacher_ckpt, map_location=self.teacher_map_location,
+                        strict=True, logger='current')
 
     # ------------------------------------------------------------------ SoKD's search
     def _setup_arch_search(self, search_iters, arch_optimizer: dict) -> None:
@@ -235,10 +275,13 @@ class DistillationModel(BaseModel):
             self.distiller.set_progress(hub.get_info('iter', 0) / max_iters)
 
     def parse_losses(self, losses: dict):
-        """Sum every distiller term (all are losses, whatever their name) and log each."""
+        """Sum every distiller term (all are losses, whatever their name) and log each under
+        ``loss_log_name(name)``: mmengine's LogProcessor smooths (averages over its window)
+        only keys containing 'loss', so the printed terms then add up to the printed total."""
         hub = MessageHub.get_current_instance()
         check_finite_terms(losses, step=hub.get_info('iter', 0), epoch=hub.get_info('epoch'))
-        log_vars = OrderedDict((name, value.detach().mean()) for name, value in losses.items())
+        log_vars = OrderedDict((loss_log_name(name), value.detach().mean())
+                               for name, value in losses.items())
         total = sum(value.mean() for value in losses.values())
         log_vars = OrderedDict([('loss', total.detach()), *log_vars.items()])
         return total, log_vars

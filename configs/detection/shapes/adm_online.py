@@ -9,8 +9,10 @@ model = dict(
                    taps=[dict(student='neck', teacher='neck', index=0),
                          dict(student='neck', teacher='neck', index=1)]))
 val_evaluator = [
-    dict(type='CocoMetric', ann_file=_base_.data_root + 'annotations/instances_val.json',
-         metric='bbox'),
+    dict(type='distill.StudentMetric',
+         metric=dict(type='CocoMetric',
+                     ann_file=_base_.data_root + 'annotations/instances_val.json',
+                     metric='bbox')),
     dict(type='distill.TeacherMetric',
          metric=dict(type='CocoMetric',
                      ann_file=_base_.data_root + 'annotations/instances_val.json',

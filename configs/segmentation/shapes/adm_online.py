@@ -8,7 +8,10 @@ model = dict(
                    loss_weights=dict(task=1.0, kd=1.0, co=1.0, di=1.0),
                    taps=[dict(student='backbone.layer3', teacher='backbone.layer3'),
                          dict(student='backbone.layer4', teacher='backbone.layer4')]))
-val_evaluator = [dict(type='IoUMetric', iou_metrics=['mIoU']),
+# student (mIoU) and teacher (teacher/mIoU), each labelled in the log; the exported student's
+# config keeps the plain IoUMetric
+val_evaluator = [dict(type='distill.StudentMetric',
+                      metric=dict(type='IoUMetric', iou_metrics=['mIoU'])),
                  dict(type='distill.TeacherMetric',
                       metric=dict(type='IoUMetric', iou_metrics=['mIoU']))]
 test_evaluator = val_evaluator

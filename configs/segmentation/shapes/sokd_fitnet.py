@@ -4,7 +4,8 @@ _base_ = './_base_.py'
 model = dict(
     type='distill.DistillationModel', scope='mmseg',
     student=_base_.student_model, teacher=_base_.teacher_model,
-    teacher_ckpt='work_dirs/shapes_seg/teacher/iter_400.pth',
+    teacher_ckpt='work_dirs/shapes_seg/teacher/iter_400.pth',  # read when training starts
+    teacher_trained_by='configs/segmentation/shapes/teacher.py',
     adapter=dict(background_classes=[0]),
     search_iters=40,  # the policy search runs over the first 40 iterations
     distiller=dict(

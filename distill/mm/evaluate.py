@@ -1,0 +1,171 @@
+"""The test entry point shared by ``tasks/segmentation/test.py`` and
+``tasks/detection/test.py``: the options and behaviour of MMSegmentation's and MMDetection's
+own ``tools/test.py`` (``CONFIG CHECKPOINT --work-dir --out --show --show-dir --wait-time
+--cfg-options --launcher --tta --local_rank``), for
+
+* a distillation config and its checkpoint: student and teacher are both evaluated with the
+  config's own test metric, labelled (``mIoU`` / ``coco/bbox_mAP`` for the student,
+  ``teacher/mIoU`` / ``teacher/bbox_mAP`` for the teacher); the teacher's weights come from
+  the checkpoint (``teacher_ckpt`` is not read);
+* a plain config (the student's config written by ``export.py``, or any MMSeg / MMDet config):
+  exactly what the framework's ``tools/test.py`` does.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import os.path as osp
+import warnings
+
+from mmengine.config import Config, ConfigDict, DictAction
+
+import distill.mm  # noqa: F401  (distill.* types; the weights-only allow-list)
+from distill.dist import close_process_group
+from distill.mm.launch import prepare_data, setup_cpu_distributed
+from distill.mm.metrics import TeacherMetric, labelled_metrics
+
+DISTILLATION_TYPES = ('distill.DistillationModel', 'DistillationModel')
+VISUALIZATION_HOOKS = dict(mmseg='SegVisualizationHook', mmdet='DetVisualizationHook')
+
+
+def parse_args(description: str, argv=None):
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument('config', help='test config file path (a distillation config, or the '
+                                       'student config written by export.py)')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='the directory to save the file containing '
+                                           'evaluation metrics')
+    parser.add_argument('--out', type=str,
+                        help='segmentation: the directory to save output predictions to; '
+                             'detection: a .pkl file to dump predictions to (distillation '
+                             'checkpoints: the teacher\'s go to <out>/teacher or '
+                             '<out stem>.teacher.pkl)')
+    parser.add_argument('--show', action='store_true', help='show prediction results')
+    parser.add_argument('--show-dir', help='directory where painted images will be saved')
+    parser.add_argument('--wait-time', type=float, default=2, help='the interval of show (s)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override settings of the config, key=value pairs')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    parser.add_argument('--tta', action='store_true', help='test time augmentation')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def is_distillation(cfg) -> bool:
+    return isinstance(cfg.get('model'), dict) and cfg.model.get('type') in DISTILLATION_TYPES
+
+
+def add_visualization(cfg, args, scope: str) -> None:
+    """As the frameworks' ``trigger_visualization_hook`` (the hook is added when missing)."""
+    hooks = cfg.setdefault('default_hooks', ConfigDict())
+    if 'visualization' not in hooks:
+        hooks['visualization'] = dict(type=VISUALIZATION_HOOKS[scope])
+    hook = hooks['visualization']
+    hook['draw'] = True
+    if args.show:
+        hook['show'] = True
+        hook['wait_time'] = args.wait_time
+    if args.show_dir:
+        if scope == 'mmdet':
+            hook['test_out_dir'] = args.show_dir
+        else:
+            cfg.visualizer['save_dir'] = args.show_dir
+
+
+def add_tta(cfg, scope: str) -> None:
+    """MMSegmentation: the config's ``tta_model``/``tta_pipeline``; MMDetection: those, or its
+    tools/test.py defaults (flip TTA, NMS merge)."""
+    if scope == 'mmdet':
+        if 'tta_model' not in cfg:
+            warnings.warn('Cannot find ``tta_model`` in config, we will set it as default.')
+            cfg.tta_model = dict(type='DetTTAModel', tta_cfg=dict(
+                nms=dict(type='nms', iou_threshold=0.5), max_per_img=100))
+        if 'tta_pipeline' not in cfg:
+            warnings.warn('Cannot find ``tta_pipeline`` in config, we will set it as default.')
+            data = cfg.test_dataloader.dataset
+            while 'dataset' in data:
+                data = data['dataset']
+            cfg.tta_pipeline = copy.deepcopy(data.pipeline)
+            cfg.tta_pipeline[-1] = dict(type='TestTimeAug', transforms=[
+                [dict(type='RandomFlip', prob=1.), dict(type='RandomFlip', prob=0.)],
+                [dict(type='PackDetInputs',
+                      meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
+                                 'scale_factor', 'flip', 'flip_direction'))]])
+    missing = [key for key in ('tta_model', 'tta_pipeline') if key not in cfg]
+    if missing:
+        raise KeyError(f'--tta: the config has no {" and no ".join(missing)}')
+    cfg.model = ConfigDict(**cfg.tta_model, module=cfg.model)
+    cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+
+
+def set_seg_output(cfg, out: str, distillation: bool) -> None:
+    """``--out`` for MMSegmentation: ``output_dir`` + ``keep_results`` on the IoU metric."""
+    if not distillation:
+        cfg.test_evaluator['output_dir'] = out
+        cfg.test_evaluator['keep_results'] = True
+        return
+    for entry in cfg.test_evaluator:
+        label = 'teacher' if 'Teacher' in entry['type'] else 'student'
+        entry['metric'].update(output_dir=osp.join(out, label), keep_results=True)
+
+
+def load_test_config(args) -> Config:
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    # work_dir: command line > config > ./work_dirs/<config name>
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg.load_from = args.checkpoint
+    scope = cfg.get('default_scope', 'mmseg')
+    distillation = is_distillation(cfg)
+    if distillation:
+        imports = list(cfg.get('custom_imports', {}).get('imports', []))
+        if 'distill.mm' not in imports:
+            cfg.custom_imports = dict(imports=imports + ['distill.mm'],
+                                      allow_failed_imports=False)
+        cfg.model.validate_teacher = True
+        cfg.model.teacher_ckpt = None  # the checkpoint under test holds the teacher
+        cfg.test_evaluator = labelled_metrics(cfg.test_evaluator)
+    if args.show or args.show_dir:
+        add_visualization(cfg, args, scope)
+    if args.tta:
+        if distillation:
+            raise ValueError('--tta evaluates a plain model: export the student first '
+                             '(export.py) and test student.py with --tta')
+        add_tta(cfg, scope)
+    if args.out is not None and scope == 'mmseg':
+        set_seg_output(cfg, args.out, distillation)
+    return cfg
+
+
+def test(description: str, argv=None) -> dict:
+    """Parse the command line, build the Runner and test; returns the metrics. Destroys the
+    process group at the end: call it as a program's last step."""
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+    args = parse_args(description, argv)
+    cfg = load_test_config(args)
+    prepare_data(cfg)
+    setup_cpu_distributed(cfg)
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    if args.out is not None and cfg.get('default_scope') == 'mmdet':
+        from mmdet.evaluation import DumpDetResults
+        if not args.out.endswith(('.pkl', '.pickle')):
+            raise ValueError(f'--out {args.out!r}: the dump file must be a .pkl file')
+        runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
+        if is_distillation(cfg):
+            stem, ext = osp.splitext(args.out)
+            runner.test_evaluator.metrics.append(
+                TeacherMetric(DumpDetResults(out_file_path=f'{stem}.teacher{ext}')))
+    metrics = runner.test()
+    close_process_group()
+    return metrics
