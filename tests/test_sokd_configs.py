@@ -1,6 +1,8 @@
 """SoKD's configs build, and a SoKD run goes through the classification engine."""
 import copy
 import glob
+import json
+import math
 from pathlib import Path
 
 import pytest
@@ -56,8 +58,20 @@ def test_shapes_demo_through_the_engine(tmp_path):
                                              num_classes=6))
     result = train_classification(cfg, work_dir=tmp_path, datasets=datasets)
     record = result.records[-1]
-    assert set(record['policy']) == {'weights', 'magnitudes'}
+    assert set(record['policy']) == {'weights', 'magnitudes', 'entropy', 'top'}
     assert record['policy']['weights'] != dict.fromkeys(record['policy']['weights'], 1 / 11)
+    # the policy per epoch: metrics.json (nested and flat), TensorBoard, the chart at the end
+    # of the search (search_epochs=4 > 1 epoch run: drawn at the last epoch)
+    assert record['policy/entropy'] == record['policy']['entropy'] < math.log(11)
+    saved = json.loads((tmp_path / 'metrics.json').read_text())
+    saved = saved[-1] if isinstance(saved, list) else saved['records'][-1]
+    assert saved['policy/weight/identity'] == record['policy']['weights']['identity']
+    assert (tmp_path / 'policy.png').stat().st_size > 0
+    accumulator = pytest.importorskip(
+        'tensorboard.backend.event_processing.event_accumulator').EventAccumulator(
+        str(tmp_path / 'tensorboard'))
+    accumulator.Reload()
+    assert 'epoch/policy/entropy' in accumulator.Tags()['scalars']
     assert any(key.endswith('arch.val_loss') for key in record), sorted(record)
     assert any(key.endswith('student.dam') for key in record), sorted(record)
     state = torch.load(tmp_path / 'latest.pth', weights_only=True)

@@ -46,6 +46,9 @@ from distill.sokd.hypergrad import (HYPERGRAD_METHODS, factored_hypergradient,
                                     preserved_buffers, unrolled_hypergradient)
 from distill.taps import FeatureTaps
 
+#: the recommended optimiser of ``arch_parameters()``: Adam, no weight decay (see ``SoKD``);
+#: Adam moves each logit by about ``lr`` per arch step: lower it for searches of thousands
+ARCH_OPTIMIZER = dict(type='Adam', lr=0.05, betas=(0.5, 0.999), weight_decay=0.0)
 DAM_DEFAULTS = dict(channels=64, num_classes=1, top_k=8, score_threshold=0.3, beta=0.1,
                     mask='mutual', cam_threshold=0.5)
 

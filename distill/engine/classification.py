@@ -44,6 +44,7 @@ from distill.engine.classification_state import (DEFAULT_ARCH_OPTIMIZER, build_l
                                                  build_optimizer, split_arch_parameters)
 from distill.engine.guards import check_finite_state, check_finite_terms
 from distill.engine.metrics import MetricsFile
+from distill.sokd.viz import record_policy
 
 __all__ = ['train_classification', 'build_classification_datasets', 'make_accelerator',
            'TrainResult', 'DataLoadError']
@@ -327,9 +328,9 @@ class _Run:
                 record['global_step'] = self.global_step
                 self.lr_scheduler.step()
                 record.update(self.evaluate())
-                policy = getattr(self.model, 'policy', None)
-                if callable(policy):
-                    record['policy'] = policy()
+                # SoKD: the policy in metrics.json and TensorBoard, its chart after the search
+                record_policy(self.model, record, epoch, self.work_dir if self.is_main else None,
+                              last_epoch=self.epochs)
                 record.update(num_processes=self.world, epoch_time_s=time.time() - start)
                 self.records.append(record)
                 if self.is_main:

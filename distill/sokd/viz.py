@@ -3,10 +3,14 @@
     predictions = distiller.dam_predictions(batch)          # SoKD, no gradient
     draw_dam_boxes(batch['inputs'], predictions, 'dam.png')
     draw_policy(distiller.policy(), 'policy.png')
+    record_policy(distiller, record, epoch, work_dir)   # engines: metrics, scalars, chart
 
 matplotlib (the ``cls`` extra) is imported when a picture is drawn.
 """
 from __future__ import annotations
+
+import logging
+from pathlib import Path
 
 import torch
 
@@ -73,3 +77,30 @@ def draw_policy(policy: dict, path, title: str = 'DAFA policy'):
     ax.legend(fontsize=7)
     fig.tight_layout()
     return save_figure(fig, path, dpi=120)
+
+
+def record_policy(distiller, record: dict, epoch: int, work_dir=None,
+                  last_epoch: int | None = None) -> None:
+    """Add a searched policy to an engine's epoch record, for metrics.json and TensorBoard:
+    ``record['policy']`` (weights, magnitudes, entropy, top ops) and the flat scalars of
+    ``policy_scalars()`` (``policy/entropy``, ``policy/weight/<op>``, ...). When the search
+    ends (``epoch == search_epochs``, or ``last_epoch`` if training stops before) and
+    ``work_dir`` is given, draw the policy to ``work_dir/policy.png`` (needs matplotlib; a
+    warning otherwise). Does nothing for a distiller without ``policy()``."""
+    policy = getattr(distiller, 'policy', None)
+    if not callable(policy):
+        return
+    record['policy'] = policy()
+    scalars = getattr(distiller, 'policy_scalars', None)
+    if callable(scalars):
+        record.update(scalars())
+    search_epochs = getattr(distiller, 'search_epochs', None)
+    if work_dir is None or not record['policy'] or search_epochs is None:
+        return
+    if epoch == search_epochs or (last_epoch is not None and epoch == last_epoch
+                                  and epoch < search_epochs):
+        try:
+            draw_policy(record['policy'], Path(work_dir) / 'policy.png',
+                        f'DAFA policy after the search (epoch {epoch})')
+        except ImportError as error:
+            logging.getLogger(__name__).warning('no policy.png: %s', error)

@@ -23,7 +23,9 @@ distiller = dict(
     loss_weights=dict(dam=1.0, anchor=1.0),
     arch_interval=10,
     search_epochs=40,
-    hypergrad='exact',
+    hypergrad='factored',
     xi=0.05,
 )
-arch_optimizer = dict(type='Adam', lr=3e-3, betas=(0.5, 0.999), weight_decay=1e-3)
+# no weight decay on the policy: it would outweigh the ~1e-5 hypergradient (see SoKD's doc);
+# Adam moves each logit by about lr per arch step, and this search has thousands of them
+arch_optimizer = dict(type='Adam', lr=3e-3, betas=(0.5, 0.999), weight_decay=0.0)
