@@ -93,6 +93,8 @@ param_scheduler = [
     dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=20),
     dict(type='MultiStepLR', by_epoch=False, begin=0, end=max_iters,
          milestones=[int(max_iters * 0.75)], gamma=0.1)]
+# --auto-scale-lr scales lr by (processes x batch_size) / base_batch_size, as in MMDetection
+auto_scale_lr = dict(enable=False, base_batch_size=8)
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=200)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')

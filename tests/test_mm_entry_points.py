@@ -1,0 +1,159 @@
+"""The MMSeg / MMDet entry points without a Runner run: flags (those of the frameworks'
+tools/train.py and tools/test.py), the configs they make, the exported student's config, the
+labelled metrics, loss names, the teacher checkpoint check, file modes, the allow-list."""
+from __future__ import annotations
+
+import glob
+import os
+import subprocess
+import sys
+
+import pytest
+
+from mm_helpers import REPO
+
+pytest.importorskip('mmseg')
+pytest.importorskip('mmdet')
+
+SEG = str(REPO / 'configs/segmentation/shapes/adm_online.py')
+DET = str(REPO / 'configs/detection/shapes/adm_online.py')
+DISTILLATION_CONFIGS = sorted(
+    p for p in glob.glob(str(REPO / 'configs/segmentation/**/*.py'), recursive=True)
+    + glob.glob(str(REPO / 'configs/detection/**/*.py'), recursive=True)
+    if '_base_' not in p and not p.endswith(('teacher.py', 'student.py')))
+
+
+def train_cfg(*argv):
+    from distill.mm.launch import load_config, parse_args
+    return load_config(parse_args('t', list(argv)))
+
+
+def test_train_flags_are_those_of_the_frameworks_tools_train():
+    cfg = train_cfg(SEG, '--resume')  # MMSegmentation's form, MMDetection's "auto"
+    assert cfg.resume is True and cfg.load_from is None
+    cfg = train_cfg(SEG, '--resume', 'work/iter_4.pth')  # MMDetection's --resume CHECKPOINT
+    assert cfg.resume is True and cfg.load_from == 'work/iter_4.pth'
+    cfg = train_cfg(DET, '--amp', '--auto-scale-lr', '--launcher', 'pytorch', '--local_rank',
+                    '0', '--work-dir', 'w', '--cfg-options', 'train_cfg.max_iters=3')
+    assert cfg.optim_wrapper.type == 'AmpOptimWrapper' and cfg.auto_scale_lr.enable is True
+    assert cfg.launcher == 'pytorch' and cfg.work_dir == 'w' and cfg.train_cfg.max_iters == 3
+    assert 'distill.mm' in cfg.custom_imports.imports
+    assert train_cfg(SEG).get('resume') is False
+    with pytest.raises(RuntimeError, match='auto_scale_lr'):  # the seg config has none
+        train_cfg(SEG, '--auto-scale-lr')
+    from distill.mm.launch import parse_args
+    assert parse_args('t', [SEG, '--local-rank', '1']).local_rank == 1
+
+
+def test_flags_of_tools_test_and_the_config_for_a_distillation_checkpoint():
+    from distill.mm.evaluate import load_test_config, parse_args
+    args = parse_args('t', [SEG, 'ckpt.pth', '--work-dir', 'w', '--out', 'preds',
+                            '--show-dir', 'shown', '--wait-time', '1', '--launcher', 'none',
+                            '--cfg-options', 'test_dataloader.batch_size=2', '--local_rank', '0'])
+    cfg = load_test_config(args)
+    assert cfg.load_from == 'ckpt.pth' and cfg.work_dir == 'w'
+    assert cfg.model.validate_teacher is True and cfg.model.teacher_ckpt is None
+    assert [m['type'] for m in cfg.test_evaluator] == ['distill.StudentMetric',
+                                                       'distill.TeacherMetric']
+    assert [m['metric']['output_dir'] for m in cfg.test_evaluator] == [
+        os.path.join('preds', 'student'), os.path.join('preds', 'teacher')]
+    assert cfg.default_hooks.visualization.type == 'SegVisualizationHook'
+    assert cfg.visualizer.save_dir == 'shown' and cfg.test_dataloader.batch_size == 2
+    with pytest.raises(ValueError, match='export the student'):
+        load_test_config(parse_args('t', [SEG, 'ckpt.pth', '--tta']))
+    det = load_test_config(parse_args('t', [DET, 'c.pth', '--show-dir', 'shown']))
+    assert det.default_hooks.visualization.test_out_dir == 'shown'
+    assert len(det.test_evaluator) == 2  # the config's pair, relabelled once, not doubled
+
+
+@pytest.mark.parametrize('config', DISTILLATION_CONFIGS, ids=lambda p: os.path.basename(p))
+def test_exported_student_config_is_plain_and_complete(config):
+    from mmengine.config import Config
+    import distill.mm  # noqa: F401
+    from distill.mm.export import student_config
+    exported = student_config(Config.fromfile(config))
+    text = exported.pretty_text
+    assert 'distill' not in text
+    for keys in (('val_dataloader', 'val_cfg', 'val_evaluator'),
+                 ('test_dataloader', 'test_cfg', 'test_evaluator')):
+        assert all(key in exported for key in keys), keys
+    evaluator = exported.test_evaluator
+    assert isinstance(evaluator, dict) and evaluator['type'] in ('IoUMetric', 'CocoMetric')
+    assert exported.model.type in ('EncoderDecoder', 'RetinaNet', 'FasterRCNN')
+
+
+def test_plain_metrics_unwraps_and_refuses_unknown_distill_types():
+    from distill.mm.metrics import labelled_metrics, plain_metrics
+    iou = dict(type='IoUMetric', iou_metrics=['mIoU'])
+    assert plain_metrics([dict(type='distill.StudentMetric', metric=iou),
+                          dict(type='distill.TeacherMetric', metric=iou)]) == [iou]
+    assert len(labelled_metrics(iou)) == 2
+    with pytest.raises(ValueError, match='distill.Other'):
+        plain_metrics([dict(type='distill.Other')])
+
+
+def test_labelled_metrics_keep_student_keys_and_prefix_the_teacher():
+    import torch
+    from mmengine.evaluator import Evaluator
+    from mmengine.structures import PixelData
+    import distill.mm  # noqa: F401
+    from mmseg.utils import register_all_modules
+    register_all_modules(init_default_scope=True)
+    iou = dict(type='IoUMetric', iou_metrics=['mIoU'])
+    evaluator = Evaluator([dict(type='distill.StudentMetric', metric=iou),
+                           dict(type='distill.TeacherMetric', metric=iou)])
+    evaluator.dataset_meta = dict(classes=('a', 'b'))
+    label = torch.tensor([[[0, 1], [1, 1]]])
+    sample = dict(gt_sem_seg=dict(data=label), pred_sem_seg=dict(data=label),
+                  teacher_pred_sem_seg=dict(data=torch.zeros_like(label)))
+    evaluator.process([sample], dict(inputs=None))
+    result = evaluator.evaluate(1)
+    assert result['mIoU'] == 100.0 and result['teacher/mIoU'] < 100.0
+
+
+def test_loss_log_names_contain_loss():
+    from distill.mm.model import loss_log_name
+    assert loss_log_name('student.task') == 'student.loss_task'
+    assert loss_log_name('dam.anchor') == 'dam.loss_anchor'
+    assert loss_log_name('arch.val_loss') == 'arch.val_loss'
+    assert loss_log_name('kd') == 'loss_kd'
+
+
+def test_missing_teacher_checkpoint_message(tmp_path):
+    from distill.mm.model import check_teacher_ckpt
+    with pytest.raises(FileNotFoundError, match=r'tasks/detection/train\.py configs/x\.py'):
+        check_teacher_ckpt(str(tmp_path / 'nope.pth'), 'configs/x.py', 'mmdet')
+    check_teacher_ckpt('https://example.com/teacher.pth')  # URLs: read when training starts
+    # building an offline config touches no file and no network
+    from mm_helpers import build_from_config
+    model = build_from_config(REPO / 'configs/segmentation/shapes/adm_offline.py',
+                              {'model.teacher_ckpt': str(tmp_path / 'nope.pth')})
+    with pytest.raises(FileNotFoundError, match='shapes/teacher.py'):
+        model.init_weights()
+
+
+def test_saved_files_get_the_umask(tmp_path):
+    from distill.checkpoint import save_atomic
+    old = os.umask(0o027)
+    try:
+        path = save_atomic({'x': 1}, tmp_path / 'a.pth')
+    finally:
+        os.umask(old)
+    assert (path.stat().st_mode & 0o777) == 0o640
+
+
+def test_import_distill_mm_allows_runner_checkpoints(tmp_path):
+    import numpy as np
+    import torch
+    from mmengine.logging import HistoryBuffer
+    buffer = HistoryBuffer()
+    buffer.update(np.float64(2.0))
+    torch.save(dict(message_hub=dict(log_scalars={'loss': buffer}),
+                    meta=dict(seed=np.int64(1))), tmp_path / 'ckpt.pth')
+    code = ('import torch, sys, distill.mm; '
+            'c = torch.load(sys.argv[1], weights_only=True); '
+            'print(c["message_hub"]["log_scalars"]["loss"].current())')
+    out = subprocess.run([sys.executable, '-c', code, str(tmp_path / 'ckpt.pth')],
+                         capture_output=True, text=True, cwd=REPO, timeout=120,
+                         env=dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS='1'))
+    assert out.returncode == 0 and out.stdout.strip() == '2.0', out.stderr[-2000:]
