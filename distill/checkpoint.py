@@ -56,7 +56,7 @@ def load_checkpoint(path, map_location='cpu', allow_pickle: bool = False):
     try:
         return torch.load(path, map_location=map_location, weights_only=not allow_pickle)
     except pickle.UnpicklingError as err:
-        if allow_pickle or 'Weights only load failed' not in str(err):
+        if allow_pickle or 'Unsupported global' not in str(err):
             raise CorruptCheckpointError(f'{path} is not a readable checkpoint (truncated or '
                                          f'corrupted?): {err}') from err
         # a well-formed file that names a class outside the allow-list

@@ -37,7 +37,7 @@ def closest(name: str, valid: Iterable[str], n: int = 3) -> list[str]:
 def check_keys(section: str, given, valid: Iterable[str]) -> None:
     """Raise ``ConfigError`` for the first key of ``given`` not in ``valid``, naming the closest
     valid ones and listing them all."""
-    valid = sorted(valid)
+    valid = sorted(set(valid))
     for key in given or {}:
         if key not in valid:
             near = closest(key, valid)

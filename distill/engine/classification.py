@@ -157,6 +157,7 @@ class _Run:
             self.metrics.truncate('epoch', self.start_epoch - 1)
         self.records = records
         self.offline_teacher_metrics = None
+        self.last_values = None  # the loss terms of the last step, for the NaN error
         self.writer = None
 
     # ------------------------------------------------------------------------------ helpers
@@ -242,7 +243,8 @@ class _Run:
                        else contextlib.nullcontext())
             with no_sync:
                 terms = self.distiller(batch)
-                values = check_finite_terms(terms, self.global_step + 1, epoch)
+                values = check_finite_terms(terms, self.global_step + 1, epoch,
+                                            previous=self.last_values)
                 loss = sum(terms.values())
                 acc.backward(loss / group_size)
             if sync:
@@ -252,6 +254,7 @@ class _Run:
             self.global_step += 1
             if sync and self.train_cfg['check_finite'] == 'step':
                 self._check_state(epoch, values)
+            self.last_values = dict(values)
             values['loss'] = sum(values.values())
             for name, value in values.items():
                 sums[name] += value

@@ -11,14 +11,20 @@ from __future__ import annotations
 
 import difflib
 
-from distill.config_checks import (ConfigError, check_keys, check_kwargs, check_number,
-                                   check_registered)
+from distill.config_checks import (ConfigError, accepted_kwargs, check_keys, check_number,
+                                   check_registered, closest)
 
 SECTIONS = ('distiller', 'data', 'optimizer', 'schedule', 'train', 'arch_optimizer',
             'work_dir')
 DATA_KEYS = ('train', 'val', 'batch_size', 'val_batch_size', 'num_workers', 'augment',
              'normalize')
 SCHEDULE_KEYS = ('epochs', 'milestones', 'gamma')
+# where a key given at the top level by mistake belongs (--cfg-options loss_weights.co=0.1)
+KNOWN_SUBKEYS = dict(
+    distiller=('type', 'student', 'teacher', 'adapter', 'online', 'loss_weights', 'temperature',
+               'taps', 'connector', 'teacher_ckpt', 'tau', 'tau_schedule'),
+    data=DATA_KEYS, schedule=SCHEDULE_KEYS, optimizer=('lr', 'momentum', 'weight_decay',
+                                                       'betas', 'nesterov', 'eps'))
 CHOICES = dict(mixed_precision=('no', 'fp16', 'bf16'), check_finite=('step', 'epoch'))
 
 
@@ -46,6 +52,22 @@ def check_top_level(cfg) -> None:
             raise ConfigError(f'unknown config section {key!r}; did you mean {near[0]!r}? The '
                               f'sections the classification engine reads are: '
                               f'{", ".join(SECTIONS)}')
+
+
+def check_cfg_options(options: dict, cfg, train_defaults: dict) -> None:
+    """``--cfg-options`` keys must start with a section or a variable the config defines: a
+    new top-level name there is a typo (``loss_weights.co=0.1`` for
+    ``distiller.loss_weights.co=0.1``), which a config file's own variables cannot be."""
+    subkeys = {**KNOWN_SUBKEYS, 'train': tuple(train_defaults)}
+    for key in options or {}:
+        head = key.split('.')[0]
+        if head in SECTIONS or head in cfg:
+            continue
+        homes = [f'{section}.{key}' for section, keys in subkeys.items() if head in keys]
+        near = homes or difflib.get_close_matches(head, SECTIONS, n=1, cutoff=0.6)
+        hint = f'; did you mean {" or ".join(near)}?' if near else '.'
+        raise ConfigError(f'--cfg-options {key}: {head!r} is neither a section nor a name of '
+                          f'the config{hint} The sections are: {", ".join(SECTIONS)}')
 
 
 def check_schedule(schedule) -> None:
@@ -83,8 +105,19 @@ def check_dataset(key, cfg) -> None:
                           f"'ShapesClassification'), got {dict(cfg)}")
     check_registered(f'{key}.type', DATASETS, cfg['type'])
     dataset_class = DATASETS.get(cfg['type'])
-    if dataset_class is not None:
-        check_kwargs(key, cfg, dataset_class)
+    if dataset_class is None:
+        return
+    names = accepted_kwargs(dataset_class)
+    if names is None and cfg['type'] == 'ShapesClassification':
+        # its **kwargs go to render_shapes (all but the sample index)
+        import inspect
+
+        from distill.data.shapes import render_shapes
+        own = inspect.signature(dataset_class).parameters.values()
+        names = [p.name for p in own if p.kind is not p.VAR_KEYWORD] + [
+            n for n in accepted_kwargs(render_shapes) if n != 'index']
+    if names is not None:
+        check_keys(key, [k for k in cfg if k != 'type'], names)
 
 
 def check_data(data, prebuilt: bool) -> None:
@@ -112,4 +145,24 @@ def check_classification_config(cfg, train_defaults: dict, prebuilt_datasets: bo
     check_train(cfg.get('train'), train_defaults)
     check_data(cfg.get('data'), prebuilt_datasets)
     for section in ('optimizer', 'arch_optimizer'):
-        _as_dict(section, cfg.get(section))  # keys: checked against the torch.optim class
+        check_optimizer(section, _as_dict(section, cfg.get(section)))
+
+
+def check_optimizer(section: str, cfg: dict) -> None:
+    """``type`` a ``torch.optim`` class, every other key one of its arguments."""
+    import torch
+    if not cfg:
+        return
+    optim_class = getattr(torch.optim, str(cfg.get('type')), None)
+    if not (isinstance(optim_class, type) and issubclass(optim_class, torch.optim.Optimizer)):
+        names = [n for n in dir(torch.optim) if isinstance(getattr(torch.optim, n), type)
+                 and issubclass(getattr(torch.optim, n), torch.optim.Optimizer)
+                 and n != 'Optimizer']
+        near = closest(str(cfg.get('type')), names)
+        hint = f'; did you mean {" or ".join(near)}?' if near else '.'
+        raise ConfigError(f'{section}.type={cfg.get("type")!r} is not an optimiser of '
+                          f'torch.optim{hint} Some are: SGD, Adam, AdamW')
+    check_keys(section, [k for k in cfg if k != 'type'], accepted_kwargs(optim_class) or cfg)
+    for key in ('lr', 'weight_decay', 'momentum'):
+        if key in cfg:
+            check_number(f'{section}.{key}', cfg[key])

@@ -31,9 +31,18 @@ def _where(step: int, epoch: int | None) -> str:
     return f'step {step}' + (f' (epoch {epoch})' if epoch is not None else '')
 
 
-def check_finite_terms(terms: dict[str, torch.Tensor], step: int, epoch: int | None = None):
+def _ranked(values: dict) -> str:
+    ranked = sorted(values.items(), key=lambda item: -abs(item[1]))
+    return ', '.join(f'{name}={v:.4g}' for name, v in ranked)
+
+
+def check_finite_terms(terms: dict[str, torch.Tensor], step: int, epoch: int | None = None,
+                       previous: dict | None = None):
     """Raise ``NonFiniteLossError`` naming the first non-finite term (and listing any other);
-    return the float values. Call it before ``backward``, so no optimiser step sees a NaN."""
+    return the float values. Call it before ``backward``, so no optimiser step sees a NaN.
+
+    ``previous``: the terms of the step before, shown largest first: when every term turns
+    NaN at once (weights thrown far by one huge but finite term), that names the culprit."""
     values = {name: float(value.detach()) for name, value in terms.items()}
     bad = {name: v for name, v in values.items() if not math.isfinite(v)}
     if bad:
@@ -43,7 +52,9 @@ def check_finite_terms(terms: dict[str, torch.Tensor], step: int, epoch: int | N
         raise NonFiniteLossError(
             f'loss term {first} became non-finite ({bad[first]}) at {_where(step, epoch)}'
             + (f'; also non-finite: {others}' if others else '')
-            + (f'; finite: {finite}' if finite else '') + f'. {INTACT}')
+            + (f'; finite: {finite}' if finite else '')
+            + (f'. The step before, largest first: {_ranked(previous)}' if previous else '')
+            + f'. {INTACT}')
     return values
 
 
@@ -102,10 +113,7 @@ def check_finite_state(model: torch.nn.Module, step: int, epoch: int | None = No
         return
     what = (f'{bad} became non-finite' if bad is not None
             else 'a parameter or buffer became non-finite on another process')
-    terms = ''
-    if values:
-        ranked = sorted(values.items(), key=lambda item: -abs(item[1]))
-        terms = ('; the loss terms of that step, largest first: '
-                 + ', '.join(f'{name}={v:.4g}' for name, v in ranked))
+    terms = f'; the loss terms of that step, largest first: {_ranked(values)}' if values else ''
+
     raise NonFiniteLossError(f'{what} {when} at {_where(step, epoch)}{terms}. Lower the '
                              f'learning rate or the largest loss weight. {INTACT}')

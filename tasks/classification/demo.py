@@ -90,7 +90,9 @@ def main(argv=None):
               f'{dict(distiller_cfg["loss_weights"])}', flush=True)
         run_cfg = copy.deepcopy(cfg)
         run_cfg.distiller = distiller_cfg
-        result = train_classification(run_cfg, work_dir=out / name, datasets=datasets)
+        # a rerun of the demo replaces its earlier output
+        result = train_classification(run_cfg, work_dir=out / name, datasets=datasets,
+                                      overwrite=True)
         finals[name], histories[name] = result.records[-1], result.records
         trained[name] = result.distiller
 

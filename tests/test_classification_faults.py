@@ -1,0 +1,285 @@
+"""Faults a user meets, and what the classification engine does about them: non-finite weights
+never reach a checkpoint, typos in config keys are named, an earlier run is never touched by
+a fresh one, damaged checkpoints are skipped on resume (fault injection: kill -9 during a
+checkpoint write, flipped bytes), and config changes survive a resume."""
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from mmengine.config import Config
+
+from distill import DISTILLERS, build_distiller
+from distill.checkpoint import CorruptCheckpointError, load_checkpoint
+from distill.config_checks import ConfigError
+from distill.distillers.logits import DML
+from distill.engine import NonFiniteLossError
+from distill.engine.classification import train_classification
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_classification_engine import tiny_cfg  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def snapshot(folder: Path) -> dict:
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob('*'))
+            if p.is_file()}
+
+
+def assert_same_weights(expected: dict, got: dict):
+    assert expected.keys() == got.keys()
+    for key in expected:
+        assert torch.equal(expected[key], got[key]), key
+
+
+# ---------------------------------------------------------------------------- finite state
+@DISTILLERS.register_module(force=True)
+class InfBufferAtStepDML(DML):
+    """DML whose student BatchNorm running_var becomes inf at the ``bad_step``-th forward,
+    while every loss term stays finite (what lr=1e6 did to the demo)."""
+
+    def __init__(self, *args, bad_step=1, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.bad_step, self.calls = bad_step, 0
+
+    def forward(self, batch):
+        terms = super().forward(batch)
+        self.calls += 1
+        if self.calls == self.bad_step:
+            self.student.stage2[1].running_var.data[0] = float('inf')  # no autograd trace
+        return terms
+
+
+def test_inf_buffer_stops_the_run_at_its_step_and_no_checkpoint_holds_it(tmp_path):
+    cfg = tiny_cfg(epochs=3, distiller_type='InfBufferAtStepDML', bad_step=9)  # epoch 2
+    with pytest.raises(NonFiniteLossError,
+                       match=r'student\.stage2\.1\.running_var became non-finite after the '
+                             r'optimiser step at step 9 \(epoch 2\).*largest first: .*intact'):
+        train_classification(cfg, work_dir=tmp_path)
+    assert sorted(p.name for p in tmp_path.glob('*.pth')) == ['epoch_1.pth', 'latest.pth']
+    for name in ('epoch_1.pth', 'latest.pth'):
+        state = load_checkpoint(tmp_path / name)
+        assert state['epoch'] == 1
+        assert all(torch.isfinite(v).all() for v in state['model'].values()
+                   if v.is_floating_point())
+
+
+def test_huge_loss_weight_names_the_term_that_blew_up(tmp_path):
+    cfg = tiny_cfg(epochs=1, loss_weights=dict(co=1e30))
+    with pytest.raises(NonFiniteLossError) as info:
+        train_classification(cfg, work_dir=tmp_path)
+    message = str(info.value)
+    # the weights were thrown far by one step of a 1e30 term; the next forward is all NaN
+    assert 'step 2 (epoch 1)' in message
+    assert 'The step before, largest first: student.co=' in message
+    assert not list(tmp_path.glob('*.pth'))
+
+
+def test_epoch_mode_checks_state_before_the_checkpoint(tmp_path):
+    cfg = tiny_cfg(epochs=2, distiller_type='InfBufferAtStepDML', bad_step=3)
+    cfg.train.check_finite = 'epoch'
+    with pytest.raises(NonFiniteLossError, match=r'before writing the checkpoint of epoch 1'):
+        train_classification(cfg, work_dir=tmp_path)
+    assert not list(tmp_path.glob('*.pth'))
+
+
+# ---------------------------------------------------------------------------- strict configs
+@pytest.mark.parametrize('section, key, value, named', [
+    ('schedule', 'epoch', 2, r'schedule\.epoch; did you mean schedule\.epochs\?'),
+    ('train', 'seeed', 3, r'train\.seeed; did you mean train\.seed\?'),
+    ('data', 'batchsize', 8, r'data\.batchsize; did you mean data\.batch_size'),
+    ('optimizer', 'weight_decy', 0.0, r'optimizer\.weight_decy; did you mean '
+                                      r'optimizer\.weight_decay\?'),
+])
+def test_unknown_keys_are_named_with_the_closest(tmp_path, section, key, value, named):
+    cfg = tiny_cfg(epochs=1)
+    cfg[section][key] = value
+    with pytest.raises(ConfigError, match=named):
+        train_classification(cfg, work_dir=tmp_path / 'run')
+    assert not (tmp_path / 'run').exists()  # nothing built, nothing written
+
+
+def test_bad_sections_types_and_distillers_are_named(tmp_path):
+    def fails(cfg, pattern, exc=ConfigError):
+        with pytest.raises(exc, match=pattern):
+            train_classification(cfg, work_dir=tmp_path / 'run')
+
+    cfg = tiny_cfg(epochs=1)
+    cfg.schedul = dict(epochs=2)
+    fails(cfg, r"section 'schedul'; did you mean 'schedule'")
+    fails(tiny_cfg(loss_weights=dict(co='0.1')),
+          r"distiller\.loss_weights\.co must be a number, got '0\.1' \(str\)")
+    fails(tiny_cfg(tau_schedule=dict(start=0.0, end=1.0)), r'tau_schedule\.start must be a '
+          r'number > 0', ValueError)
+    fails(tiny_cfg(distiller_type='ADN'), r"distiller\.type='ADN' is not a registered "
+          r'distiller; did you mean ADM\?.*DML')
+    fails(tiny_cfg(taps=[dict(student='stage3', teachr='stage3')]),
+          r'distiller\.taps\[0\]\.teachr; did you mean distiller\.taps\[0\]\.teacher')
+    cfg = tiny_cfg(epochs=1, distiller_type='DML')
+    cfg.data.train.num_sample = 10
+    fails(cfg, r'data\.train\.num_sample; did you mean data\.train\.num_samples')
+    cfg = tiny_cfg(epochs=1, distiller_type='DML')
+    cfg.train.mixed_precision = 'fp8'
+    fails(cfg, r"train\.mixed_precision must be one of 'no', 'fp16', 'bf16', got 'fp8'")
+
+
+def test_build_checks_logits_and_1x1_taps():
+    student = dict(type='tiny_cnn', num_classes=4, width=4)
+    adapter = dict(type='ClassifierAdapter', input_size=16)
+    with pytest.raises(ConfigError, match=r"student's logits have shape \(2, 4\) and the "
+                                          r"teacher's \(2, 5\).*same num_classes"):
+        build_distiller(dict(type='DML', student=student, adapter=adapter,
+                             teacher=dict(student, num_classes=5)))
+    with pytest.raises(ConfigError, match=r'avgpool -> avgpool taps a 1x1 map'):
+        build_distiller(dict(type='FitNet', student=student, teacher=student, adapter=adapter,
+                             taps=[dict(student='avgpool', teacher='avgpool')]))
+
+
+def test_every_classification_config_passes_the_checks():
+    from distill.config_checks import check_distiller_cfg
+    from distill.engine.classification import DEFAULT_TRAIN
+    from distill.engine.classification_config import check_classification_config
+    paths = sorted(p for p in (ROOT / 'configs' / 'classification').rglob('*.py')
+                   if '_base_' not in p.parts)
+    assert len(paths) > 10
+    for path in paths:
+        cfg = Config.fromfile(str(path))
+        check_classification_config(cfg, DEFAULT_TRAIN)
+        check_distiller_cfg(cfg.distiller)
+
+
+def test_cli_names_a_cfg_options_key_outside_every_section():
+    from distill.engine.classification import DEFAULT_TRAIN
+    from distill.engine.classification_config import check_cfg_options
+    cfg = tiny_cfg()
+    with pytest.raises(ConfigError, match=r'loss_weights\.co.*did you mean '
+                                          r'distiller\.loss_weights\.co\?'):
+        check_cfg_options({'loss_weights.co': 0.1}, cfg, DEFAULT_TRAIN)
+    check_cfg_options({'schedule.epochs': 3, 'distiller.loss_weights.co': 0.1}, cfg,
+                      DEFAULT_TRAIN)
+
+
+# ---------------------------------------------------------------------------- work dirs
+@DISTILLERS.register_module(force=True)
+class NaNFromStartDML(DML):
+    def forward(self, batch):
+        terms = super().forward(batch)
+        return {**terms, 'student.kd': terms['student.kd'] * float('nan')}
+
+
+def test_fresh_run_into_an_earlier_run_changes_nothing(tmp_path):
+    train_classification(tiny_cfg(epochs=2), work_dir=tmp_path)
+    before = snapshot(tmp_path)
+    with pytest.raises(FileExistsError, match=r'already holds an earlier run.*--resume.*'
+                                              r'--overwrite'):
+        train_classification(tiny_cfg(epochs=1, distiller_type='NaNFromStartDML'),
+                             work_dir=tmp_path)
+    assert snapshot(tmp_path) == before  # byte-identical, train.log included
+    # --overwrite replaces the run: no epoch_2.pth of the old one is left behind
+    train_classification(tiny_cfg(epochs=1, distiller_type='DML'), work_dir=tmp_path,
+                         overwrite=True)
+    assert sorted(p.name for p in tmp_path.glob('*.pth')) == [
+        'epoch_1.pth', 'latest.pth', 'student.pth', 'teacher.pth']
+    assert [r['epoch'] for r in json.loads((tmp_path / 'metrics.json').read_text())] == [1]
+
+
+# ---------------------------------------------------------------------------- checkpoints
+def flip_tensor_bytes(path: Path, tensor: torch.Tensor):
+    """Flip 16 bytes inside ``tensor``'s data in the file (the zip stays readable)."""
+    data = bytearray(path.read_bytes())
+    raw = tensor.contiguous().view(-1).view(torch.uint8).numpy().tobytes()[:64]
+    at = data.find(raw)
+    assert at > 0
+    for i in range(at + 8, at + 24):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+KILLED_RUN = '''
+import os, signal, sys
+import torch
+sys.path.insert(0, {tests!r})
+torch.set_num_threads(1)
+from test_classification_engine import tiny_cfg
+from distill.engine.classification import train_classification
+real_save, calls = torch.save, []
+def dying_save(obj, f, *args, **kwargs):
+    if isinstance(obj, dict) and 'epoch' in obj:
+        calls.append(obj['epoch'])
+        if len(calls) == 6:  # epoch_1, latest, epoch_2, latest, epoch_3, latest <- here
+            real_save(obj, f)
+            f.flush()
+            f.truncate(f.tell() // 2)
+            f.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+    return real_save(obj, f, *args, **kwargs)
+torch.save = dying_save
+train_classification(tiny_cfg(epochs=4), work_dir=sys.argv[1])
+'''
+
+
+def test_kill_during_checkpoint_write_and_flipped_bytes_resume_exactly(tmp_path):
+    full = train_classification(tiny_cfg(epochs=4), work_dir=tmp_path / 'full')
+    run = tmp_path / 'run'
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    proc = subprocess.run([sys.executable, '-c', KILLED_RUN.format(tests=str(ROOT / 'tests')),
+                           str(run)], env=env, cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    orphans = list(run.glob('.latest.pth.*.tmp'))
+    assert len(orphans) == 1  # the half-written latest.pth of epoch 3
+    assert load_checkpoint(run / 'latest.pth')['epoch'] == 2  # the rename never happened
+    epoch_3 = load_checkpoint(run / 'epoch_3.pth')
+    flip_tensor_bytes(run / 'epoch_3.pth', epoch_3['model']['teacher.stage3.3.weight'])
+    with pytest.raises(CorruptCheckpointError, match=r'epoch_3\.pth does not match its '
+                                                     r'checksum'):
+        train_classification(tiny_cfg(epochs=4), work_dir=run, resume=str(run / 'epoch_3.pth'))
+
+    resumed = train_classification(tiny_cfg(epochs=4), work_dir=run, resume=True)
+    log = (run / 'train.log').read_text()
+    assert 'skipping ' + str(run / 'epoch_3.pth') in log and 'checksum' in log
+    assert 'resumed from ' + str(run / 'latest.pth') + ' at epoch 3' in log
+    assert not list(run.glob('.*.tmp'))  # the orphan was removed
+    assert_same_weights(full.distiller.state_dict(), resumed.distiller.state_dict())
+    strip = [{k: v for k, v in r.items() if k != 'epoch_time_s'}
+             for r in json.loads((run / 'metrics.json').read_text())]
+    assert strip == [{k: v for k, v in r.items() if k != 'epoch_time_s'} for r in full.records]
+
+
+def test_truncated_latest_falls_back_and_never_suggests_unpickling(tmp_path):
+    full = train_classification(tiny_cfg(epochs=3), work_dir=tmp_path / 'full')
+    run = tmp_path / 'run'
+    train_classification(tiny_cfg(epochs=2), work_dir=run)
+    latest = run / 'latest.pth'
+    latest.write_bytes(latest.read_bytes()[:2000])
+    with pytest.raises(CorruptCheckpointError) as info:
+        load_checkpoint(latest)
+    assert str(latest) in str(info.value) and 'allow_pickle' not in str(info.value)
+    resumed = train_classification(tiny_cfg(epochs=3), work_dir=run, resume=True)
+    log = (run / 'train.log').read_text()
+    assert f'skipping {latest}' in log and 'allow_pickle' not in log
+    assert f"resumed from {run / 'epoch_2.pth'} at epoch 3" in log
+    assert_same_weights(full.distiller.state_dict(), resumed.distiller.state_dict())
+    # nothing valid left: an error naming the damaged files, not a silent fresh start
+    for path in run.glob('*.pth'):
+        path.write_bytes(b'garbage')
+    with pytest.raises(CorruptCheckpointError, match=r'no valid checkpoint.*latest\.pth'):
+        train_classification(tiny_cfg(epochs=4), work_dir=run, resume=True)
+
+
+def test_resume_applies_the_configs_lr_over_the_restored_optimiser(tmp_path):
+    train_classification(tiny_cfg(epochs=1), work_dir=tmp_path)
+    cfg = tiny_cfg(epochs=2)
+    cfg.optimizer.lr = 0.01  # what --cfg-options optimizer.lr=0.01 does
+    cfg.optimizer.weight_decay = 1e-4
+    train_classification(cfg, work_dir=tmp_path, resume=True)
+    group = load_checkpoint(tmp_path / 'latest.pth')['optimizer']['param_groups'][0]
+    assert group['lr'] == 0.01 and group['initial_lr'] == 0.01
+    assert group['weight_decay'] == 1e-4
+    log = (tmp_path / 'train.log').read_text()
+    assert 'optimizer.lr: 0.05 (checkpoint) -> 0.01 (config)' in log
+    assert json.loads((tmp_path / 'metrics.json').read_text())[1]['lr'] == 0.01
