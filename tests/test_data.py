@@ -218,3 +218,39 @@ def test_normalize():
     images = torch.full((2, 3, 4, 4), 0.5)
     out = normalize(images, mean=(0.5, 0.25, 0.0), std=(1.0, 0.5, 0.25))
     torch.testing.assert_close(out[0, :, 0, 0], torch.tensor([0.0, 0.5, 2.0]))
+
+
+def test_cifar_empty_or_damaged_pickles_name_the_file(tmp_path):
+    folder = tmp_path / 'cifar-100-python'
+    folder.mkdir()
+    _dump(folder / 'train', _fake_batch(5, 100, b'fine_labels', seed=0))
+    _dump(folder / 'test', _fake_batch(3, 100, b'fine_labels', seed=1))
+    (folder / 'meta').write_bytes(b'')  # empty: pickle says only EOFError
+    with pytest.raises(ValueError, match=r"meta' is not a readable CIFAR pickle.*EOFError"):
+        CIFAR100(tmp_path)
+    _dump(folder / 'meta', {b'coarse_label_names': []})
+    with pytest.raises(ValueError, match=r"meta' is not a CIFAR meta file: no key "
+                                         r"b'fine_label_names'"):
+        CIFAR100(tmp_path)
+    (folder / 'train').write_bytes((folder / 'test').read_bytes()[:100])  # truncated
+    with pytest.raises(ValueError, match=r"train' is not a readable CIFAR pickle"):
+        CIFAR100(tmp_path)
+
+
+def test_16_bit_grey_images_are_scaled_not_clipped(tmp_path):
+    from PIL import Image
+
+    from distill.data.folders import load_rgb_image
+    grey16 = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000)  # 0 .. 63000
+    Image.fromarray(grey16).save(tmp_path / 'g16.png')
+    with Image.open(tmp_path / 'g16.png') as image:
+        assert image.mode.startswith('I;16')
+    rgb = load_rgb_image(tmp_path / 'g16.png')
+    assert rgb.shape == (8, 8, 3) and rgb.dtype == np.uint8
+    expected = np.rint(grey16 / 257.0).astype(np.uint8)
+    np.testing.assert_array_equal(rgb[..., 0], expected)
+    np.testing.assert_array_equal(rgb[..., 2], expected)
+    assert (rgb == 255).mean() < 0.05  # clipping made almost every pixel 255
+    Image.fromarray(grey16.astype(np.uint8)).save(tmp_path / 'g8.png')  # 8-bit: unchanged
+    np.testing.assert_array_equal(load_rgb_image(tmp_path / 'g8.png')[..., 1],
+                                  grey16.astype(np.uint8))

@@ -33,8 +33,26 @@ def _resolve_folder(root, folder_name, required_files):
 
 
 def _load_pickle(path):
-    with open(path, 'rb') as file:
-        return pickle.load(file, encoding='bytes')
+    """Unpickle one CIFAR file; an empty, truncated or foreign file fails naming it."""
+    try:
+        with open(path, 'rb') as file:
+            data = pickle.load(file, encoding='bytes')
+    except (EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError,
+            IndexError, ImportError) as err:
+        raise ValueError(f'{str(path)!r} is not a readable CIFAR pickle (empty, truncated or '
+                         f'another file?): {type(err).__name__}: {err}. Extract the archive '
+                         f'again') from err
+    if not isinstance(data, dict):
+        raise ValueError(f'{str(path)!r} is not a CIFAR pickle: it holds a '
+                         f'{type(data).__name__}, not a dict')
+    return data
+
+
+def _class_names(path, key):
+    meta = _load_pickle(path)
+    if key not in meta:
+        raise ValueError(f'{str(path)!r} is not a CIFAR meta file: no key {key!r}')
+    return [name.decode() if isinstance(name, bytes) else str(name) for name in meta[key]]
 
 
 def _read_batches(folder, batch_names, label_key):
@@ -81,8 +99,7 @@ class CIFAR100(_CifarBase):
         split = 'train' if train else 'test'
         self.root = _resolve_folder(root, self.folder_name, [split, 'meta'])
         images, labels = _read_batches(self.root, [split], b'fine_labels')
-        meta = _load_pickle(self.root / 'meta')
-        classes = [name.decode() for name in meta[b'fine_label_names']]
+        classes = _class_names(self.root / 'meta', b'fine_label_names')
         super().__init__(images, labels, classes)
 
 
@@ -97,6 +114,5 @@ class CIFAR10(_CifarBase):
         batch_names = self.train_batches if train else ['test_batch']
         self.root = _resolve_folder(root, self.folder_name, batch_names + ['batches.meta'])
         images, labels = _read_batches(self.root, batch_names, b'labels')
-        meta = _load_pickle(self.root / 'batches.meta')
-        classes = [name.decode() for name in meta[b'label_names']]
+        classes = _class_names(self.root / 'batches.meta', b'label_names')
         super().__init__(images, labels, classes)

@@ -3,6 +3,7 @@
 The layout of torchvision's ``ImageFolder`` (class names are the sorted sub-folder names,
 files are found recursively under each), without torchvision.  Errors name the path at
 fault: a missing root, a root without class folders or images, a file that does not decode.
+16-bit grey images are scaled to 8 bits (not clipped).
 """
 import os
 from pathlib import Path
@@ -36,6 +37,26 @@ def find_classes(root):
     return classes
 
 
+# integer modes wider than 8 bits, and the full value each one stands for
+_WIDE_MODES = {'I;16': 65535, 'I;16L': 65535, 'I;16B': 65535, 'I;16N': 65535, 'I': None}
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """RGB 8-bit. PIL's own ``convert('RGB')`` clips 16-bit grey (0..65535) to 255, which
+    turns nearly every pixel white; those are scaled to 0..255 instead. Mode 'I' (32-bit)
+    is taken as 16-bit when it fits, else scaled by its maximum; 'F' as [0, 1] when it fits."""
+    if image.mode in _WIDE_MODES or image.mode == 'F':
+        values = np.asarray(image, dtype=np.float64)
+        full = _WIDE_MODES.get(image.mode)
+        if full is None:  # 'I' or 'F': the range is not in the mode
+            top = float(values.max()) if values.size else 0.0
+            full = 1.0 if image.mode == 'F' and top <= 1.0 else (
+                65535.0 if top <= 65535 else top)
+        grey = np.clip(np.rint(values * (255.0 / full)), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey, mode='L').convert('RGB')
+    return image.convert('RGB')
+
+
 def load_rgb_image(path, image_size=None):
     """Decode ``path`` to an RGB uint8 (H, W, 3) array, resized (bilinear) to ``image_size``.
 
@@ -43,7 +64,7 @@ def load_rgb_image(path, image_size=None):
     """
     try:
         with Image.open(path) as image:
-            image = image.convert('RGB')  # also forces the full decode
+            image = _to_rgb(image)  # also forces the full decode
             if image_size is not None:
                 height, width = (image_size, image_size) if isinstance(image_size, int) \
                     else image_size
