@@ -1,5 +1,6 @@
 """tasks/diffusion/train.py end to end: 2-process CPU runs under ``accelerate launch``, resume,
-checkpoint pruning, the saved student in a DDPMPipeline, a user image folder.
+checkpoint pruning, the output folder a DDPMPipeline of the student, a user image folder with
+the diffusers example's flags.
 
 Three 2-process launches of ~15-25 s each on 2 cores; tiny UNets at 8x8.
 """
@@ -120,7 +121,7 @@ def test_resume_matches_uninterrupted(online_run, tiny_config, tmp_path):
     shutil.copytree(output_dir / 'checkpoint-3', resumed / 'checkpoint-3')
     metrics = launch(tiny_config, resumed, '--resume_from_checkpoint', 'latest')
     assert final(metrics)['num_processes'] == 2
-    for name in ('student/diffusion_pytorch_model.safetensors',
+    for name in ('unet/diffusion_pytorch_model.safetensors',
                  'teacher/diffusion_pytorch_model.safetensors',
                  'checkpoint-4/model.safetensors'):
         expected, got = load_file(output_dir / name), load_file(resumed / name)
@@ -128,14 +129,11 @@ def test_resume_matches_uninterrupted(online_run, tiny_config, tmp_path):
         assert all(torch.equal(expected[k], got[k]) for k in expected), name
 
 
-def test_saved_student_samples_in_ddpm_pipeline(online_run):
-    from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+def test_output_dir_is_a_ddpm_pipeline_of_the_student(online_run):
+    from diffusers import DDPMPipeline
     output_dir, _ = online_run
-    assert (output_dir / 'student' / 'diffusion_pytorch_model.safetensors').is_file()
-    unet = UNet2DModel.from_pretrained(output_dir / 'student')
-    assert tuple(unet.config.block_out_channels) == (8, 16)
-    scheduler = DDPMScheduler.from_pretrained(output_dir / 'scheduler')
-    pipeline = DDPMPipeline(unet=unet, scheduler=scheduler)
+    pipeline = DDPMPipeline.from_pretrained(output_dir)  # as train_unconditional.py's output
+    assert tuple(pipeline.unet.config.block_out_channels) == (8, 16)  # the student
     images = pipeline(batch_size=2, num_inference_steps=2, output_type='np',
                       generator=torch.Generator().manual_seed(0)).images
     assert images.shape == (2, 8, 8, 3)
@@ -198,11 +196,15 @@ def test_plain_python_on_a_user_image_folder(tiny_config, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS='1')
     result = subprocess.run(
         [sys.executable, str(SCRIPT), str(tiny_config), '--output_dir', str(output_dir),
-         '--train_data_dir', str(tmp_path / 'images'), '--max_train_steps', '2',
+         '--train_data_dir', str(tmp_path / 'images'), '--num_epochs', '1',
          '--gradient_accumulation_steps', '1', '--checkpointing_steps', '0',
-         '--validation_steps', '0', '--cfg-options', 'data.num_heldout=4'],
+         '--validation_steps', '0', '--resolution', '8', '--no-use_ema',
+         '--dataloader_num_workers', '0', '--logger', 'tensorboard', '--logging_dir', 'tb',
+         '--cfg-options', 'data.num_heldout=4'],
         env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert result.returncode == 0, result.stderr[-4000:]
     record = final(json.loads((output_dir / 'metrics.json').read_text()))
     assert record['num_processes'] == 1 and record['heldout_images'] == 4
-    assert (output_dir / 'student' / 'diffusion_pytorch_model.safetensors').is_file()
+    assert record['step'] == 2  # one epoch: 16 training images, batches of 8
+    assert (output_dir / 'unet' / 'diffusion_pytorch_model.safetensors').is_file()
+    assert (output_dir / 'model_index.json').is_file() and (output_dir / 'tb').is_dir()

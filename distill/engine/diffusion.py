@@ -6,10 +6,12 @@ the optimiser, data loader and lr schedule. Each optimiser step: ``distiller(bat
 loss terms -> ``check_finite_terms`` -> one backward. Then EMA of the student, logging, every
 ``checkpointing_steps`` a ``checkpoint-N`` (on every process), every ``validation_steps`` a
 DDIM grid, teacher row over student row from the same noise. At the end: evaluation into
-``metrics.json`` and ``student/`` (+ ``scheduler/``) written with ``save_pretrained``.
+``metrics.json``, and ``output_dir`` made a ``DDPMPipeline`` folder of the (EMA) student
+(``model_index.json``, ``unet/``, ``scheduler/``; ``teacher/`` beside them when online).
 """
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -25,7 +27,8 @@ from distill.engine.diffusion_data import (EpochShuffleSampler, build_image_data
                                            random_flip)
 from distill.engine.diffusion_eval import (ddim_sample, denoising_mse, fid, image_grid,
                                            teacher_agreement)
-from distill.engine.diffusion_support import Conditioning, LatentCodec, config_for_trackers
+from distill.engine.diffusion_support import (Conditioning, LatentCodec, config_for_trackers,
+                                              standard_grad_strides)
 from distill.engine.guards import check_finite_terms
 from distill.engine.metrics import MetricsFile
 
@@ -94,22 +97,27 @@ class DiffusionRun:
         cfg, accelerator = self.cfg, self.accelerator
         from diffusers.optimization import get_scheduler
         params = [p for p in self.distiller.parameters() if p.requires_grad]
+        if accelerator.num_processes > 1:
+            standard_grad_strides(params)
         optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate,
                                       betas=(cfg.adam_beta1, cfg.adam_beta2),
                                       weight_decay=cfg.adam_weight_decay, eps=cfg.adam_epsilon)
-        loader = self.build_loader()
-        # the prepared schedule steps once per process at each optimiser step: scale by them
-        lr_scheduler = get_scheduler(
-            cfg.lr_scheduler, optimizer,
-            num_warmup_steps=cfg.lr_warmup_steps * accelerator.num_processes,
-            num_training_steps=cfg.max_train_steps * accelerator.num_processes)
-        distiller, optimizer, loader, lr_scheduler = accelerator.prepare(
-            self.distiller, optimizer, loader, lr_scheduler)
+        loader = accelerator.prepare(self.build_loader())  # its per-process length first
         if len(loader) < cfg.gradient_accumulation_steps:
             raise ValueError(f'{len(self.sampler)} training images give {len(loader)} batches '
                              f'per process per epoch, fewer than gradient_accumulation_steps='
                              f'{cfg.gradient_accumulation_steps}: use more images or smaller '
                              f'train_batch_size')
+        if cfg.get('num_epochs'):  # diffusers' --num_epochs: optimiser steps of that many
+            cfg.max_train_steps = cfg.num_epochs * math.ceil(
+                len(loader) / cfg.gradient_accumulation_steps)
+        # the prepared schedule steps once per process at each optimiser step: scale by them
+        lr_scheduler = get_scheduler(
+            cfg.lr_scheduler, optimizer,
+            num_warmup_steps=cfg.lr_warmup_steps * accelerator.num_processes,
+            num_training_steps=cfg.max_train_steps * accelerator.num_processes)
+        distiller, optimizer, lr_scheduler = accelerator.prepare(
+            self.distiller, optimizer, lr_scheduler)
         if self.ema is not None:
             self.ema.to(accelerator.device)
         self.codec.to(accelerator.device)
@@ -296,13 +304,34 @@ class DiffusionRun:
         self.metrics.append(record)
         student = self.accelerator.unwrap_model(self.student)
         with self.ema_weights(True):  # the saved student is the EMA one, as in diffusers
-            student.save_pretrained(self.output_dir / 'student', safe_serialization=True)
-        self.adapter.noise_scheduler.save_pretrained(self.output_dir / 'scheduler')
+            pipeline = save_student_pipeline(self.output_dir, student,
+                                             self.adapter.noise_scheduler,
+                                             self.codec.vae is not None)
         if self.online:
             self.teacher.save_pretrained(self.output_dir / 'teacher', safe_serialization=True)
-        self.accelerator.print(f"student written to {self.output_dir / 'student'}; metrics in "
+        where = (f'a {pipeline} folder ({pipeline}.from_pretrained({str(self.output_dir)!r}))'
+                 if pipeline else f"{self.output_dir / 'unet'} and "
+                                  f"{self.output_dir / 'scheduler'}")
+        self.accelerator.print(f'student written to {where}; metrics in '
                                f"{self.output_dir / 'metrics.json'}")
         return record
+
+
+def save_student_pipeline(output_dir, student, scheduler, latent: bool) -> str | None:
+    """``output_dir`` becomes a ``DDPMPipeline.from_pretrained`` folder (``model_index.json``,
+    ``unet/``, ``scheduler/``) for a pixel-space unconditional student, as diffusers'
+    train_unconditional.py writes; returns the pipeline's name. A latent or conditional
+    student needs the teacher pipeline's VAE / text encoder: ``unet/`` and ``scheduler/`` are
+    written for it, to pass as ``unet=`` to that pipeline's ``from_pretrained``; returns None."""
+    from diffusers import DDPMPipeline, UNet2DModel
+    output_dir = Path(output_dir)
+    if isinstance(student, UNet2DModel) and not latent:
+        DDPMPipeline(unet=student, scheduler=scheduler).save_pretrained(
+            output_dir, safe_serialization=True)
+        return 'DDPMPipeline'
+    student.save_pretrained(output_dir / 'unet', safe_serialization=True)
+    scheduler.save_pretrained(output_dir / 'scheduler')
+    return None
 
 
 def train(cfg) -> dict | None:

@@ -2,7 +2,11 @@
 
 Precedence: defaults below < config file < ``--cfg-options k=v`` < named flags
 (``--output_dir``, ``--mixed_precision``, ...), each of which overrides the top-level key of
-the same name. ``--teacher_model_name_or_path DIR`` replaces the teacher by the local
+the same name; the flags of diffusers' ``train_unconditional.py`` whose key lives elsewhere
+(``--prediction_type``, ``--ddpm_num_steps``, ``--logger``, ``--random_flip``, ...) are mapped
+to it (``RENAMED_FLAGS``, ``SWITCHES``), and ``--resolution`` sets the data's and the UNets'.
+Its ``--num_epochs`` sets ``max_train_steps`` from the number of batches per epoch.
+``--teacher_model_name_or_path DIR`` replaces the teacher by the local
 ``save_pretrained`` directory ``DIR`` (its class read from ``DIR/config.json``) and makes the
 run offline (frozen teacher); to fine-tune a pretrained teacher online instead, write
 ``teacher=dict(type=..., pretrained=DIR)`` and ``distiller.online=True`` in the config.
@@ -22,7 +26,7 @@ DEFAULTS = dict(
     checkpointing_steps=500, checkpoints_total_limit=None, resume_from_checkpoint=None,
     validation_steps=500, num_validation_images=8, num_inference_steps=50,
     report_to='tensorboard', logging_dir='logs', logging_steps=50, dataloader_num_workers=0,
-    train_data_dir=None,
+    train_data_dir=None, num_epochs=None,
     evaluation=dict(num_images=64, num_buckets=4, num_samples=16, inception_weights=None),
 )
 
@@ -45,7 +49,29 @@ FLAGS = dict(
     validation_steps=(int, 'DDIM grid every N steps (0: never)'),
     num_inference_steps=(int, 'DDIM steps for validation grids'),
     teacher_model_name_or_path=(str, 'a local save_pretrained directory: offline teacher'),
+    num_epochs=(int, 'train for this many epochs (sets max_train_steps from the data size)'),
+    dataloader_num_workers=(int, 'data loading worker processes'),
+    logging_dir=(str, 'TensorBoard folder, under output_dir'),
+    adam_beta1=(float, 'AdamW beta1'),
+    adam_beta2=(float, 'AdamW beta2'),
+    adam_weight_decay=(float, 'AdamW weight decay'),
+    adam_epsilon=(float, 'AdamW epsilon'),
+    ema_inv_gamma=(float, 'EMA warm-up inverse gamma'),
+    ema_power=(float, 'EMA warm-up power'),
+    ema_max_decay=(float, 'EMA maximum decay'),
 )
+# flags of train_unconditional.py whose config key has another name or place
+RENAMED_FLAGS = dict(
+    logger=(str, 'report_to', "'tensorboard' or 'none' (train_unconditional.py's name for "
+                              "--report_to)"),
+    ddpm_num_inference_steps=(int, 'num_inference_steps', 'DDIM steps for validation grids'),
+    prediction_type=(str, 'noise_scheduler.prediction_type', "'epsilon' or 'v_prediction'"),
+    ddpm_num_steps=(int, 'noise_scheduler.num_train_timesteps', 'diffusion timesteps'),
+    ddpm_beta_schedule=(str, 'noise_scheduler.beta_schedule', "'linear', 'squaredcos_cap_v2'"),
+)
+# on/off flags: --use_ema / --no-use_ema, --random_flip / --no-random_flip
+SWITCHES = dict(use_ema=('use_ema', 'keep an EMA of the student (the saved student is it)'),
+                random_flip=('data.random_flip', 'flip training images horizontally'))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,9 +80,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('config', help='mmengine Python config, e.g. configs/diffusion/...')
     for flag, (kind, text) in FLAGS.items():
         parser.add_argument(f'--{flag}', type=kind, default=None, help=text)
+    for flag, (kind, _, text) in RENAMED_FLAGS.items():
+        parser.add_argument(f'--{flag}', type=kind, default=None, help=text)
+    for flag, (_, text) in SWITCHES.items():
+        parser.add_argument(f'--{flag}', action=argparse.BooleanOptionalAction, default=None,
+                            help=text)
+    parser.add_argument('--resolution', type=int, default=None,
+                        help='image side: data.resolution and the sample_size of the UNets '
+                             'built from a config (not of a pretrained teacher)')
+    # accelerate launch / torch.distributed.launch may pass it; the rank comes from the env
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=-1,
+                        help=argparse.SUPPRESS)
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default=None,
                         help='override config keys, e.g. distiller.loss_weights.co=0.5')
     return parser
+
+
+def set_resolution(cfg, resolution: int) -> None:
+    """``--resolution``: the data and every UNet whose architecture the config gives."""
+    cfg.data.resolution = resolution
+    for name in ('student', 'teacher'):
+        network = cfg.get(name)
+        if isinstance(network, dict) and 'pretrained' not in network:
+            network['sample_size'] = resolution
 
 
 def teacher_from_directory(path: str) -> dict:
@@ -86,6 +132,15 @@ def load_config(args: argparse.Namespace):
         if value is None or flag == 'teacher_model_name_or_path':
             continue
         cfg[flag] = value
+    named = {key: getattr(args, flag, None) for flag, (_, key, _) in RENAMED_FLAGS.items()}
+    named.update({key: getattr(args, flag, None) for flag, (key, _) in SWITCHES.items()})
+    cfg.merge_from_dict({key: value for key, value in named.items() if value is not None})
+    if getattr(args, 'resolution', None) is not None:
+        set_resolution(cfg, args.resolution)
+    if getattr(args, 'num_epochs', None) is not None and args.max_train_steps is not None:
+        raise ValueError('give --num_epochs or --max_train_steps, not both')
+    if getattr(args, 'max_train_steps', None) is not None:
+        cfg.num_epochs = None  # the command line's step count wins over a config's epochs
     if args.teacher_model_name_or_path:
         cfg.teacher = teacher_from_directory(args.teacher_model_name_or_path)
         cfg.distiller.online = False  # a pretrained teacher given here is the offline setting
