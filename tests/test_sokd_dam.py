@@ -108,3 +108,26 @@ def test_anchoring_trains_dam_only_and_consistency_not_the_teacher():
     # the heatmap starts at the CenterNet prior
     prior = torch.sigmoid(teacher_side['heatmap'].detach()).mean()
     assert float(prior) == pytest.approx(0.1, abs=0.05)
+
+
+def test_targets_from_a_box_tensor_match_the_list_form():
+    from distill.sokd.dam import centernet_targets
+    boxes = torch.tensor([[[0.0, 0.0, 3.0, 2.0]], [[1.5, 2.0, 6.0, 7.5]], [[2.0, 2.0, 2.0, 5.0]]])
+    labels = torch.tensor([[1], [0], [2]])
+    listed = centernet_targets(list(boxes), list(labels), 3, 8, 8)
+    stacked = centernet_targets(boxes, labels, 3, 8, 8)
+    for key in ('heatmap', 'size', 'offset', 'centres'):
+        torch.testing.assert_close(stacked[key], listed[key])
+    assert float(stacked['centres'][2].sum()) == 0  # the empty box: no centre, no peak
+    with pytest.raises(ValueError, match=r'\(B,N,4\)'):
+        centernet_targets(boxes[:, 0], None, 1, 8, 8)
+
+
+def test_both_sides_at_once_equal_two_calls():
+    torch.manual_seed(0)
+    dam = DAM(6, 4, channels=8, num_classes=2)
+    ft, fs = torch.randn(3, 6, 5, 5), torch.randn(3, 4, 5, 5)
+    teacher_side, student_side = dam.both(ft, fs)
+    for got, want in ((teacher_side, dam(ft, 'teacher')), (student_side, dam(fs, 'student'))):
+        for key in ('heatmap', 'size', 'offset'):
+            torch.testing.assert_close(got[key], want[key])

@@ -243,3 +243,26 @@ def test_anchor_boxes_from_the_adapter_or_the_cam():
     boxes, labels = per_class._anchor_boxes(data, (4, 4), heads[1])
     assert len(boxes) == 8 and all(b.shape == (1, 4) for b in boxes)
     assert [int(label) for label in labels] == data['labels'].tolist()
+
+
+def test_anchor_interval_computes_the_anchoring_term_one_step_in_k():
+    distiller = make('FitNet', dam=dict(channels=8, anchor_interval=3)).train()
+    values = [float(distiller(batch())['dam.anchor'].detach()) for _ in range(6)]
+    assert [v > 0 for v in values] == [True, False, False, True, False, False]
+    assert float(distiller.eval()(batch())['dam.anchor'].detach()) > 0  # outside training
+    with pytest.raises(ValueError, match='anchor_interval'):
+        make('FitNet', dam=dict(anchor_interval=0))
+
+
+def test_mutual_mask_is_the_union_of_the_two_sides():
+    distiller = make('FitNet').eval()
+    torch.manual_seed(0)
+    sides = [dict(heatmap=4 * torch.randn(4, 1, 6, 6), size=torch.rand(4, 2, 6, 6),
+                  offset=torch.rand(4, 2, 6, 6)) for _ in range(2)]  # peaks on both sides
+    masks = {}
+    for mode in ('mutual', 'teacher', 'student'):
+        distiller.dam_cfg['mask'] = mode
+        masks[mode] = distiller.decode_mask(*sides)
+    assert 0 < float(masks['teacher'].mean()) < 1 and 0 < float(masks['student'].mean()) < 1
+    torch.testing.assert_close(masks['mutual'],
+                               torch.maximum(masks['teacher'], masks['student']))

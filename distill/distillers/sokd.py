@@ -50,7 +50,7 @@ from distill.taps import FeatureTaps
 #: Adam moves each logit by about ``lr`` per arch step: lower it for searches of thousands
 ARCH_OPTIMIZER = dict(type='Adam', lr=0.05, betas=(0.5, 0.999), weight_decay=0.0)
 DAM_DEFAULTS = dict(channels=64, num_classes=1, top_k=8, score_threshold=0.3, beta=0.1,
-                    mask='mutual', cam_threshold=0.5)
+                    mask='mutual', cam_threshold=0.5, anchor_interval=1)
 
 
 @DISTILLERS.register_module()
@@ -60,7 +60,11 @@ class SoKD(nn.Module):
         dafa: ``dict(ops=..., init_magnitude=0.2, sample=True)`` or None (off); ``sample``:
             a training step applies one op drawn from the policy (False: the whole mixture).
         dam: ``dict(channels=64, num_classes=1, top_k=8, score_threshold=0.3, beta=0.1,
-            mask='mutual'|'teacher'|'student', cam_threshold=0.5)`` or None (off).
+            mask='mutual'|'teacher'|'student', cam_threshold=0.5, anchor_interval=1)`` or
+            None (off). ``anchor_interval`` k: the anchoring term (pseudo-boxes, CenterNet
+            targets, focal loss: most of DAM's operator calls) is computed in one training
+            step of k, ``dam.anchor`` is 0 in the others; the mask and the consistency term
+            are computed in every step.
         loss_weights: ``dict(dam=1.0, anchor=1.0)`` for ``student.dam`` and ``dam.anchor``.
         arch_interval, search_epochs: an outer step every ``arch_interval`` steps during the
             first ``search_epochs`` epochs (1-based); the policy is frozen afterwards.
@@ -104,6 +108,11 @@ class SoKD(nn.Module):
         self.sample_ops = bool(dafa.pop('sample', True)) if dafa is not None else False
         self.dafa = None if dafa is None else DAFA(**dafa)
         self.dam_cfg = None if dam is None else {**DAM_DEFAULTS, **dam}
+        if self.dam_cfg and (not isinstance(self.dam_cfg['anchor_interval'], int)
+                             or self.dam_cfg['anchor_interval'] < 1):
+            raise ValueError(f"dam anchor_interval must be an int >= 1, got "
+                             f"{self.dam_cfg['anchor_interval']!r}")
+        self._anchor_count = 0  # training steps with DAM, for anchor_interval
         if self.dam_cfg and self.dam_cfg['mask'] not in ('mutual', 'teacher', 'student'):
             raise ValueError(f"dam mask is 'mutual', 'teacher' or 'student', got "
                              f"{self.dam_cfg['mask']!r}")
@@ -262,8 +271,8 @@ class SoKD(nn.Module):
                              fc.weight if isinstance(fc, nn.Linear) else None)
         cam_boxes = largest_component_boxes(cam, self.dam_cfg['cam_threshold'])
         labels = self.adapter.labels(batch)
-        return (scale_boxes(list(cam_boxes[:, None]), tuple(cam.shape[-2:]), grid),
-                None if labels is None else list(labels[:, None]))
+        return (scale_boxes(cam_boxes[:, None], tuple(cam.shape[-2:]), grid),
+                None if labels is None else labels[:, None])
 
     def _dam_pass(self, batch, student_feat, refined_teacher_feat, teacher_head_feat,
                   terms: bool = True):
@@ -271,16 +280,21 @@ class SoKD(nn.Module):
         ``terms=False``: the mask alone."""
         cfg = self.dam_cfg
         grid = tuple(refined_teacher_feat.shape[-2:])
-        teacher_side = self.dam(refined_teacher_feat.detach(), 'teacher')
-        student_side = self.dam(resize_to(student_feat, grid), 'student')
+        teacher_side, student_side = self.dam.both(refined_teacher_feat.detach(),
+                                                   resize_to(student_feat, grid))
         if not terms:
             return {}, self.decode_mask(teacher_side, student_side)
-        boxes, labels = self._anchor_boxes(batch, grid, teacher_head_feat)
-        targets = centernet_targets(boxes, labels, cfg['num_classes'], *grid)
         terms = {'student.dam': self.loss_weights['dam'] * consistency_loss(student_side,
-                                                                            teacher_side),
-                 'dam.anchor': self.loss_weights['anchor'] * anchoring_loss(teacher_side,
-                                                                            targets)}
+                                                                            teacher_side)}
+        anchor_now = not self.training or self._anchor_count % cfg['anchor_interval'] == 0
+        self._anchor_count += int(self.training)
+        if anchor_now:
+            boxes, labels = self._anchor_boxes(batch, grid, teacher_head_feat)
+            targets = centernet_targets(boxes, labels, cfg['num_classes'], *grid)
+            terms['dam.anchor'] = self.loss_weights['anchor'] * anchoring_loss(teacher_side,
+                                                                               targets)
+        else:  # 0, in the graph of the heads: the term set and DDP's used parameters stay
+            terms['dam.anchor'] = 0.0 * teacher_side['heatmap'].sum()
         return terms, self.decode_mask(teacher_side, student_side)
 
     @torch.no_grad()
@@ -291,12 +305,11 @@ class SoKD(nn.Module):
         sides = dict(mutual=(teacher_side, student_side), teacher=(teacher_side,),
                      student=(student_side,))[cfg['mask']]
         h, w = teacher_side['heatmap'].shape[-2:]
-        mask = 0
-        for side in sides:
-            boxes, _, keep = decode_boxes(torch.sigmoid(side['heatmap'].float()), side['size'],
-                                          side['offset'], cfg['top_k'], cfg['score_threshold'])
-            mask = mask + boxes_to_mask(boxes, keep, h, w)
-        mask = mask.clamp(max=1)
+        stacked = {key: torch.cat([side[key] for side in sides]) for key in sides[0]}
+        boxes, _, keep = decode_boxes(torch.sigmoid(stacked['heatmap'].float()), stacked['size'],
+                                      stacked['offset'], cfg['top_k'], cfg['score_threshold'])
+        mask = boxes_to_mask(boxes, keep, h, w)  # the sides stacked along the batch: union
+        mask = mask.reshape(len(sides), -1, *mask.shape[1:]).amax(dim=0)
         empty = mask.flatten(1).sum(dim=1).eq(0).reshape(-1, 1, 1, 1)
         return torch.where(empty, torch.ones_like(mask), mask)
 
@@ -363,7 +376,7 @@ class SoKD(nn.Module):
         arch = self.arch_parameters()
         if not arch:
             return {}
-        with preserved_buffers(self):
+        with preserved_buffers(self):  # a module in eval mode (a frozen teacher) is skipped
             if self.hypergrad == 'factored':
                 hyper, train_value, val_value = factored_hypergradient(
                     self.student, *self._factored_parts(train_batch, val_batch), arch,

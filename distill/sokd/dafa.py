@@ -231,10 +231,11 @@ class DAFA(nn.Module):
 
     def sample(self, feature: torch.Tensor, generator: torch.Generator | None = None):
         """``A_k(feature; m_k)`` for one ``k ~ softmax(alpha)`` (drawn from the global CPU
-        RNG, which the engines seed). No gradient reaches ``alpha``; the magnitude's does."""
+        RNG, which the engines seed). No gradient reaches ``alpha`` or the magnitudes."""
         k = int(torch.multinomial(self._host_weights(), 1))
         self.last_sampled = self.op_names[k]
-        magnitude = self.magnitudes()[k].to(feature.dtype)
+        # alpha and p are fixed in the inner problem: no graph (nor .grad) to them here
+        magnitude = torch.sigmoid(self.magnitude_logits.detach()[k]).to(feature.dtype)
         return AUGMENTATIONS[self.op_names[k]](feature, magnitude, generator)
 
     @torch.no_grad()

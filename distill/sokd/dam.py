@@ -50,6 +50,16 @@ class DAM(nn.Module):
         return dict(heatmap=self.heatmap(hidden), size=self.size(hidden),
                     offset=self.offset(hidden))
 
+    def both(self, teacher_feature: torch.Tensor, student_feature: torch.Tensor):
+        """``(teacher side, student side)``: as two ``forward`` calls, with the shared heads
+        run once over both sides stacked along the batch (half the head operator calls)."""
+        hidden = torch.cat([F.relu(self.teacher_proj(teacher_feature)),
+                            F.relu(self.student_proj(student_feature))])
+        out = dict(heatmap=self.heatmap(hidden), size=self.size(hidden),
+                   offset=self.offset(hidden))
+        batch = teacher_feature.shape[0]
+        return ({k: v[:batch] for k, v in out.items()}, {k: v[batch:] for k, v in out.items()})
+
 
 # ------------------------------------------------------------------------------ losses
 
@@ -121,29 +131,49 @@ def centernet_targets(boxes: list, labels: list | None, num_classes: int, height
     ``offset`` (B,2,H,W) set at the centre cells, and ``centres`` (B,H,W) marking them.
     ``labels`` (per image (N_i,) class ids) may be None, and with ``num_classes=1`` they are
     ignored: every box goes to channel 0. Empty (zero-area) boxes are skipped.
+
+    ``boxes`` may also be one (B,N,4) tensor (``labels`` then (B,N) or None): the same targets
+    without a Python loop over the images or a host sync, which SoKD's classification
+    pseudo-boxes (one per image) use in every step.
     """
-    batch = len(boxes)
-    device = next((b.device for b in boxes if torch.is_tensor(b)), torch.device('cpu'))
+    if torch.is_tensor(boxes):
+        if boxes.dim() != 3 or boxes.shape[-1] != 4:
+            raise ValueError(f'boxes as a tensor must be (B,N,4), got {tuple(boxes.shape)}')
+        batch, per_image = boxes.shape[:2]
+        device = boxes.device
+        all_boxes = boxes.reshape(-1, 4).float()
+        image = torch.arange(batch, device=device).repeat_interleave(per_image)
+        label = (torch.zeros_like(image) if labels is None or num_classes == 1
+                 else torch.as_tensor(labels, device=device).reshape(-1).long())
+        keep = None  # empty boxes are masked out below instead of dropped (no sync)
+    else:
+        batch = len(boxes)
+        device = next((b.device for b in boxes if torch.is_tensor(b)), torch.device('cpu'))
+        all_boxes = torch.cat([torch.as_tensor(b, dtype=torch.float32, device=device)
+                               .reshape(-1, 4) for b in boxes]) if batch else \
+            torch.zeros(0, 4, device=device)
+        image = torch.cat([torch.full((torch.as_tensor(b).reshape(-1, 4).shape[0],), i,
+                                      dtype=torch.long, device=device)
+                           for i, b in enumerate(boxes)]) if batch else torch.zeros(0).long()
+        if labels is None or num_classes == 1:
+            label = torch.zeros_like(image)
+        else:
+            label = torch.cat([torch.as_tensor(l, device=device).reshape(-1).long()
+                               for l in labels])
+        keep = True
     heatmap = torch.zeros(batch * num_classes, height, width, device=device)
     size = torch.zeros(batch, 2, height, width, device=device)
     offset = torch.zeros(batch, 2, height, width, device=device)
     centres = torch.zeros(batch, height, width, device=device)
-    all_boxes = torch.cat([torch.as_tensor(b, dtype=torch.float32, device=device).reshape(-1, 4)
-                           for b in boxes]) if batch else torch.zeros(0, 4, device=device)
-    image = torch.cat([torch.full((torch.as_tensor(b).reshape(-1, 4).shape[0],), i,
-                                  dtype=torch.long, device=device)
-                       for i, b in enumerate(boxes)]) if batch else torch.zeros(0).long()
-    if labels is None or num_classes == 1:
-        label = torch.zeros_like(image)
-    else:
-        label = torch.cat([torch.as_tensor(l, device=device).reshape(-1).long() for l in labels])
     box_w, box_h = all_boxes[:, 2] - all_boxes[:, 0], all_boxes[:, 3] - all_boxes[:, 1]
     valid = (box_w > 0) & (box_h > 0)
-    all_boxes, image, label = all_boxes[valid], image[valid], label[valid]
-    box_w, box_h = box_w[valid], box_h[valid]
-    if len(all_boxes) == 0:
-        return dict(heatmap=heatmap.reshape(batch, num_classes, height, width), size=size,
-                    offset=offset, centres=centres)
+    if keep is not None:
+        all_boxes, image, label = all_boxes[valid], image[valid], label[valid]
+        box_w, box_h = box_w[valid], box_h[valid]
+        valid = None
+        if len(all_boxes) == 0:
+            return dict(heatmap=heatmap.reshape(batch, num_classes, height, width), size=size,
+                        offset=offset, centres=centres)
     cx = (all_boxes[:, 0] + all_boxes[:, 2]) / 2
     cy = (all_boxes[:, 1] + all_boxes[:, 3]) / 2
     col = cx.floor().long().clamp(0, width - 1)
@@ -154,20 +184,26 @@ def centernet_targets(boxes: list, labels: list | None, num_classes: int, height
     ys = torch.arange(height, device=device).reshape(1, height, 1) - row.reshape(-1, 1, 1)
     blobs = torch.exp(-(xs ** 2 + ys ** 2) / (2 * sigma ** 2))
     inside = (xs.abs() <= radius.reshape(-1, 1, 1)) & (ys.abs() <= radius.reshape(-1, 1, 1))
+    if valid is not None:  # tensor input: an empty box writes zeros, no peak
+        inside = inside & valid.reshape(-1, 1, 1)
     blobs = torch.where(inside, blobs, torch.zeros_like(blobs))
     channel = (image * num_classes + label).reshape(-1, 1).expand(-1, height * width)
     heatmap.view(-1, height * width).scatter_reduce_(0, channel, blobs.flatten(1), 'amax')
-    size[image, :, row, col] = torch.stack([box_w, box_h], dim=1)
-    offset[image, :, row, col] = torch.stack([cx - col, cy - row], dim=1)
-    centres[image, row, col] = 1
+    weight = 1.0 if valid is None else valid.float().reshape(-1, 1)
+    size[image, :, row, col] = torch.stack([box_w, box_h], dim=1) * weight
+    offset[image, :, row, col] = torch.stack([cx - col, cy - row], dim=1) * weight
+    centres[image, row, col] = 1.0 if valid is None else valid.float()
     return dict(heatmap=heatmap.reshape(batch, num_classes, height, width), size=size,
                 offset=offset, centres=centres)
 
 
-def scale_boxes(boxes: list, from_size: tuple, to_size: tuple) -> list:
-    """Rescale per-image boxes from a (H, W) grid (e.g. input pixels) to another."""
+def scale_boxes(boxes, from_size: tuple, to_size: tuple):
+    """Rescale per-image boxes from a (H, W) grid (e.g. input pixels) to another: a list of
+    (N_i, 4) boxes, or one (B,N,4) tensor (returned as a tensor)."""
     sy, sx = to_size[0] / from_size[0], to_size[1] / from_size[1]
     scale = torch.tensor([sx, sy, sx, sy])
+    if torch.is_tensor(boxes):
+        return boxes.float() * scale.to(boxes.device)
     return [torch.as_tensor(b, dtype=torch.float32).reshape(-1, 4) * scale.to(
         b.device if torch.is_tensor(b) else 'cpu') for b in boxes]
 

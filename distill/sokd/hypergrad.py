@@ -53,15 +53,20 @@ class WithTensors:
 
 
 @contextlib.contextmanager
-def preserved_buffers(module: nn.Module):
-    """Restore every buffer of ``module`` (BN running statistics) on exit."""
-    saved = [(buf, buf.detach().clone()) for buf in module.buffers()]
+def preserved_buffers(*modules: nn.Module):
+    """Restore every buffer of ``modules`` (BN running statistics) on exit. Modules in eval
+    mode are skipped: their forward does not write their buffers (a frozen teacher's many BN
+    statistics would otherwise be copied twice per arch step for nothing)."""
+    buffers = {id(buf): buf for module in modules for sub in module.modules() if sub.training
+               for buf in sub.buffers(recurse=False)}
+    saved = list(buffers.values())
+    values = [buf.detach().clone() for buf in saved]
     try:
         yield
     finally:
-        with torch.no_grad():
-            for buf, value in saved:
-                buf.copy_(value)
+        if saved:
+            with torch.no_grad():
+                torch._foreach_copy_(saved, values)
 
 
 def _zeros_for_none(grads, like):
