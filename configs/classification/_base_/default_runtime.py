@@ -9,6 +9,8 @@ train = dict(
     keep_checkpoints=3,            # epoch_{n}.pth files kept (newest); 0 keeps all
     progress_bar=True,             # a tqdm bar per epoch on the main process
     cpu=False,                     # force the CPU even when a GPU is visible
+    check_finite='step',           # weights/buffers checked finite after every optimiser
+                                   # step ('step') or only before each checkpoint ('epoch')
 )
 # where checkpoints, metrics.json, train.log and tensorboard/ go; --work-dir overrides it,
 # and None means work_dirs/<config name>
