@@ -254,3 +254,28 @@ def test_16_bit_grey_images_are_scaled_not_clipped(tmp_path):
     Image.fromarray(grey16.astype(np.uint8)).save(tmp_path / 'g8.png')  # 8-bit: unchanged
     np.testing.assert_array_equal(load_rgb_image(tmp_path / 'g8.png')[..., 1],
                                   grey16.astype(np.uint8))
+
+
+def test_coco_annotation_files_are_named_when_damaged(tmp_path):
+    from distill.data.coco_layout import (check_annotation_files, read_coco_json,
+                                          write_shapes_coco)
+    root = write_shapes_coco(tmp_path / 'coco', num_train=3, num_val=2, image_size=32)
+    cfg = dict(train_dataloader=dict(dataset=dict(
+                   type='RepeatDataset', times=2,
+                   dataset=dict(data_root=str(root),
+                                ann_file='annotations/instances_train.json'))),
+               val_dataloader=dict(dataset=dict(data_root=str(root),
+                                                ann_file='annotations/instances_val.json')))
+    check_annotation_files(cfg)  # both good
+    val = root / 'annotations' / 'instances_val.json'
+    val.write_text(val.read_text()[:50])
+    with pytest.raises(ValueError, match=r'val_dataloader\.dataset\.ann_file: .*instances_val'
+                                         r'\.json is not valid JSON \(truncated\?\).*line 1'):
+        check_annotation_files(cfg)
+    val.write_text('{"images": []}')
+    with pytest.raises(ValueError, match=r'instances_val\.json is not a COCO annotation file: '
+                                         r'no annotations, categories'):
+        read_coco_json(val)
+    (root / 'annotations' / 'instances_train.json').unlink()
+    with pytest.raises(FileNotFoundError, match=r'train_dataloader\.dataset\.dataset\.ann_file'):
+        check_annotation_files(cfg)

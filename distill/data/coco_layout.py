@@ -7,10 +7,16 @@
 MMDetection's ``CocoDataset`` with ``metainfo=dict(classes=shape_class_names(K))`` reads it
 and ``CocoMetric`` (pycocotools) evaluates on it. Written once, atomically (see
 ``mmseg_layout.write_into_place``).
+
+``check_annotation_files(cfg)`` reads every COCO annotation JSON a config's dataloaders name
+and fails naming the file (and the line and column) when one is truncated or not COCO; what
+MMDetection itself raises there is a bare ``JSONDecodeError`` that names no file.
 """
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -56,3 +62,61 @@ def write_shapes_coco(root, num_train: int = 32, num_val: int = 16, image_size: 
             with open(tmp / 'annotations' / f'instances_{split}.json', 'w') as f:
                 json.dump(coco, f)
     return write_into_place(root, write)
+
+
+COCO_KEYS = ('images', 'annotations', 'categories')
+
+
+def read_coco_json(path) -> dict:
+    """Parse one COCO annotation file; ``ValueError`` naming the file if it is not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f'COCO annotation file not found: {path}')
+    try:
+        with open(path, encoding='utf-8') as file:
+            data = json.load(file)
+    except json.JSONDecodeError as err:
+        raise ValueError(f'{path} is not valid JSON (truncated?): {err.msg} at line '
+                         f'{err.lineno}, column {err.colno}') from err
+    except UnicodeDecodeError as err:
+        raise ValueError(f'{path} is not a UTF-8 JSON file: {err}') from err
+    missing = [key for key in COCO_KEYS if not isinstance(data, dict) or key not in data]
+    if missing:
+        raise ValueError(f'{path} is not a COCO annotation file: no {", ".join(missing)}')
+    return data
+
+
+def _annotation_files(cfg):
+    """(section, path) of every ``ann_file`` ending in .json under the dataloaders of a
+    config, joined to its ``data_root`` as MMEngine datasets do."""
+    for section in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        stack = [(section, (cfg.get(section) or {}).get('dataset'), '')]
+        while stack:
+            where, dataset, root = stack.pop()
+            if not isinstance(dataset, dict):
+                continue
+            root = dataset.get('data_root') or root
+            ann_file = dataset.get('ann_file')
+            if isinstance(ann_file, str) and ann_file.endswith('.json'):
+                full = ann_file if os.path.isabs(ann_file) or not root else os.path.join(
+                    root, ann_file)
+                yield f'{where}.dataset.ann_file', full
+            inner = dataset.get('dataset')  # RepeatDataset, ClassBalancedDataset, ...
+            if isinstance(inner, dict):
+                stack.append((f'{where}.dataset', inner, root))
+            for i, item in enumerate(dataset.get('datasets') or []):  # ConcatDataset
+                stack.append((f'{where}.datasets[{i}]', item, root))
+
+
+def check_annotation_files(cfg) -> None:
+    """Parse each local COCO JSON of the config's dataloaders once, before the Runner does:
+    a bad file fails naming it and the config key that points to it."""
+    seen = set()
+    for key, path in _annotation_files(cfg):
+        if path in seen or '://' in path:  # remote backends: left to MMEngine
+            continue
+        seen.add(path)
+        try:
+            read_coco_json(path)
+        except (ValueError, FileNotFoundError) as err:
+            raise type(err)(f'{key}: {err}') from err
