@@ -174,3 +174,28 @@ def check_built_distiller(distiller, section: str = 'distiller') -> None:
                 f"{section}: the student's logits have shape {shapes['student']} and the "
                 f"teacher's {shapes['teacher']} for the same probe input: give "
                 f'{section}.student and {section}.teacher the same num_classes')
+
+
+# ------------------------------------------------------------------------- flat configs
+def check_top_level_keys(cfg, known: Iterable[str], cfg_options=None, file_keys=None,
+                         what: str = 'config') -> None:
+    """For configs whose settings sit at the top level (diffusion's, like the diffusers
+    example's flags): a name that is a near-miss of a known key (``max_train_step``) is a
+    typo; other new names are the config file's own variables (``resolution = 32``) and pass.
+    A ``cfg_options`` key must start with a known key or one of ``file_keys`` (the names the
+    config file defines), since the command line defines no variables."""
+    known = sorted(set(known))
+    for key in cfg.keys():
+        if key in known:
+            continue
+        near = difflib.get_close_matches(key, known, n=2, cutoff=0.8)
+        if near:
+            raise ConfigError(f'unknown {what} key {key!r}; did you mean '
+                              f'{" or ".join(map(repr, near))}?')
+    for key in cfg_options or {}:
+        head = key.split('.')[0]
+        if head in known or head in (file_keys or ()):
+            continue
+        near = closest(head, known)
+        hint = f'; did you mean {" or ".join(near)}?' if near else ''
+        raise ConfigError(f'--cfg-options {key}: {head!r} is not a key of the {what}{hint}')

@@ -29,7 +29,7 @@ from distill.engine.diffusion_eval import (ddim_sample, denoising_mse, fid, imag
                                            teacher_agreement)
 from distill.engine.diffusion_support import (Conditioning, LatentCodec, config_for_trackers,
                                               standard_grad_strides)
-from distill.engine.guards import check_finite_terms
+from distill.engine.guards import check_finite_state, check_finite_terms
 from distill.engine.metrics import MetricsFile
 
 WEIGHT_DTYPES = dict(fp16=torch.float16, bf16=torch.bfloat16)
@@ -171,6 +171,10 @@ class DiffusionRun:
                 if not accelerator.sync_gradients:
                     continue
                 global_step += 1
+                # weights and buffers finite after the step: no checkpoint-N from inf state
+                check_finite_state(accelerator.unwrap_model(distiller), global_step, epoch,
+                                   values, reduce=(lambda t: accelerator.reduce(t, 'sum'))
+                                   if accelerator.num_processes > 1 else None)
                 if self.ema is not None:
                     self.ema.step(self.student.parameters())
                 self.distiller.set_progress(global_step / cfg.max_train_steps)

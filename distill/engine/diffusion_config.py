@@ -30,6 +30,10 @@ DEFAULTS = dict(
     evaluation=dict(num_images=64, num_buckets=4, num_samples=16, inception_weights=None),
 )
 
+# the top-level keys that are not DEFAULTS: the networks and the other sections
+SECTIONS = ('student', 'teacher', 'distiller', 'noise_scheduler', 'data', 'vae',
+            'conditioning', 'tracker_project_name')
+
 # flag -> (type, help); each overrides the config key of the same name
 FLAGS = dict(
     output_dir=(str, 'where checkpoints, logs, metrics.json and the student go'),
@@ -117,10 +121,16 @@ def teacher_from_directory(path: str) -> dict:
 def load_config_file(path, cfg_options: dict | None = None):
     """``DEFAULTS`` < the config file < ``cfg_options``, as an ``mmengine.Config``."""
     from mmengine.config import Config
+
+    from distill.config_checks import check_top_level_keys
     cfg = Config(dict(DEFAULTS))
-    cfg.merge_from_dict(Config.fromfile(str(path)).to_dict())
+    from_file = Config.fromfile(str(path)).to_dict()
+    cfg.merge_from_dict(from_file)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
+    # a typo (max_train_step=5) fails naming itself instead of leaving the default in force
+    check_top_level_keys(cfg, [*DEFAULTS, *SECTIONS], cfg_options, from_file,
+                         'diffusion config')
     return cfg
 
 

@@ -81,7 +81,8 @@ def first_non_finite(named: Iterable) -> str | None:
     ``clip_grad_norm_`` uses) and a single device sync; the per-tensor search only runs when
     something is wrong.
     """
-    named = [(name, t.detach()) for name, t in named if t.numel()]
+    named = [(name, t.detach()) for name, t in named if t.numel() and (
+        t.is_floating_point() or t.is_complex())]  # integers are always finite
     if not named:
         return None
     norms = torch._foreach_norm([t for _, t in named], float('inf'))
