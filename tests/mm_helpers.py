@@ -15,6 +15,14 @@ import distill.mm  # noqa: F401  (registers distill.* types; mmseg:: configs wit
 REPO = Path(__file__).resolve().parents[1]
 
 
+def free_port() -> int:
+    """A port nobody listens on now (a pid-derived one can collide with a parallel run)."""
+    import socket
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
 def run_script(script: str, *args, timeout: int = 300, torchrun: int = 0,
                expect_fail: bool = False) -> str:
     """Run a task script in a subprocess from the repository root; return its output (and
@@ -22,7 +30,7 @@ def run_script(script: str, *args, timeout: int = 300, torchrun: int = 0,
     env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=str(REPO))
     if torchrun:
         cmd = [sys.executable, '-m', 'torch.distributed.run', f'--nproc_per_node={torchrun}',
-               '--master_port', str(29500 + os.getpid() % 2000), script, *args]
+               '--master_port', str(free_port()), script, *args]
     else:
         cmd = [sys.executable, script, *args]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True,
