@@ -11,15 +11,16 @@ import torch
 
 from distill.registry import DATASETS
 
-from . import cifar, folders, shapes, transforms, writers  # noqa: F401  (registers datasets)
+from . import cifar, fmnist, folders, shapes, transforms, writers  # noqa: F401  (registers datasets)
 from .cifar import CIFAR10, CIFAR100
+from .fmnist import FashionMNIST
 from .folders import ImageFolder
 from .shapes import SHAPE_NAMES, ShapesClassification, render_shapes, shape_class_names
 from .transforms import normalize, random_crop_flip
 from .writers import write_shapes_imagefolder
 
 __all__ = [
-    'build_dataset', 'collate_classification', 'CIFAR10', 'CIFAR100', 'ImageFolder',
+    'build_dataset', 'collate_classification', 'CIFAR10', 'CIFAR100', 'FashionMNIST', 'ImageFolder',
     'ShapesClassification', 'SHAPE_NAMES', 'render_shapes', 'shape_class_names', 'normalize',
     'random_crop_flip', 'write_shapes_imagefolder',
 ]
