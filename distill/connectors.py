@@ -56,6 +56,12 @@ class IdentityConnector(nn.Module):
 
 
 def build_connector(cfg, student_channels: int, teacher_channels: int) -> nn.Module:
-    cfg = dict(type='ConvBNConnector') if cfg is None else dict(cfg)
+    """``'auto'`` (the default of every distiller): the parameter-free ``IdentityConnector``
+    where the channel counts match (ADM adds no trainable parameters, as its paper says), a
+    ``ConvBNConnector`` where they differ; or any registered connector config."""
+    if cfg is None or cfg == 'auto' or (isinstance(cfg, dict) and cfg.get('type') == 'auto'):
+        cfg = dict(type='IdentityConnector' if student_channels == teacher_channels
+                   else 'ConvBNConnector')
+    cfg = dict(cfg)
     return CONNECTORS.build(cfg, default_args=dict(student_channels=student_channels,
                                                     teacher_channels=teacher_channels))

@@ -12,8 +12,8 @@ from __future__ import annotations
 import math
 
 from distill.distillers.base import Distiller
-from distill.losses.adm import (consensus_distance, consensus_loss, divergence_loss,
-                                location_weights, similarity_map)
+from distill.losses.adm import (adm_terms, consensus_distance, location_weights,
+                                similarity_map)
 from distill.registry import DISTILLERS
 
 
@@ -54,10 +54,20 @@ class ADM(Distiller):
         return start + (end - start) * ramp
 
     def feature_terms(self, student_feats, teacher_feats, batch):
-        aligned = list(self.aligned_features(student_feats, teacher_feats))
+        """``student.co`` and (online) ``teacher.di``; a term whose weight is 0 costs nothing."""
+        co_weight = self.loss_weights['co']
+        di_weight = self.loss_weights['di'] if self.online else 0.0
+        if not (co_weight or di_weight):
+            return {}
         tau = self.current_tau()
-        consensus = sum(pair['weight'] * consensus_loss(gs, ft, tau) for pair, gs, ft in aligned)
-        return {'student.co': self.loss_weights['co'] * consensus, **self.divergence_term(aligned)}
+        totals = {}
+        for pair, gs, ft in self.aligned_features(student_feats, teacher_feats):
+            terms = adm_terms(gs, ft, tau, co_weight * pair['weight'],
+                              di_weight * pair['weight'])
+            for name, value in terms.items():
+                totals[name] = totals[name] + value if name in totals else value
+        names = {'co': 'student.co', 'di': 'teacher.di'}
+        return {names[name]: value for name, value in totals.items()}
 
     # ------------------------------------------------------------ hooks for SoKD (DESIGN 1.2)
     def location_distance(self, gs, ft, detach_target: bool = True):
@@ -69,10 +79,11 @@ class ADM(Distiller):
         return locations * weights * consensus_distance(gs, ft, detach_target)
 
     def divergence_term(self, aligned) -> dict:
-        """``teacher.di`` from ``(tap pair, gs, ft)`` triples (online only; else empty); used
-        by ``feature_terms`` and by SoKD, which refines ``ft`` only for the consensus term."""
-        if not self.online:
+        """``teacher.di`` from ``(tap pair, gs, ft)`` triples (online, weight > 0; else empty);
+        used by SoKD, which refines ``ft`` only for the consensus term."""
+        if not self.online or self.loss_weights['di'] == 0:
             return {}
-        tau = self.current_tau()
-        total = sum(pair['weight'] * divergence_loss(ft, gs, tau) for pair, gs, ft in aligned)
-        return {'teacher.di': self.loss_weights['di'] * total}
+        tau, weight = self.current_tau(), self.loss_weights['di']
+        total = sum(adm_terms(gs, ft, tau, 0.0, weight * pair['weight'])['di']
+                    for pair, gs, ft in aligned)
+        return {'teacher.di': total}

@@ -45,7 +45,7 @@ class Distiller(nn.Module):
 
     def __init__(self, student, teacher, adapter=dict(type='ClassifierAdapter'),
                  online: bool | None = None, loss_weights: dict | None = None,
-                 temperature: float = 4.0, taps=None, connector=dict(type='ConvBNConnector'),
+                 temperature: float = 4.0, taps=None, connector='auto',
                  teacher_ckpt: str | None = None):
         super().__init__()
         # the adapter first: importing it registers its task's model builders (UNets)
