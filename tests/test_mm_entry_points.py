@@ -157,3 +157,24 @@ def test_import_distill_mm_allows_runner_checkpoints(tmp_path):
                          capture_output=True, text=True, cwd=REPO, timeout=120,
                          env=dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS='1'))
     assert out.returncode == 0 and out.stdout.strip() == '2.0', out.stderr[-2000:]
+
+
+def test_url_teacher_is_read_when_training_starts_not_at_build(monkeypatch):
+    """The Cityscapes offline config names its teacher by URL: building it must not download
+    (no network), ``init_weights`` (the Runner's train start) loads it."""
+    import mmengine.runner.checkpoint as checkpoint
+    import distill.mm.model as model_module
+    from mm_helpers import build_from_config
+
+    def no_network(*args, **kwargs):
+        raise AssertionError('the network was touched while building')
+    monkeypatch.setattr(checkpoint, 'load_from_http', no_network)
+    config = 'deeplabv3_r101-r18_adm-offline_4xb2-80k_cityscapes-512x1024.py'
+    model = build_from_config(REPO / 'configs/segmentation' / config)
+    assert model.teacher_ckpt.startswith('https://')
+    calls = []
+    monkeypatch.setattr(model_module, 'load_checkpoint',
+                        lambda module, path, **kwargs: calls.append((module, path)))
+    monkeypatch.setattr(model.student, 'init_weights', lambda: None)  # its ImageNet backbone
+    model.init_weights()
+    assert calls == [(model.teacher, model.teacher_ckpt)]
