@@ -1,9 +1,11 @@
 """Export the student of a detection distillation run as a plain MMDetection model:
 
-    python tasks/detection/export.py CONFIG work_dirs/adm_online/iter_400.pth student.pth
+    python tasks/detection/export.py CONFIG work_dirs/shapes_det/adm_online/iter_400.pth \
+        student.pth [--cfg-options k=v ...]
 
-writes ``student.pth`` and ``student.py``; ``mmdet.apis.init_detector('student.py', 'student.pth')``
-loads them.
+writes ``student.pth`` and ``student.py`` (a plain MMDetection config, no ``distill``);
+``mmdet.apis.init_detector('student.py', 'student.pth')`` and MMDetection's ``tools/test.py``
+load them.
 """
 import os
 import sys

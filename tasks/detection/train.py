@@ -2,7 +2,8 @@
 Runner, exactly like MMDetection's ``tools/train.py``:
 
     python tasks/detection/train.py configs/detection/shapes/sokd_fitnet.py \
-        [--work-dir DIR] [--resume] [--amp] [--cfg-options k=v ...] [--launcher pytorch]
+        [--work-dir DIR] [--resume [CHECKPOINT]] [--amp] [--auto-scale-lr] \
+        [--cfg-options k=v ...] [--launcher pytorch]
 """
 import os
 import sys

@@ -1,9 +1,11 @@
 """Export the student of a segmentation distillation run as a plain MMSegmentation model:
 
-    python tasks/segmentation/export.py CONFIG work_dirs/adm_online/iter_400.pth student.pth
+    python tasks/segmentation/export.py CONFIG work_dirs/shapes_seg/adm_online/iter_400.pth \
+        student.pth [--cfg-options k=v ...]
 
-writes ``student.pth`` and ``student.py``; ``mmseg.apis.init_model('student.py', 'student.pth')``
-loads them.
+writes ``student.pth`` and ``student.py`` (a plain MMSegmentation config, no ``distill``);
+``mmseg.apis.init_model('student.py', 'student.pth')`` and MMSegmentation's ``tools/test.py``
+load them.
 """
 import os
 import sys

@@ -2,7 +2,8 @@
 Runner, exactly like MMSegmentation's ``tools/train.py``:
 
     python tasks/segmentation/train.py configs/segmentation/shapes/adm_online.py \
-        [--work-dir DIR] [--resume] [--amp] [--cfg-options k=v ...] [--launcher pytorch]
+        [--work-dir DIR] [--resume [CHECKPOINT]] [--amp] [--auto-scale-lr] \
+        [--cfg-options k=v ...] [--launcher pytorch]
 """
 import os
 import sys
