@@ -4,7 +4,10 @@
         --output_dir work_dirs/adm_shapes --mixed_precision no --report_to tensorboard
     python tasks/diffusion/train.py CONFIG --resume_from_checkpoint latest
 
-Flags are those of diffusers' train_unconditional.py; see ``--help``.
+Flags are those of diffusers' train_unconditional.py that apply (``--resolution``,
+``--num_epochs``, ``--use_ema``, ``--dataloader_num_workers``, ``--logging_dir``, ...); see
+``--help``. The output folder is a pipeline folder: ``DDPMPipeline.from_pretrained(output_dir)``
+samples from the (EMA) student.
 """
 from distill.engine.diffusion import train
 from distill.engine.diffusion_config import build_parser, load_config
