@@ -59,6 +59,23 @@ def accepted_kwargs(callable_) -> list[str] | None:
     return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
 
 
+def init_keywords(cls) -> list[str] | None:
+    """The keywords ``cls(...)`` accepts, following ``**kwargs`` up the classes' ``__init__``
+    chain (``ADM(..., tau=1.0, **kwargs)`` -> ``Distiller(student, teacher, ...)``); None if the
+    chain ends in a ``**kwargs`` that goes nowhere known."""
+    names = []
+    for klass in getattr(cls, '__mro__', ()):
+        init = klass.__dict__.get('__init__')
+        if init is None:
+            continue
+        params = inspect.signature(init).parameters.values()
+        names += [p.name for p in params if p.name != 'self' and p.kind in (
+            p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            return names
+    return None
+
+
 def check_kwargs(section: str, cfg: dict, callable_, skip=('type',)) -> None:
     """Every key of ``cfg`` (but ``skip``) must be an argument of ``callable_``."""
     names = accepted_kwargs(callable_)
@@ -125,6 +142,10 @@ def check_distiller_cfg(cfg: dict, section: str = 'distiller') -> None:
     wrapped ``base`` distiller, as SoKD has)."""
     from distill.registry import DISTILLERS
     check_registered(f'{section}.type', DISTILLERS, cfg.get('type'))
+    names = init_keywords(DISTILLERS.get(cfg['type'])) if isinstance(cfg.get('type'),
+                                                                        str) else None
+    if names is not None:
+        check_keys(section, [k for k in cfg if k != 'type'], names)
     weights = cfg.get('loss_weights') or {}
     if not isinstance(weights, dict):
         raise ConfigError(f'{section}.loss_weights must be a dict of numbers, got {weights!r}')
