@@ -206,3 +206,11 @@ def test_mixture_equals_the_ops_run_in_turn_and_sample_picks_one():
             x, m, torch.Generator().manual_seed(4)))
     share = picks.count(dafa.op_names[0]) / len(picks)
     assert set(picks) == set(dafa.op_names[:2]) and abs(share - 0.881) < 0.06
+
+
+def test_sample_names_a_diverged_alpha():
+    dafa = DAFA(ops=['identity', 'rotate'])
+    with torch.no_grad():
+        dafa.alpha.fill_(float('nan'))
+    with pytest.raises(FloatingPointError, match='alpha is not finite'):
+        dafa.sample(torch.randn(1, 2, 3, 3))

@@ -254,6 +254,28 @@ def test_anchor_interval_computes_the_anchoring_term_one_step_in_k():
         make('FitNet', dam=dict(anchor_interval=0))
 
 
+@pytest.mark.parametrize('name', ['FitNet', 'KD'])
+def test_dam_interval_runs_dam_one_step_in_k(name):
+    distiller = make(name, dam=dict(channels=8, interval=2)).train()
+    data = batch()
+    for step in range(4):
+        distiller.zero_grad(set_to_none=True)
+        terms = distiller(data)
+        assert set(terms) >= {'student.dam', 'dam.anchor'}
+        assert (float(terms['student.dam'].detach()) > 0) == (step % 2 == 0)
+        sum(terms.values()).backward()  # every DAM parameter is in the graph (DDP)
+        assert all(p.grad is not None for p in distiller.dam.parameters())
+    if name == 'FitNet':  # a step without DAM distils with the plain base loss
+        torch.manual_seed(1)
+        off = distiller(data)['student.fitnet']
+        plain = make(name, dam=None).train()
+        plain.load_state_dict(distiller.state_dict(), strict=False)
+        torch.manual_seed(1)
+        torch.testing.assert_close(off, plain(data)['student.fitnet'])
+    with pytest.raises(ValueError, match='dam interval'):
+        make('FitNet', dam=dict(interval=1.5))
+
+
 def test_mutual_mask_is_the_union_of_the_two_sides():
     distiller = make('FitNet').eval()
     torch.manual_seed(0)

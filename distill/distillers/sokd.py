@@ -50,7 +50,7 @@ from distill.taps import FeatureTaps
 #: Adam moves each logit by about ``lr`` per arch step: lower it for searches of thousands
 ARCH_OPTIMIZER = dict(type='Adam', lr=0.05, betas=(0.5, 0.999), weight_decay=0.0)
 DAM_DEFAULTS = dict(channels=64, num_classes=1, top_k=8, score_threshold=0.3, beta=0.1,
-                    mask='mutual', cam_threshold=0.5, anchor_interval=1)
+                    mask='mutual', cam_threshold=0.5, interval=1, anchor_interval=1)
 
 
 @DISTILLERS.register_module()
@@ -60,11 +60,13 @@ class SoKD(nn.Module):
         dafa: ``dict(ops=..., init_magnitude=0.2, sample=True)`` or None (off); ``sample``:
             a training step applies one op drawn from the policy (False: the whole mixture).
         dam: ``dict(channels=64, num_classes=1, top_k=8, score_threshold=0.3, beta=0.1,
-            mask='mutual'|'teacher'|'student', cam_threshold=0.5, anchor_interval=1)`` or
-            None (off). ``anchor_interval`` k: the anchoring term (pseudo-boxes, CenterNet
-            targets, focal loss: most of DAM's operator calls) is computed in one training
-            step of k, ``dam.anchor`` is 0 in the others; the mask and the consistency term
-            are computed in every step.
+            mask='mutual'|'teacher'|'student', cam_threshold=0.5, interval=1,
+            anchor_interval=1)`` or None (off). Cost knobs, counted in training steps:
+            ``interval`` k, DAM runs (heads, mask, both terms) in one step of k, the others
+            distil with the plain (unmasked) base loss and zero DAM terms;
+            ``anchor_interval`` k, the anchoring term (pseudo-boxes, CenterNet targets, focal
+            loss: most of DAM's operator calls) in one step of k, ``dam.anchor`` 0 otherwise.
+            Outside training (eval mode) DAM always runs in full.
         loss_weights: ``dict(dam=1.0, anchor=1.0)`` for ``student.dam`` and ``dam.anchor``.
         arch_interval, search_epochs: an outer step every ``arch_interval`` steps during the
             first ``search_epochs`` epochs (1-based); the policy is frozen afterwards.
@@ -108,11 +110,11 @@ class SoKD(nn.Module):
         self.sample_ops = bool(dafa.pop('sample', True)) if dafa is not None else False
         self.dafa = None if dafa is None else DAFA(**dafa)
         self.dam_cfg = None if dam is None else {**DAM_DEFAULTS, **dam}
-        if self.dam_cfg and (not isinstance(self.dam_cfg['anchor_interval'], int)
-                             or self.dam_cfg['anchor_interval'] < 1):
-            raise ValueError(f"dam anchor_interval must be an int >= 1, got "
-                             f"{self.dam_cfg['anchor_interval']!r}")
-        self._anchor_count = 0  # training steps with DAM, for anchor_interval
+        for key in ('interval', 'anchor_interval'):
+            if self.dam_cfg and (not isinstance(self.dam_cfg[key], int)
+                                 or self.dam_cfg[key] < 1):
+                raise ValueError(f"dam {key} must be an int >= 1, got {self.dam_cfg[key]!r}")
+        self._dam_step = 0  # training forwards so far, for the DAM intervals
         if self.dam_cfg and self.dam_cfg['mask'] not in ('mutual', 'teacher', 'student'):
             raise ValueError(f"dam mask is 'mutual', 'teacher' or 'student', got "
                              f"{self.dam_cfg['mask']!r}")
@@ -274,10 +276,23 @@ class SoKD(nn.Module):
         return (scale_boxes(cam_boxes[:, None], tuple(cam.shape[-2:]), grid),
                 None if labels is None else labels[:, None])
 
+    def _dam_schedule(self) -> tuple[bool, bool]:
+        """``(run DAM, compute its anchoring term)`` in this forward (see ``interval``)."""
+        if not self.training:
+            return True, True
+        step, self._dam_step = self._dam_step, self._dam_step + 1
+        run = step % self.dam_cfg['interval'] == 0
+        return run, run and step % self.dam_cfg['anchor_interval'] == 0
+
+    def _dam_off_terms(self) -> dict[str, torch.Tensor]:
+        """Zero DAM terms that still touch every DAM parameter (DDP expects them used)."""
+        zero = 0.0 * sum(p.sum() for p in self.dam.parameters())
+        return {'student.dam': zero, 'dam.anchor': zero}
+
     def _dam_pass(self, batch, student_feat, refined_teacher_feat, teacher_head_feat,
-                  terms: bool = True):
+                  terms: bool = True, anchor: bool = True):
         """DAM's terms and the decoded mask (B,1,H,W) on the teacher grid (DESIGN 1.2);
-        ``terms=False``: the mask alone."""
+        ``terms=False``: the mask alone; ``anchor=False``: ``dam.anchor`` is 0."""
         cfg = self.dam_cfg
         grid = tuple(refined_teacher_feat.shape[-2:])
         teacher_side, student_side = self.dam.both(refined_teacher_feat.detach(),
@@ -286,9 +301,7 @@ class SoKD(nn.Module):
             return {}, self.decode_mask(teacher_side, student_side)
         terms = {'student.dam': self.loss_weights['dam'] * consistency_loss(student_side,
                                                                             teacher_side)}
-        anchor_now = not self.training or self._anchor_count % cfg['anchor_interval'] == 0
-        self._anchor_count += int(self.training)
-        if anchor_now:
+        if anchor:
             boxes, labels = self._anchor_boxes(batch, grid, teacher_head_feat)
             targets = centernet_targets(boxes, labels, cfg['num_classes'], *grid)
             terms['dam.anchor'] = self.loss_weights['anchor'] * anchoring_loss(teacher_side,
@@ -344,8 +357,10 @@ class SoKD(nn.Module):
             refined = [self._refine(ft, sample=self.sample_ops) for _, _, ft in aligned]
             mask = None
             if self.dam is not None:
-                dam_terms, mask = self._dam_pass(batch, s_feats[base.tap_pairs[-1]['student']],
-                                                 refined[-1], heads and heads[1])
+                run, anchor = self._dam_schedule()
+                dam_terms, mask = self._dam_pass(
+                    batch, s_feats[base.tap_pairs[-1]['student']], refined[-1],
+                    heads and heads[1], anchor=anchor) if run else (self._dam_off_terms(), None)
                 terms.update(dam_terms)
             terms[f'student.{base.feature_term}'] = self._feature_loss(aligned, refined, mask)
             if hasattr(base, 'divergence_term'):  # ADM online: raw teacher feature
@@ -355,8 +370,9 @@ class SoKD(nn.Module):
         else:
             refined_feat = self._refine(heads[1], sample=self.sample_ops)
             if self.dam is not None:
-                dam_terms, _ = self._dam_pass(batch, heads[0], refined_feat, heads[1])
-                terms.update(dam_terms)
+                run, anchor = self._dam_schedule()
+                terms.update(self._dam_pass(batch, heads[0], refined_feat, heads[1],
+                                            anchor=anchor)[0] if run else self._dam_off_terms())
             if base.loss_weights.get('kd', 0):
                 refined_out = ModelOutput(outputs=self.teacher_head(refined_feat))
                 student_terms = base.output_terms(s_out, refined_out, batch)

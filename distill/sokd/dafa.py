@@ -226,7 +226,11 @@ class DAFA(nn.Module):
         step or a load bumps its version), so sampling needs no device sync per step."""
         version = (self.alpha._version, self.alpha.data_ptr(), self.alpha.device)
         if self._cpu_weights[0] != version:
-            self._cpu_weights = (version, self.weights().detach().float().cpu())
+            weights = self.weights().detach().float().cpu()
+            if not torch.isfinite(weights).all():
+                raise FloatingPointError(f'DAFA alpha is not finite ({self.alpha.tolist()}): '
+                                         f'the search diverged (check the arch step losses)')
+            self._cpu_weights = (version, weights)
         return self._cpu_weights[1]
 
     def sample(self, feature: torch.Tensor, generator: torch.Generator | None = None):
