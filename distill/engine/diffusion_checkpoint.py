@@ -5,13 +5,17 @@ what Accelerate does not know about, each loadable with ``weights_only=True``:
 
 * ``ema.pt``                  the student's EMA (main process);
 * ``noise_generator_{r}.pt``  process r's generator of noise, timesteps and flips;
-* ``training_state.json``     step, epoch and batches consumed in that epoch, written last,
-                              after every process has finished: a checkpoint without it is
-                              incomplete and ``latest`` skips it.
+* ``training_state.json``     step, epoch and batches consumed in that epoch, and the SHA-256
+                              of every other file of the folder; written last, after every
+                              process has finished: a checkpoint without it is incomplete and
+                              ``latest`` skips it, as it skips (with a warning naming the file)
+                              one whose files no longer match their SHA-256.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -19,7 +23,9 @@ from pathlib import Path
 
 import torch
 
-from distill.checkpoint import load_checkpoint, save_atomic
+from distill.checkpoint import CorruptCheckpointError, load_checkpoint, save_atomic
+
+logger = logging.getLogger(__name__)
 
 CHECKPOINT_PATTERN = re.compile(r'^checkpoint-(\d+)$')
 STATE_FILE = 'training_state.json'
@@ -35,20 +41,60 @@ def list_checkpoints(output_dir) -> list[Path]:
     return [path for _, path in sorted(found)]
 
 
+def file_digests(folder) -> dict:
+    """``{relative path: sha256}`` of every file under ``folder`` but the state file."""
+    folder = Path(folder)
+    digests = {}
+    for path in sorted(folder.rglob('*')):
+        if path.is_file() and path.name != STATE_FILE and not path.name.endswith('.tmp'):
+            with open(path, 'rb') as file:
+                digests[str(path.relative_to(folder))] = hashlib.file_digest(
+                    file, 'sha256').hexdigest()
+    return digests
+
+
+def verify_checkpoint_dir(path) -> None:
+    """``CorruptCheckpointError`` naming the first file of a checkpoint folder that is missing
+    or no longer matches the SHA-256 recorded when it was written (older checkpoints without
+    digests pass)."""
+    path = Path(path)
+    try:
+        recorded = json.loads((path / STATE_FILE).read_text()).get('sha256') or {}
+    except json.JSONDecodeError as err:
+        raise CorruptCheckpointError(f'{path / STATE_FILE} is not valid JSON: {err}') from err
+    actual = file_digests(path)
+    for name, digest in recorded.items():
+        if actual.get(name) != digest:
+            what = 'is missing' if name not in actual else 'does not match its checksum'
+            raise CorruptCheckpointError(f'{path / name} {what} (written with the checkpoint)')
+
+
 def resolve_resume(output_dir, resume_from_checkpoint: str | None) -> Path | None:
-    """``'latest'`` -> the newest complete checkpoint (None if there is none, as in diffusers'
-    examples); a name or path -> that folder, which must be complete."""
+    """``'latest'`` -> the newest complete and intact checkpoint (None if there is none, as in
+    diffusers' examples; a damaged one is skipped with a warning naming the file); a name or
+    path -> that folder, which must be complete and intact."""
     if not resume_from_checkpoint:
         return None
     if resume_from_checkpoint == 'latest':
         complete = [p for p in list_checkpoints(output_dir) if (p / STATE_FILE).is_file()]
-        return complete[-1] if complete else None
+        for path in reversed(complete):
+            try:
+                verify_checkpoint_dir(path)
+                return path
+            except CorruptCheckpointError as err:
+                logger.warning('skipping %s on resume: %s', path.name, err)
+        if complete:  # every one damaged: say so rather than start afresh
+            raise CorruptCheckpointError(f'--resume_from_checkpoint latest: every checkpoint '
+                                         f'in {output_dir} is damaged '
+                                         f'({", ".join(p.name for p in complete)})')
+        return None
     path = Path(resume_from_checkpoint)
     if not path.is_absolute() and not path.exists():
         path = Path(output_dir) / path
     if not (path / STATE_FILE).is_file():
         raise FileNotFoundError(f'--resume_from_checkpoint {resume_from_checkpoint!r}: '
                                 f'{str(path)!r} is not a complete checkpoint (no {STATE_FILE})')
+    verify_checkpoint_dir(path)
     return path
 
 
@@ -83,7 +129,7 @@ def save_checkpoint(accelerator, output_dir, step: int, epoch: int, batches_in_e
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         state = dict(global_step=step, epoch=epoch, batches_in_epoch=batches_in_epoch,
-                     num_processes=accelerator.num_processes)
+                     num_processes=accelerator.num_processes, sha256=file_digests(path))
         tmp = path / f'.{STATE_FILE}.tmp'
         tmp.write_text(json.dumps(state))
         os.replace(tmp, path / STATE_FILE)
