@@ -178,7 +178,7 @@ def check_built_distiller(distiller, section: str = 'distiller') -> None:
     for module in distiller.modules():
         if not isinstance(module, Distiller):
             continue
-        for pair in module.tap_pairs:
+        for pair in getattr(module, 'tap_pairs', []):
             for side in ('student', 'teacher'):
                 if tuple(pair[f'{side}_shape'][1:]) == (1, 1):
                     raise ConfigError(
@@ -187,14 +187,14 @@ def check_built_distiller(distiller, section: str = 'distiller') -> None:
                         f"{pair['teacher_shape']} at the probe size): there is no spatial "
                         f'layout to distil. Tap a module before the global pooling (taps='
                         f"'auto' does).")
-    if isinstance(getattr(distiller, 'adapter', None), ClassifierAdapter):
-        shapes = {side: tuple(_probe_logits(distiller, getattr(distiller, side)).shape)
-                  for side in ('student', 'teacher')}
-        if shapes['student'][1:] != shapes['teacher'][1:]:
-            raise ConfigError(
-                f"{section}: the student's logits have shape {shapes['student']} and the "
-                f"teacher's {shapes['teacher']} for the same probe input: give "
-                f'{section}.student and {section}.teacher the same num_classes')
+        if isinstance(getattr(module, 'adapter', None), ClassifierAdapter):
+            shapes = {side: tuple(_probe_logits(module, getattr(module, side)).shape)
+                      for side in ('student', 'teacher')}
+            if shapes['student'][1:] != shapes['teacher'][1:]:
+                raise ConfigError(
+                    f"{section}: the student's logits have shape {shapes['student']} and the "
+                    f"teacher's {shapes['teacher']} for the same probe input: give "
+                    f'{section}.student and {section}.teacher the same num_classes')
 
 
 # ------------------------------------------------------------------------- flat configs
