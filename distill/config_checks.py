@@ -155,6 +155,12 @@ def check_distiller_cfg(cfg: dict, section: str = 'distiller') -> None:
         if key in cfg:
             check_number(f'{section}.{key}', cfg[key], positive=True)
     check_tap_pairs(cfg.get('taps'), f'{section}.taps')
+    adapter = cfg.get('adapter')
+    if isinstance(adapter, dict) and isinstance(adapter.get('type'), str):
+        from distill.registry import ADAPTERS
+        adapter_class = ADAPTERS.get(adapter['type'])  # None for one not imported yet
+        if adapter_class is not None:
+            check_kwargs(f'{section}.adapter', adapter, adapter_class)
     if isinstance(cfg.get('base'), dict):
         check_distiller_cfg(cfg['base'], f'{section}.base')
 

@@ -118,6 +118,8 @@ def test_bad_sections_types_and_distillers_are_named(tmp_path):
           r'number > 0', ValueError)
     fails(tiny_cfg(distiller_type='ADN'), r"distiller\.type='ADN' is not a registered "
           r'distiller; did you mean ADM\?.*DML')
+    fails(tiny_cfg(adapter=dict(type='ClassifierAdapter', inputsize=16)),
+          r'distiller\.adapter\.inputsize; did you mean distiller\.adapter\.input_size\?')
     fails(tiny_cfg(temprature=2.0), r'distiller\.temprature; did you mean '
           r'distiller\.temperature\?')
     fails(tiny_cfg(taps=[dict(student='stage3', teachr='stage3')]),
