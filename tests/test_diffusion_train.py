@@ -193,7 +193,9 @@ def test_image_folder_errors_name_the_culprit(tmp_path):
 def test_plain_python_on_a_user_image_folder(tiny_config, tmp_path):
     write_images(tmp_path / 'images' / 'nested', 20)
     output_dir = tmp_path / 'run'
-    env = dict(os.environ, OMP_NUM_THREADS='1')
+    env = {k: v for k, v in os.environ.items()  # a plain single-process run, whatever the
+           if k not in ('LOCAL_RANK', 'RANK', 'WORLD_SIZE')}  # test process inherited
+    env['OMP_NUM_THREADS'] = '1'
     result = subprocess.run(
         [sys.executable, str(SCRIPT), str(tiny_config), '--output_dir', str(output_dir),
          '--train_data_dir', str(tmp_path / 'images'), '--num_epochs', '1',

@@ -27,6 +27,13 @@ DISTILLATION_CONFIGS = sorted(
     str(REPO / 'configs/detection/faster-rcnn_r101-r18_adm_fpn_1x_coco.py')]
 
 
+@pytest.fixture(autouse=True)
+def keep_environment(monkeypatch):
+    """parse_args sets LOCAL_RANK when absent, as tools/train.py does: undo it after each
+    test, or later subprocesses (accelerate launch) would think they are rank 0 of a group."""
+    monkeypatch.setenv('LOCAL_RANK', '0')
+
+
 def train_cfg(*argv):
     from distill.mm.launch import load_config, parse_args
     return load_config(parse_args('t', list(argv)))
@@ -47,6 +54,7 @@ def test_train_flags_are_those_of_the_frameworks_tools_train():
         train_cfg(SEG, '--auto-scale-lr')
     from distill.mm.launch import parse_args
     assert parse_args('t', [SEG, '--local-rank', '1']).local_rank == 1
+    assert os.environ['LOCAL_RANK'] == '0'  # an existing LOCAL_RANK is kept
 
 
 def test_flags_of_tools_test_and_the_config_for_a_distillation_checkpoint():
@@ -102,11 +110,13 @@ def test_labelled_metrics_keep_student_keys_and_prefix_the_teacher():
     from mmengine.evaluator import Evaluator
     from mmengine.structures import PixelData
     import distill.mm  # noqa: F401
+    from mmengine.registry import DefaultScope
     from mmseg.utils import register_all_modules
-    register_all_modules(init_default_scope=True)
+    register_all_modules(init_default_scope=False)
     iou = dict(type='IoUMetric', iou_metrics=['mIoU'])
-    evaluator = Evaluator([dict(type='distill.StudentMetric', metric=iou),
-                           dict(type='distill.TeacherMetric', metric=iou)])
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        evaluator = Evaluator([dict(type='distill.StudentMetric', metric=iou),
+                               dict(type='distill.TeacherMetric', metric=iou)])
     evaluator.dataset_meta = dict(classes=('a', 'b'))
     label = torch.tensor([[[0, 1], [1, 1]]])
     sample = dict(gt_sem_seg=dict(data=label), pred_sem_seg=dict(data=label),
