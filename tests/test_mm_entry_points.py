@@ -73,6 +73,8 @@ def test_flags_of_tools_test_and_the_config_for_a_distillation_checkpoint():
     assert cfg.visualizer.save_dir == 'shown' and cfg.test_dataloader.batch_size == 2
     with pytest.raises(ValueError, match='export the student'):
         load_test_config(parse_args('t', [SEG, 'ckpt.pth', '--tta']))
+    with pytest.raises(ValueError, match='dets.json'):  # checked before anything is built
+        load_test_config(parse_args('t', [DET, 'c.pth', '--out', 'dets.json']))
     det = load_test_config(parse_args('t', [DET, 'c.pth', '--show-dir', 'shown']))
     assert det.default_hooks.visualization.test_out_dir == 'shown'
     assert len(det.test_evaluator) == 2  # the config's pair, relabelled once, not doubled

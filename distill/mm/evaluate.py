@@ -106,8 +106,9 @@ def add_tta(cfg, scope: str) -> None:
 def set_seg_output(cfg, out: str, distillation: bool) -> None:
     """``--out`` for MMSegmentation: ``output_dir`` + ``keep_results`` on the IoU metric."""
     if not distillation:
-        cfg.test_evaluator['output_dir'] = out
-        cfg.test_evaluator['keep_results'] = True
+        metrics = cfg.test_evaluator
+        for metric in (metrics if isinstance(metrics, (list, tuple)) else [metrics]):
+            metric.update(output_dir=out, keep_results=True)
         return
     for entry in cfg.test_evaluator:
         label = 'teacher' if 'Teacher' in entry['type'] else 'student'
@@ -144,6 +145,8 @@ def load_test_config(args) -> Config:
         add_tta(cfg, scope)
     if args.out is not None and scope == 'mmseg':
         set_seg_output(cfg, args.out, distillation)
+    elif args.out is not None and not args.out.endswith(('.pkl', '.pickle')):
+        raise ValueError(f'--out {args.out!r}: the dump file must be a .pkl file')
     return cfg
 
 
@@ -159,8 +162,6 @@ def test(description: str, argv=None) -> dict:
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     if args.out is not None and cfg.get('default_scope') == 'mmdet':
         from mmdet.evaluation import DumpDetResults
-        if not args.out.endswith(('.pkl', '.pickle')):
-            raise ValueError(f'--out {args.out!r}: the dump file must be a .pkl file')
         runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
         if is_distillation(cfg):
             stem, ext = osp.splitext(args.out)
