@@ -65,15 +65,17 @@ def test_demo_prints_table_and_writes_figures(tmp_path, capsys):
     cfg.distiller.adapter.input_size = 16
     cfg.train.progress_bar = False
     cfg.dump(str(tmp_path / 'demo_small.py'))
-    finals = demo.main(['--out', str(tmp_path / 'out'), '--epochs', '1',
-                        '--config', str(tmp_path / 'demo_small.py')])
-    assert list(finals) == ['ADM', 'DML', 'independent']
+    table = demo.main(['--out', str(tmp_path / 'out'), '--epochs', '1', '--seeds', '0', '1',
+                       '--config', str(tmp_path / 'demo_small.py')])
+    assert list(table) == ['independent', 'DML', 'ADM']
+    assert table['ADM']['seeds'] == [0, 1] and table['ADM']['vs_baseline'][0] == 'DML'
     printed = capsys.readouterr().out
-    assert 'student top-1' in printed and 'independent' in printed
+    assert 'student top-1' in printed and 'independent' in printed and ' ± ' in printed
     for name in ('curves.png', 'adm_maps.png'):
         data = (tmp_path / 'out' / name).read_bytes()
         assert data[:8] == b'\x89PNG\r\n\x1a\n' and len(data) > 5000
-    ind = json.loads((tmp_path / 'out' / 'independent' / 'metrics.json').read_text())[-1]
+    ind = json.loads((tmp_path / 'out' / 'independent' / 'seed1' / 'metrics.json')
+                     .read_text())[-1]
     assert 'student.kd' not in ind and 'student.co' not in ind  # kd=0: CE only
 
 

@@ -135,3 +135,23 @@ def test_teacher_checkpoint_is_loaded(tmp_path):
     with pytest.raises(ValueError, match='does not match'):
         save_atomic({'state_dict': net(4).state_dict()}, tmp_path / 'wrong.pth')
         make('ADM', online=False, teacher_ckpt=str(tmp_path / 'wrong.pth'))
+
+
+def test_warmup_ramps_every_term_but_the_task_losses():
+    torch.manual_seed(0)
+    cfg = dict(type='ADM', student=dict(type='tiny_cnn', num_classes=3, width=4),
+               teacher=dict(type='tiny_cnn', num_classes=3, width=8),
+               adapter=dict(type='ClassifierAdapter', input_size=16),
+               taps=[dict(student='stage3', teacher='stage3')], warmup=0.5)
+    distiller = build_distiller(cfg).eval()
+    batch = dict(inputs=torch.randn(4, 3, 16, 16), labels=torch.tensor([0, 1, 2, 0]))
+    torch.manual_seed(0)  # the same networks, without warm-up
+    full = {k: v.item() for k, v in build_distiller({**cfg, 'warmup': 0.0}).eval()(batch).items()}
+    for progress, factor in ((0.0, 0.0), (0.25, 0.5), (0.5, 1.0), (0.9, 1.0)):
+        distiller.set_progress(progress)
+        terms = {k: v.item() for k, v in distiller(batch).items()}
+        for name, value in terms.items():
+            expected = full[name] * (1.0 if name.endswith('.task') else factor)
+            assert value == pytest.approx(expected, rel=1e-5, abs=1e-7), (name, progress)
+    with pytest.raises(ValueError, match='warmup'):
+        build_distiller({**cfg, 'warmup': 1.5})

@@ -46,7 +46,7 @@ class Distiller(nn.Module):
     def __init__(self, student, teacher, adapter=dict(type='ClassifierAdapter'),
                  online: bool | None = None, loss_weights: dict | None = None,
                  temperature: float = 4.0, taps=None, connector='auto',
-                 teacher_ckpt: str | None = None):
+                 teacher_ckpt: str | None = None, warmup: float = 0.0):
         super().__init__()
         # the adapter first: importing it registers its task's model builders (UNets)
         self.adapter = build_adapter(adapter)
@@ -59,6 +59,11 @@ class Distiller(nn.Module):
                            f'its terms are {sorted(self.default_loss_weights)}')
         self.loss_weights = {**self.default_loss_weights, **(loss_weights or {})}
         self.temperature = temperature
+        if not isinstance(warmup, (int, float)) or not 0.0 <= warmup < 1.0:
+            raise ValueError(f'warmup is the fraction of training over which the distillation '
+                             f'terms ramp up from 0, a number in [0, 1); got {warmup!r}')
+        self.warmup = float(warmup)
+        self.progress = 0.0
         if teacher_ckpt:
             load_model_weights(self.teacher, teacher_ckpt)
         if not self.online:
@@ -155,7 +160,17 @@ class Distiller(nn.Module):
         if weights.get('kd', 0):
             terms.update(self.output_terms(student_out, teacher_out, batch))
         terms.update(self.feature_terms(s_feats, t_feats, batch))
+        ramp = self.ramp()
+        if ramp < 1.0:  # during warm-up every term but the task losses is scaled down
+            terms = {name: value if name.endswith('.task') else value * ramp
+                     for name, value in terms.items()}
         return terms
+
+    def ramp(self) -> float:
+        """The factor of the distillation terms: linear from 0 to 1 over the first ``warmup``
+        fraction of training (1 without warm-up). Online, both networks start random: what
+        each would learn from the other in the first steps is noise."""
+        return 1.0 if self.progress >= self.warmup else self.progress / self.warmup
 
     def output_terms(self, student_out, teacher_out, batch) -> dict[str, torch.Tensor]:
         """Logits KD to the student; online, the mirror term to the teacher (DML)."""

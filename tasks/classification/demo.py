@@ -1,12 +1,15 @@
 """The demo: online ADM against DML and independent training on the synthetic shapes set.
 
-    python tasks/classification/demo.py [--out DIR] [--epochs N]
+    python tasks/classification/demo.py [--out DIR] [--epochs N] [--seeds 0 1 2]
 
-Trains the same student/teacher pair (tiny CNNs) three times with the engine of
+Trains the same student/teacher pair (tiny CNNs) with the engine of
 ``tasks/classification/train.py`` and ``configs/classification/demo.py``: ADM (online), DML,
-and both networks independently (DML with kd=0). Prints a table of val top-1 and ECE, and
-writes ``curves.png`` (val metrics per epoch) and ``adm_maps.png`` (similarity, consensus and
-divergence maps of the trained ADM pair on a few val images). A few minutes on 2 CPU cores.
+and both networks independently (DML with kd=0), once per seed. One seed says little (two seeds
+of one method differ by several points here), so the table gives the mean ± std over the seeds
+and each method's paired difference to independent training on the same seed. Writes
+``curves.png`` (mean val top-1 per epoch) and ``adm_maps.png`` (similarity, consensus and
+divergence maps of the ADM pair of the first seed on a few val images). About five minutes on
+2 CPU cores.
 """
 import argparse
 import copy
@@ -33,16 +36,14 @@ def method_configs(cfg):
     return {'ADM': adm, 'DML': dml, 'independent': independent}
 
 
-def format_table(results: dict) -> str:
-    header = ('method', 'student top-1', 'student ECE', 'teacher top-1', 'teacher ECE')
-    rows = [header]
-    for name, record in results.items():
-        rows.append((name, *(f"{record[f'val/{net}/{metric}']:.2f}"
-                             for net in ('student', 'teacher') for metric in ('top1', 'ece'))))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = [' | '.join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
-    lines.insert(1, '-+-'.join('-' * w for w in widths))
-    return '\n'.join(lines)
+def mean_histories(histories: dict) -> list:
+    """The per-epoch mean over seeds of every numeric field of the records."""
+    runs = list(histories.values())
+    means = []
+    for records in zip(*runs):
+        keys = [k for k, v in records[0].items() if isinstance(v, (int, float))]
+        means.append({k: sum(r[k] for r in records) / len(records) for k in keys})
+    return means
 
 
 def pick_images(dataset, count=4):
@@ -63,6 +64,8 @@ def main(argv=None):
     parser.add_argument('--out', default='work_dirs/demo', help='output folder')
     parser.add_argument('--epochs', type=int, default=None, help='epochs per method '
                         '(default: the config)')
+    parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2],
+                        help='training seeds (initial weights, batch order, augmentation)')
     parser.add_argument('--config', default=str(DEMO_CONFIG), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -74,6 +77,7 @@ def main(argv=None):
     from distill.engine.classification import (build_classification_datasets,
                                                train_classification)
     from distill.engine.classification_data import BatchPreparer
+    from distill.results import format_table, summarise
     from distill.viz import adm_maps, plot_adm_maps, plot_curves
 
     cfg = Config.fromfile(args.config)
@@ -84,37 +88,48 @@ def main(argv=None):
     started = time.time()
     datasets = build_classification_datasets(cfg.data)  # rendered once, shared by the runs
 
-    finals, histories, trained = {}, {}, {}
-    for name, distiller_cfg in method_configs(cfg).items():
-        print(f'\n== {name}: {distiller_cfg["type"]}, loss weights '
-              f'{dict(distiller_cfg["loss_weights"])}', flush=True)
-        run_cfg = copy.deepcopy(cfg)
-        run_cfg.distiller = distiller_cfg
-        # a rerun of the demo replaces its earlier output
-        result = train_classification(run_cfg, work_dir=out / name, datasets=datasets,
-                                      overwrite=True)
-        finals[name], histories[name] = result.records[-1], result.records
-        trained[name] = result.distiller
+    methods = method_configs(cfg)
+    finals = {name: {} for name in methods}
+    histories = {name: {} for name in methods}
+    first_adm = None
+    for seed in args.seeds:
+        for name, distiller_cfg in methods.items():
+            print(f'\n== seed {seed}, {name}: {distiller_cfg["type"]}, loss weights '
+                  f'{dict(distiller_cfg["loss_weights"])}', flush=True)
+            run_cfg = copy.deepcopy(cfg)
+            run_cfg.distiller = distiller_cfg
+            run_cfg.train.seed = seed
+            # a rerun of the demo replaces its earlier output
+            result = train_classification(run_cfg, work_dir=out / name / f'seed{seed}',
+                                          datasets=datasets, overwrite=True)
+            finals[name][seed] = result.records[-1]
+            histories[name][seed] = result.records
+            if name == 'ADM' and first_adm is None:
+                first_adm = result.distiller
 
-    curves = plot_curves(histories, out / 'curves.png')
+    curves = plot_curves({name: mean_histories(runs) for name, runs in histories.items()},
+                         out / 'curves.png')
     val = datasets['val']
     indices = pick_images(val)
     images = torch.stack([val[i]['inputs'] for i in indices])
     labels = [int(val[i]['labels']) for i in indices]
     normalise = BatchPreparer('cpu', None, cfg.data.get('normalize'))
-    adm = trained['ADM']
+    adm = first_adm
     device = next(adm.parameters()).device
     maps = adm_maps(adm, normalise(dict(inputs=images, labels=torch.tensor(labels)))['inputs']
                     .to(device))
     maps_path = plot_adm_maps(images, maps, out / 'adm_maps.png', labels,
                               getattr(val, 'classes', None))
 
-    print(f'\nshapes demo, {cfg.schedule.epochs} epochs, val set of {len(val)} images '
-          f'(top-1 and ECE in %):\n')
-    print(format_table(finals))
+    ordered = {name: finals[name] for name in ('independent', 'DML', 'ADM')}
+    table = summarise(ordered, args.seeds, {'DML': 'independent', 'ADM': 'DML'})
+    print(f'\nshapes demo, {cfg.schedule.epochs} epochs, val set of {len(val)} images, seeds '
+          f'{" ".join(map(str, args.seeds))} (top-1 and ECE in %, mean ± std over seeds; '
+          f'paired differences on the same seed):\n')
+    print(format_table(table))
     print(f'\nwrote {curves} and {maps_path}; runs (metrics.json, checkpoints, TensorBoard) '
           f'in {out}/<method>/ ({time.time() - started:.0f} s)')
-    return finals
+    return table
 
 
 if __name__ == '__main__':
