@@ -224,16 +224,17 @@ def test_distillation_gradient_reaches_learner_only(loss):
     assert _has_grad(g_learner) and not _has_grad(g_target)
 
 
-@pytest.mark.parametrize('tau', [0.2, 1.0])
-def test_fused_adm_terms_equal_the_single_losses_in_value_and_gradient(tau):
+@pytest.mark.parametrize('tau,standardise', [(0.2, False), (1.0, False), (1.0, True)])
+def test_fused_adm_terms_equal_the_single_losses_in_value_and_gradient(tau, standardise):
     fs, ft = _features(seed=11)
     values, grads = {}, {}
     for how in ('single', 'fused'):
         s, t = fs.clone().requires_grad_(True), ft.clone().requires_grad_(True)
         if how == 'single':
-            co, di = consensus_loss(s, t, tau), divergence_loss(t, s, tau)
+            co = consensus_loss(s, t, tau, standardise=standardise)
+            di = divergence_loss(t, s, tau, standardise=standardise)
         else:
-            terms = adm_terms(s, t, tau, co_weight=1.0, di_weight=10.0)
+            terms = adm_terms(s, t, tau, co_weight=1.0, di_weight=10.0, standardise=standardise)
             co, di = terms['co'], terms['di'] / 10
         (co + 10 * di).backward()  # distinct weights: a term routed to the wrong side shows
         values[how], grads[how] = (co.item(), di.item()), (s.grad, t.grad)
@@ -267,3 +268,18 @@ def test_gradient_stays_bounded_at_an_all_zero_location():
     (1 - torch.nn.functional.cosine_similarity(plain, ft, dim=1)).mean().backward()
     assert plain.grad[:, :, 0, 0].norm(dim=1).min() > 1e5 * bound_s.max()
     assert torch.isfinite(s.grad).all() and torch.isfinite(t.grad).all()
+
+
+def test_standardised_weights_split_the_map_between_the_terms():
+    """With standardise=True the weights depend on S only through its per-sample z-score: the
+    same contrast whatever the spread of S, so w_co and w_di concentrate on opposite ends."""
+    fs, ft = _features(seed=13)
+    sim = similarity_map(fs, ft)
+    from distill.losses.adm import location_weights
+    for scale in (0.05, 1.0):
+        shifted = 0.5 + scale * (sim - sim.mean())
+        w = location_weights(shifted, 1.0, 'agreement', standardise=True)
+        z = (shifted - shifted.flatten(1).mean(1).view(-1, 1, 1)) / (
+            shifted.flatten(1).std(1, unbiased=False).view(-1, 1, 1) + 1e-6)
+        reference = torch.softmax(z.flatten(1), dim=1).view_as(z)
+        torch.testing.assert_close(w, reference.float())

@@ -25,7 +25,8 @@ class ADM(Distiller):
     #: the student feature term that ``location_distance`` averages to (used by SoKD)
     feature_term = 'co'
 
-    def __init__(self, *args, tau: float = 1.0, tau_schedule: dict | None = None, **kwargs):
+    def __init__(self, *args, tau: float = 1.0, tau_schedule: dict | None = None,
+                 standardise: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         if tau <= 0:
             raise ValueError(f'tau must be > 0, got {tau}')
@@ -41,6 +42,7 @@ class ADM(Distiller):
                     raise ValueError(f'tau_schedule.{key} must be a number > 0 (tau stays '
                                      f'between start and end over the run), got {value!r}')
         self.tau = tau
+        self.standardise = bool(standardise)
         self.tau_schedule = tau_schedule
         self.progress = 0.0
 
@@ -63,7 +65,7 @@ class ADM(Distiller):
         totals = {}
         for pair, gs, ft in self.aligned_features(student_feats, teacher_feats):
             terms = adm_terms(gs, ft, tau, co_weight * pair['weight'],
-                              di_weight * pair['weight'])
+                              di_weight * pair['weight'], self.standardise)
             for name, value in terms.items():
                 totals[name] = totals[name] + value if name in totals else value
         names = {'co': 'student.co', 'di': 'teacher.di'}
@@ -74,7 +76,8 @@ class ADM(Distiller):
         """Per-location consensus loss (B,H,W), ``H*W * w_co * (1 - cos)``: its mean over the
         locations is one tap's L_co, so SoKD can mask it."""
         similarity = similarity_map(gs, ft)
-        weights = location_weights(similarity, self.current_tau(), 'agreement')
+        weights = location_weights(similarity, self.current_tau(), 'agreement',
+                                   self.standardise)
         locations = weights.shape[-2] * weights.shape[-1]
         return locations * weights * consensus_distance(gs, ft, detach_target)
 
@@ -84,6 +87,6 @@ class ADM(Distiller):
         if not self.online or self.loss_weights['di'] == 0:
             return {}
         tau, weight = self.current_tau(), self.loss_weights['di']
-        total = sum(adm_terms(gs, ft, tau, 0.0, weight * pair['weight'])['di']
+        total = sum(adm_terms(gs, ft, tau, 0.0, weight * pair['weight'], self.standardise)['di']
                     for pair, gs, ft in aligned)
         return {'teacher.di': total}

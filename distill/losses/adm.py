@@ -51,12 +51,24 @@ def similarity_map(fs: torch.Tensor, ft: torch.Tensor) -> torch.Tensor:
         return (unit_features(fs) * unit_features(ft)).sum(dim=1)
 
 
-def location_weights(similarity: torch.Tensor, tau: float, emphasise: str) -> torch.Tensor:
-    """Softmax over the H*W locations of each sample: ``'agreement'`` -> w_co, else w_di."""
+def standardised(similarity: torch.Tensor) -> torch.Tensor:
+    """``(S - mean_l S) / (std_l S + 1e-6)`` per sample over the last two dims (or the last)."""
+    flat = similarity.flatten(-2) if similarity.dim() == 3 else similarity
+    mean = flat.mean(dim=-1, keepdim=True)
+    std = flat.std(dim=-1, keepdim=True, unbiased=False)
+    return ((flat - mean) / (std + 1e-6)).view_as(similarity)
+
+
+def location_weights(similarity: torch.Tensor, tau: float, emphasise: str,
+                     standardise: bool = False) -> torch.Tensor:
+    """Softmax over the H*W locations of each sample: ``'agreement'`` -> w_co, else w_di.
+    ``standardise``: of ``(S - mean S) / std S`` instead of ``S``."""
     if tau <= 0:
         raise ValueError(f'tau must be > 0, got {tau}')
     sign = 1.0 if emphasise == 'agreement' else -1.0
     b, h, w = similarity.shape
+    if standardise:
+        similarity = standardised(similarity)
     return torch.softmax(similarity.reshape(b, h * w) * (sign / tau), dim=1).reshape(b, h, w)
 
 
@@ -74,18 +86,20 @@ def divergence_affinity(ft: torch.Tensor, fs: torch.Tensor) -> torch.Tensor:
 
 
 def consensus_loss(fs: torch.Tensor, ft: torch.Tensor, tau: float = 1.0,
-                   similarity: torch.Tensor | None = None) -> torch.Tensor:
+                   similarity: torch.Tensor | None = None,
+                   standardise: bool = False) -> torch.Tensor:
     """L_co: pull the student toward the teacher where they already agree."""
     similarity = similarity_map(fs, ft) if similarity is None else similarity
-    weights = location_weights(similarity, tau, 'agreement')
+    weights = location_weights(similarity, tau, 'agreement', standardise)
     return (weights * consensus_distance(fs, ft)).sum(dim=(1, 2)).mean()
 
 
 def divergence_loss(ft: torch.Tensor, fs: torch.Tensor, tau: float = 1.0,
-                    similarity: torch.Tensor | None = None) -> torch.Tensor:
+                    similarity: torch.Tensor | None = None,
+                    standardise: bool = False) -> torch.Tensor:
     """L_di: push the teacher away from the student where they disagree."""
     similarity = similarity_map(fs, ft) if similarity is None else similarity
-    weights = location_weights(similarity, tau, 'disagreement')
+    weights = location_weights(similarity, tau, 'disagreement', standardise)
     return (weights * divergence_affinity(ft, fs)).sum(dim=(1, 2)).mean()
 
 
@@ -107,7 +121,7 @@ class _ADMTerms(torch.autograd.Function):
     # Each Python scalar in an expression is an operator of its own (a wrapped-number copy), so
     # constants ride on ``alpha=`` arguments and on the 0-dim incoming gradients instead.
     @staticmethod
-    def forward(ctx, gs, ft, tau: float, co_weight: float, di_weight: float):
+    def forward(ctx, gs, ft, tau: float, co_weight: float, di_weight: float, standardise: bool):
         xs, xt = gs.float(), ft.float()
         b = xs.shape[0]
         locations = xs.shape[2] * xs.shape[3]
@@ -121,12 +135,13 @@ class _ADMTerms(torch.autograd.Function):
         us, ut = xs * rs, xt * rt
         cos = (us * ut).sum(dim=1, keepdim=True)                               # (B,1,H,W)
         flat = cos.view(b, locations)
+        logits = standardised(flat) if standardise else flat                   # no gradient
         outputs, saved = [], []
         for weight, sign in ((co_weight, 1.0), (di_weight, -1.0)):
             if not weight:
                 outputs.append(cos.new_zeros(()))
                 continue
-            scaled = torch.add(flat, flat, alpha=sign / tau - 1)                # = sign*S/tau
+            scaled = torch.add(logits, logits, alpha=sign / tau - 1)            # = sign*S/tau
             weights = torch.softmax(scaled, dim=1)
             weighted = torch.linalg.vecdot(weights, flat).sum()                 # sum_b sum_l w c
             # L_co = 1 - weighted / B,  L_di = 1 + weighted / B  (each w sums to 1 per sample),
@@ -149,11 +164,11 @@ class _ADMTerms(torch.autograd.Function):
         if di_scale:  # +weight * w_di/B * r_t * (u_s - c u_t)
             scale = rt * weights.pop(0) * grad_di.mul(di_scale)
             grad_t = torch.addcmul(us, cos, ut, value=-1.0).mul_(scale).to(ctx.dtypes[1])
-        return grad_s, grad_t, None, None, None
+        return grad_s, grad_t, None, None, None, None
 
 
 def adm_terms(gs: torch.Tensor, ft: torch.Tensor, tau: float, co_weight: float = 1.0,
-              di_weight: float = 1.0) -> dict[str, torch.Tensor]:
+              di_weight: float = 1.0, standardise: bool = False) -> dict[str, torch.Tensor]:
     """``{'co': co_weight * L_co, 'di': di_weight * L_di}`` of one aligned pair, equal in value
     and gradient routing to ``consensus_loss(gs, ft, tau)`` and ``divergence_loss(ft, gs, tau)``
     but computed in one pass: each side normalised once, the cosine shared, the gradient
@@ -166,6 +181,7 @@ def adm_terms(gs: torch.Tensor, ft: torch.Tensor, tau: float, co_weight: float =
     if not (co_weight or di_weight):
         return {}
     co, di = _ADMTerms.apply(gs if co_weight else gs.detach(),
-                             ft if di_weight else ft.detach(), float(tau), co_weight, di_weight)
+                             ft if di_weight else ft.detach(), float(tau), co_weight, di_weight,
+                             bool(standardise))
     return {name: value for name, value, weight in (('co', co, co_weight), ('di', di, di_weight))
             if weight}
