@@ -218,6 +218,21 @@ def test_frozen_teacher_outputs_are_reused_after_the_arch_step():
         torch.testing.assert_close(reused[term], value)
     distiller(data)
     assert calls == [1]  # the cache serves one step only
+    # not the dict object: the same tensors in a rebuilt dict hit (mmengine, DDP) ...
+    distiller.arch_backward(data, batch(1))
+    calls.clear()
+    distiller(dict(inputs=data['inputs'], labels=data['labels']))
+    assert calls == []
+    # ... other storage, or the same tensor changed in place, miss
+    distiller.arch_backward(data, batch(1))
+    calls.clear()
+    distiller(dict(inputs=data['inputs'].clone(), labels=data['labels']))
+    assert calls == [1]
+    distiller.arch_backward(data, batch(1))
+    data['inputs'].mul_(1.0)
+    calls.clear()
+    distiller(data)
+    assert calls == [1]
 
 
 def test_anchor_boxes_from_the_adapter_or_the_cam():

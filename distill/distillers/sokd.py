@@ -238,19 +238,32 @@ class SoKD(nn.Module):
             t_out = self.adapter.run(self.teacher, batch, compute_loss=self.online)
         return t_out, t_feats, t_head
 
+    @staticmethod
+    def _batch_key(batch):
+        """What identifies a batch for the teacher cache: the storage, shape, dtype and
+        in-place version of its tensors, not the dict object (mmengine and DDP pass the same
+        tensors in a rebuilt dict). The cache holds the tensors, so their storage cannot pass
+        to another batch while it lives."""
+        if not isinstance(batch, dict):
+            return None
+        key = tuple((name, v.data_ptr(), v.device, tuple(v.shape), v.dtype, v._version)
+                    for name, v in batch.items() if torch.is_tensor(v))
+        return key or None
+
     def _keep_teacher_cache(self, batch, teacher) -> None:
         """Remember a frozen teacher's outputs on ``batch`` for the step that follows."""
         self._teacher_cache = None
-        if not self.online and self.adapter.prepare(batch) is batch and isinstance(batch, dict):
-            versions = {k: v._version for k, v in batch.items() if torch.is_tensor(v)}
-            self._teacher_cache = (batch, versions, teacher)
+        key = self._batch_key(batch)
+        if not self.online and key is not None and self.adapter.prepare(batch) is batch:
+            self._teacher_cache = (key, batch, teacher)
 
     def _take_teacher_cache(self, batch):
+        """The kept teacher outputs if ``batch`` holds the same, unchanged tensors (else
+        None: another batch, or one changed in place); the cache serves one step."""
         cache, self._teacher_cache = getattr(self, '_teacher_cache', None), None
-        if cache is None or cache[0] is not batch or self.online:
+        if cache is None or self.online:
             return None
-        versions = {k: v._version for k, v in batch.items() if torch.is_tensor(v)}
-        return cache[2] if versions == cache[1] else None  # changed in place: run again
+        return cache[2] if self._batch_key(batch) == cache[0] else None
 
     def _refine(self, feature, generator=None, sample: bool = False):
         """DAFA's mixture of ``feature`` (the search), or one op drawn from the policy."""
@@ -463,7 +476,7 @@ class SoKD(nn.Module):
         base, adapter = self.base, self.adapter
         batch = adapter.prepare(train_batch)
         with torch.no_grad():
-            teacher = self._take_teacher_cache(batch) or self._run_teacher(batch)
+            teacher = self._take_teacher_cache(train_batch) or self._run_teacher(batch)
         self._keep_teacher_cache(train_batch, teacher)
         _, t_feats, t_head = teacher
         if self.feature_base:

@@ -41,7 +41,8 @@ from distill.mm.safe_load import allow_mmengine_checkpoint_globals
 from distill.registry import ADAPTERS, MODELS
 
 DEFAULT_ADAPTERS = dict(mmseg='MMSegAdapter', mmdet='MMDetAdapter')
-DEFAULT_ARCH_OPTIMIZER = dict(type='Adam', lr=3e-3, betas=(0.5, 0.999), weight_decay=1e-3)
+# SoKD's recommended one: no weight decay (it outweighs the ~1e-5 hypergradient)
+DEFAULT_ARCH_OPTIMIZER = dict(type='Adam', lr=0.05, betas=(0.5, 0.999), weight_decay=0.0)
 
 
 def _import_adapters(scope: str) -> None:
@@ -104,7 +105,7 @@ class DistillationModel(BaseModel):
             search runs during ``search_epochs * search_iters`` iterations). Default: the
             Runner's epoch (epoch-based loops); iteration-based loops should set it.
         arch_optimizer: SoKD only: the optimiser of its architecture parameters (default
-            ``DEFAULT_ARCH_OPTIMIZER``: Adam, lr 3e-3, betas (0.5, 0.999), weight decay 1e-3).
+            ``DEFAULT_ARCH_OPTIMIZER``: Adam, lr 0.05, betas (0.5, 0.999), no weight decay).
     """
 
     def __init__(self, student, teacher, distiller: dict, scope: str = 'mmseg',
@@ -177,76 +178,28 @@ class DistillationModel(BaseModel):
 
     # ------------------------------------------------------------------ SoKD's search
     def _setup_arch_search(self, search_iters, arch_optimizer: dict) -> None:
-        """A distiller with architecture parameters (SoKD's DAFA) gets its own optimiser here;
-        the Runner's optimiser never updates them (they have no gradient in its steps). Its
-        state is not in the Runner's checkpoints: a resumed search restarts its Adam moments
-        (the architecture parameters themselves are in the state dict)."""
-        arch_params = list(getattr(self.distiller, 'arch_parameters', lambda: [])())
+        """A distiller with architecture parameters (SoKD's DAFA) gets ``self.arch_search``
+        (``distill/mm/sokd_search.py``): its own optimiser, which the Runner's never touches,
+        stepped before the training forward, in single- and multi-process runs, its state
+        saved in checkpoints and restored by ``--resume``."""
         self.search_iters = search_iters
-        self.arch_optimizer = None
-        self._previous_batch = None
-        if not arch_params:
-            return
-        from mmengine.dist import get_world_size
-        from mmengine.registry import OPTIMIZERS
-        if get_world_size() > 1:
-            # MMDistributedDataParallel.train_step bypasses DistillationModel.train_step
-            raise NotImplementedError('SoKD\'s policy search (dafa) runs in single-process '
-                                      'training only; search on one process, or set dafa=None')
-        self.arch_optimizer = OPTIMIZERS.build(dict(arch_optimizer, params=arch_params))
-        # off by default: DDP then ignores them, and the main backward leaves them alone
-        for param in arch_params:
-            param.requires_grad_(False)
+        self.arch_search = None
+        if list(getattr(self.distiller, 'arch_parameters', lambda: [])()):
+            from distill.mm.sokd_search import ArchSearch
+            self.arch_search = ArchSearch(self.distiller, arch_optimizer, search_iters)
 
-    def _search_position(self) -> tuple[int, int]:
-        """(epoch counted from 1, step in that epoch), as SoKD's ``wants_arch_step`` takes."""
-        hub = MessageHub.get_current_instance()
-        step = int(hub.get_info('iter', 0))
-        if self.search_iters:
-            return step // self.search_iters + 1, step % self.search_iters
-        return int(hub.get_info('epoch', 0) or 0) + 1, step
-
-    def arch_step(self, train_batch: dict, val_batch: dict) -> dict:
-        """One outer step of SoKD's bi-level search: the hypergradient of the student's task
-        loss on ``val_batch`` after a virtual step on ``train_batch`` (DESIGN 1.2)."""
-        arch_params = list(self.distiller.arch_parameters())
-        for param in arch_params:
-            param.requires_grad_(True)
-        try:
-            self.arch_optimizer.zero_grad()
-            stats = self.distiller.arch_backward(train_batch, val_batch)
-            self.arch_optimizer.step()
-        finally:
-            for param in arch_params:
-                param.requires_grad_(False)
-                param.grad = None
-        return stats
-
-    def train_step(self, data, optim_wrapper):
-        if self.arch_optimizer is None:
-            return super().train_step(data, optim_wrapper)
-        with optim_wrapper.optim_context(self):
-            data = self.data_preprocessor(data, True)
-        batch = dict(inputs=data['inputs'], data_samples=data['data_samples'])
-        arch_stats = {}
-        # the previous batch is the virtual step's, this one the held-out one
-        if self._previous_batch is not None and self.distiller.wants_arch_step(
-                *self._search_position()):
-            arch_stats = self.arch_step(self._previous_batch, batch)
-        self._previous_batch = batch
-        with optim_wrapper.optim_context(self):
-            losses = self._run_forward(data, mode='loss')
-        parsed_losses, log_vars = self.parse_losses(losses)
-        optim_wrapper.update_params(parsed_losses)
-        log_vars.update((name, torch.as_tensor(float(value)))
-                        for name, value in arch_stats.items())
-        return log_vars
+    @property
+    def arch_optimizer(self):
+        return None if self.arch_search is None else self.arch_search.optimizer
 
     # ------------------------------------------------------------------ forward
     def forward(self, inputs, data_samples=None, mode: str = 'tensor'):
         if mode == 'loss':
             self._update_progress()
-            return self.distiller(dict(inputs=inputs, data_samples=data_samples))
+            batch = dict(inputs=inputs, data_samples=data_samples)
+            if self.arch_search is not None and self.training:  # SoKD: the policy step first
+                self.arch_search.maybe_step(batch)
+            return self.distiller(batch)
         if mode == 'predict':
             return self.predict(inputs, data_samples)
         if mode == 'tensor':
@@ -284,4 +237,7 @@ class DistillationModel(BaseModel):
                                for name, value in losses.items())
         total = sum(value.mean() for value in losses.values())
         log_vars = OrderedDict([('loss', total.detach()), *log_vars.items()])
+        if getattr(self, 'arch_search', None) is not None:  # SoKD's arch step, when it ran
+            log_vars.update((name, torch.as_tensor(float(value)))
+                            for name, value in self.arch_search.pop_stats().items())
         return total, log_vars
