@@ -1,14 +1,24 @@
-"""Step time of SoKD+FitNet against FitNet alone, with arch_interval 1 and 10.
+"""Cost of SoKD+FitNet against FitNet alone: operator calls and time per step, arch_interval 1
+and 10.
 
     python benchmarks/sokd_overhead.py [--student resnet8x4 --teacher resnet32x4]
-        [--batch-size 32] [--steps 20] [--hypergrad exact] [--device cpu]
+        [--batch-size 32] [--steps 20] [--hypergrad factored] [--device cuda]
+        [--amp bf16] [--dam-interval 1] [--anchor-interval 1]
 
 One training step as the classification engine does it: (every ``arch_interval`` steps) the
-policy's hypergradient and Adam step, then forward, backward and an SGD step. The three
-set-ups share one process and are timed in turn, step by step (round robin), so a busy machine
-slows them alike; mean step times are compared (the arch step's cost amortised over its
-interval). Prints one line per set-up and the
-ratios to FitNet.
+policy's hypergradient and Adam step (in float32, as the engine runs it), then forward (under
+``--amp`` autocast), backward and an SGD step. For each set-up it prints
+
+* ``ops/step``: ``aten::`` operator calls per step (``op_count.py``), averaged over 10
+  consecutive steps, so the interval-10 arch step is amortised exactly. At CIFAR sizes a GPU
+  step is bound by kernel launches, so this device-independent count predicts the GPU's step
+  time ratio where a CPU's wall time does not;
+* ``ms/step``: mean wall time (CUDA-synchronised on a GPU). The set-ups share one process and
+  are timed in turn, step by step (round robin), so a busy machine slows them alike;
+
+and both ratios to FitNet. SoKD runs with its defaults (one sampled DAFA op per step, the
+'factored' hypergradient, DAM in every step) unless ``--dam-interval`` / ``--anchor-interval``
+/ ``--mix`` say otherwise.
 """
 import argparse
 import statistics
@@ -22,8 +32,13 @@ try:
     import distill  # noqa: F401
 except ImportError:  # running from a source checkout that is not installed
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from op_count import autocast_context, count_aten_ops  # noqa: E402
 
 from distill import build_distiller  # noqa: E402
+
+ARCH_INTERVALS = (1, 10)
 
 
 def parse_args(argv=None):
@@ -36,27 +51,37 @@ def parse_args(argv=None):
     parser.add_argument('--image-size', type=int, default=32)
     parser.add_argument('--steps', type=int, default=20, help='timed steps per set-up')
     parser.add_argument('--warmup', type=int, default=3)
-    parser.add_argument('--hypergrad', default='exact',
-                        choices=['exact', 'finite_difference'])
+    parser.add_argument('--hypergrad', default='factored',
+                        choices=['factored', 'exact', 'finite_difference'])
+    parser.add_argument('--dam-interval', type=int, default=1,
+                        help="SoKD's dam interval (DAM in one training step of k)")
+    parser.add_argument('--anchor-interval', type=int, default=1,
+                        help="SoKD's dam anchor_interval")
+    parser.add_argument('--mix', action='store_true',
+                        help='train steps on the whole DAFA mixture (dafa sample=False)')
+    parser.add_argument('--amp', choices=('no', 'bf16', 'fp16'), default='no',
+                        help='autocast of the training forward')
+    parser.add_argument('--no-timing', action='store_true', help='operator counts only')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     return parser.parse_args(argv)
 
 
-def build(args, sokd_interval):
+def build(args, arch_interval):
     torch.manual_seed(0)
     base = dict(type='FitNet', student=dict(type=args.student, num_classes=args.num_classes),
                 teacher=dict(type=args.teacher, num_classes=args.num_classes),
                 adapter=dict(type='ClassifierAdapter', input_size=args.image_size),
                 taps=[dict(student=args.tap, teacher=args.tap)])
-    cfg = base if sokd_interval is None else dict(
-        type='SoKD', base=base, arch_interval=sokd_interval, search_epochs=1,
-        hypergrad=args.hypergrad)
+    cfg = base if arch_interval is None else dict(
+        type='SoKD', base=base, arch_interval=arch_interval, search_epochs=1,
+        hypergrad=args.hypergrad, dafa=dict(sample=not args.mix),
+        dam=dict(interval=args.dam_interval, anchor_interval=args.anchor_interval))
     distiller = build_distiller(cfg).to(args.device).train()
     arch = list(distiller.arch_parameters()) if hasattr(distiller, 'arch_parameters') else []
     main = [p for p in distiller.parameters()
             if p.requires_grad and all(p is not a for a in arch)]
     optimizer = torch.optim.SGD(main, lr=0.05, momentum=0.9)
-    arch_optimizer = (torch.optim.Adam(arch, lr=3e-3, betas=(0.5, 0.999), weight_decay=1e-3)
+    arch_optimizer = (torch.optim.Adam(arch, lr=0.05, betas=(0.5, 0.999), weight_decay=0.0)
                       if arch else None)
     return distiller, optimizer, arch_optimizer
 
@@ -70,13 +95,14 @@ def make_batches(args, count):
             for _ in range(count)]
 
 
-def train_step(setup, step, batch, val_batch):
+def train_step(setup, step, batch, val_batch, device, amp):
     distiller, optimizer, arch_optimizer = setup
     if arch_optimizer is not None and distiller.wants_arch_step(1, step):
         arch_optimizer.zero_grad(set_to_none=True)
-        distiller.arch_backward(batch, val_batch)
+        distiller.arch_backward(batch, val_batch)  # float32, as the engine runs it
         arch_optimizer.step()
-    terms = distiller(batch)
+    with autocast_context(torch.device(device), amp):
+        terms = distiller(batch)
     optimizer.zero_grad(set_to_none=True)
     sum(terms.values()).backward()
     optimizer.step()
@@ -87,30 +113,50 @@ def sync(device):
         torch.cuda.synchronize()
 
 
+def count_ops(setup, batches, args) -> float:
+    """Mean ``aten::`` calls per step over steps 0..9 (one arch step at interval 10)."""
+    total = 0
+    for step in range(10):
+        total += count_aten_ops(lambda: train_step(setup, step, batches[step % 4],
+                                                   batches[(step + 1) % 4], args.device,
+                                                   args.amp))
+    return total / 10
+
+
 def main(argv=None):
     args = parse_args(argv)
-    setups = {'FitNet': build(args, None), 'SoKD+FitNet (interval 1)': build(args, 1),
-              'SoKD+FitNet (interval 10)': build(args, 10)}
+    setups = {'FitNet': build(args, None)}
+    for interval in ARCH_INTERVALS:
+        setups[f'SoKD+FitNet (arch_interval {interval})'] = build(args, interval)
     batches = make_batches(args, 4)
+    for name, setup in setups.items():  # warm-up (lazy inits, allocator, autotuning)
+        for step in range(args.warmup):
+            train_step(setup, step, batches[step % 4], batches[(step + 1) % 4], args.device,
+                       args.amp)
+    ops = {name: count_ops(setup, batches, args) for name, setup in setups.items()}
     times = {name: [] for name in setups}
     # whole intervals of 10 keep the arch-step share of the interval-10 set-up exact
-    total = args.warmup + 10 * max(1, round(args.steps / 10))
+    total = 0 if args.no_timing else 10 * max(1, round(args.steps / 10))
     for step in range(total):
         for name, setup in setups.items():
             batch, val_batch = batches[step % 4], batches[(step + 1) % 4]
             sync(args.device)
             start = time.perf_counter()
-            train_step(setup, step - args.warmup, batch, val_batch)
+            train_step(setup, step, batch, val_batch, args.device, args.amp)
             sync(args.device)
-            if step >= args.warmup:
-                times[name].append(time.perf_counter() - start)
-    print(f'{args.teacher} -> {args.student}, batch {args.batch_size}, '
-          f'{args.image_size}px, {args.device}, hypergrad={args.hypergrad}, '
-          f'{len(times["FitNet"])} timed steps each (mean step time)')
-    base = statistics.mean(times['FitNet'])
-    for name, values in times.items():
-        mean = statistics.mean(values)
-        print(f'  {name:28s} {1000 * mean:8.1f} ms/step   ratio {mean / base:.2f}x')
+            times[name].append(time.perf_counter() - start)
+    device = torch.cuda.get_device_name() if str(args.device).startswith('cuda') else \
+        args.device
+    print(f'{args.teacher} -> {args.student}, batch {args.batch_size}, {args.image_size}px, '
+          f'{device}, amp {args.amp}, hypergrad={args.hypergrad}, dam interval '
+          f'{args.dam_interval}, anchor_interval {args.anchor_interval}, '
+          f'{"mixture" if args.mix else "sampled op"}; {total} timed steps each')
+    for name in setups:
+        line = f'  {name:32s} {ops[name]:8.0f} ops/step  ratio {ops[name] / ops["FitNet"]:.2f}x'
+        if times[name]:
+            mean, base = statistics.mean(times[name]), statistics.mean(times['FitNet'])
+            line += f'   {1000 * mean:8.1f} ms/step  ratio {mean / base:.2f}x'
+        print(line, flush=True)
 
 
 if __name__ == '__main__':
