@@ -38,7 +38,8 @@ def _rand(shape, like: torch.Tensor, generator=None) -> torch.Tensor:
 
 
 def _random_sign(batch: int, like: torch.Tensor, generator=None) -> torch.Tensor:
-    return torch.where(_rand((batch,), like, generator) < 0.5, -1.0, 1.0).to(like.dtype)
+    """-1 or +1 per sample (-1 where the uniform draw is below 0.5)."""
+    return torch.sign(_rand((batch,), like, generator) - 0.5)
 
 
 def _warp(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
@@ -47,13 +48,23 @@ def _warp(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(x, grid, mode='bilinear', padding_mode='zeros', align_corners=False)
 
 
-def _theta(batch, like, a=None, b=None, tx=None, c=None, d=None, ty=None):
-    """(B,2,3) affine matrices ``[[1+a, b, tx], [c, 1+d, ty]]`` from (B,) entries (None: 0)."""
-    zero = torch.zeros(batch, device=like.device, dtype=like.dtype)
-    one = torch.ones_like(zero)
-    rows = [[one if a is None else 1 + a, zero if b is None else b, zero if tx is None else tx],
-            [zero if c is None else c, one if d is None else 1 + d, zero if ty is None else ty]]
-    return torch.stack([torch.stack(row, dim=1) for row in rows], dim=1)
+_IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)  # a (2,3) affine matrix, flattened
+_ENTRY = dict(a=0, b=1, tx=2, c=3, d=4, ty=5)
+
+
+def _theta(batch, like, **entries):
+    """(B,2,3) affine matrices: the identity plus (B,) ``entries`` at ``a, b, tx`` (first row)
+    and ``c, d, ty`` (second row). One entry is placed with a single pad (few operators: the
+    mixture builds five of these per call)."""
+    identity = torch.tensor(_IDENTITY, device=like.device, dtype=like.dtype)
+    if len(entries) == 1:
+        (name, value), = entries.items()
+        index = _ENTRY[name]
+        delta = F.pad(value.reshape(batch, 1), (index, 5 - index))
+    else:
+        zero = torch.zeros_like(next(iter(entries.values())))
+        delta = torch.stack([entries.get(name, zero) for name in _ENTRY], dim=1)
+    return (identity + delta).reshape(batch, 2, 3)
 
 
 def _translate_x_theta(x, magnitude, generator=None):
@@ -116,14 +127,14 @@ def cutout(x, magnitude, generator=None):
     ramp linearly over one cell, so the op is differentiable in the side (and exact identity
     at magnitude 0)."""
     b, _, h, w = x.shape
-    centres = _rand((b, 2), x, generator) * torch.tensor([w, h], device=x.device, dtype=x.dtype)
-    half = magnitude * MAX_CUTOUT * torch.tensor([w, h], device=x.device, dtype=x.dtype) / 2
-    cols = torch.arange(w, device=x.device, dtype=x.dtype) + 0.5
-    rows = torch.arange(h, device=x.device, dtype=x.dtype) + 0.5
-    inside_x = (half[0] - (cols[None] - centres[:, :1]).abs()).clamp(0, 1)  # (B, W)
-    inside_y = (half[1] - (rows[None] - centres[:, 1:]).abs()).clamp(0, 1)  # (B, H)
-    hole = inside_y[:, None, :, None] * inside_x[:, None, None, :]
-    return x * (1 - hole)
+    draws = _rand((b, 2), x, generator)
+    half = magnitude * (MAX_CUTOUT / 2)  # half side, as a fraction of the map side
+    # cell centres in map-side units minus the random centre, per sample: (B, W) and (B, H)
+    cols = torch.arange(0.5, w, device=x.device, dtype=x.dtype)[None] - w * draws[:, :1]
+    rows = torch.arange(0.5, h, device=x.device, dtype=x.dtype)[None] - h * draws[:, 1:]
+    inside_x = (w * half - cols.abs()).clamp(0, 1)
+    inside_y = (h * half - rows.abs()).clamp(0, 1)
+    return x * (1 - inside_y[:, None, :, None] * inside_x[:, None, None, :])
 
 
 def gaussian_noise(x, magnitude, generator=None):
