@@ -34,6 +34,15 @@ def at_iter(step):
     MessageHub.get_current_instance().update_info('iter', step)
 
 
+@pytest.fixture
+def restore_iter():
+    from mmengine.logging import MessageHub
+    previous = MessageHub.get_current_instance().get_info('iter')
+    yield
+    MessageHub.get_current_instance().update_info('iter', previous)
+
+
+@pytest.mark.usefixtures('restore_iter')
 def test_arch_state_round_trips_and_the_first_step_after_resume_is_taken():
     from distill.mm.model import DEFAULT_ARCH_OPTIMIZER
     from distill.mm.sokd_search import ArchSearch
