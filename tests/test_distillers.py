@@ -155,3 +155,21 @@ def test_warmup_ramps_every_term_but_the_task_losses():
             assert value == pytest.approx(expected, rel=1e-5, abs=1e-7), (name, progress)
     with pytest.raises(ValueError, match='warmup'):
         build_distiller({**cfg, 'warmup': 1.5})
+
+
+def test_teacher_kd_weights_only_the_teacher_side():
+    cfg = dict(type='DML', student=dict(type='tiny_cnn', num_classes=3, width=4),
+               teacher=dict(type='tiny_cnn', num_classes=3, width=8),
+               adapter=dict(type='ClassifierAdapter', input_size=16),
+               loss_weights=dict(task=1.0, kd=2.0))
+    batch = dict(inputs=torch.randn(4, 3, 16, 16), labels=torch.tensor([0, 1, 2, 0]))
+    terms = {}
+    for teacher_kd in (None, 0.5, 0.0):
+        torch.manual_seed(0)
+        distiller = build_distiller({**cfg, 'teacher_kd': teacher_kd}).eval()
+        terms[teacher_kd] = {k: v.item() for k, v in distiller(batch).items()}
+    assert terms[0.5]['student.kd'] == pytest.approx(terms[None]['student.kd'])
+    assert terms[0.5]['teacher.kd'] == pytest.approx(terms[None]['teacher.kd'] / 4)
+    assert 'teacher.kd' not in terms[0.0] and 'student.kd' in terms[0.0]
+    with pytest.raises(TypeError, match='teacher_kd'):
+        build_distiller({**cfg, 'teacher_kd': '0.5'})

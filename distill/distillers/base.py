@@ -46,7 +46,8 @@ class Distiller(nn.Module):
     def __init__(self, student, teacher, adapter=dict(type='ClassifierAdapter'),
                  online: bool | None = None, loss_weights: dict | None = None,
                  temperature: float = 4.0, taps=None, connector='auto',
-                 teacher_ckpt: str | None = None, warmup: float = 0.0):
+                 teacher_ckpt: str | None = None, warmup: float = 0.0,
+                 teacher_kd: float | None = None):
         super().__init__()
         # the adapter first: importing it registers its task's model builders (UNets)
         self.adapter = build_adapter(adapter)
@@ -63,6 +64,12 @@ class Distiller(nn.Module):
             raise ValueError(f'warmup is the fraction of training over which the distillation '
                              f'terms ramp up from 0, a number in [0, 1); got {warmup!r}')
         self.warmup = float(warmup)
+        if teacher_kd is not None and (isinstance(teacher_kd, bool)
+                                       or not isinstance(teacher_kd, (int, float))):
+            raise TypeError(f'teacher_kd is a number (the weight of teacher.kd), got '
+                            f'{teacher_kd!r}')
+        # online only: the weight of the teacher's KD from the student (None: loss_weights.kd)
+        self.teacher_kd = teacher_kd
         self.progress = 0.0
         if teacher_ckpt:
             load_model_weights(self.teacher, teacher_ckpt)
@@ -177,9 +184,10 @@ class Distiller(nn.Module):
         w, temp = self.loss_weights['kd'], self.temperature
         terms = {'student.kd': w * self.adapter.output_loss(student_out, teacher_out, batch,
                                                             temp)}
-        if self.online:
-            terms['teacher.kd'] = w * self.adapter.output_loss(teacher_out, student_out, batch,
-                                                               temp)
+        w_teacher = w if self.teacher_kd is None else self.teacher_kd
+        if self.online and w_teacher:
+            terms['teacher.kd'] = w_teacher * self.adapter.output_loss(teacher_out, student_out,
+                                                                       batch, temp)
         return terms
 
     def feature_terms(self, student_feats, teacher_feats, batch) -> dict[str, torch.Tensor]:
