@@ -42,8 +42,8 @@ from distill.sokd.dafa import DAFA
 from distill.sokd.dam import (DAM, activation_map, anchoring_loss, boxes_to_mask,
                               centernet_targets, consistency_loss, decode_boxes,
                               largest_component_boxes, masked_mean, scale_boxes)
-from distill.sokd.hypergrad import (HYPERGRAD_METHODS, factored_hypergradient,
-                                    preserved_buffers, unrolled_hypergradient)
+from distill.sokd.hypergrad import HYPERGRAD_METHODS
+from distill.sokd.search import BiLevelSearch
 from distill.taps import FeatureTaps
 
 #: the recommended optimiser of ``arch_parameters()``: Adam, no weight decay (see ``SoKD``);
@@ -54,7 +54,7 @@ DAM_DEFAULTS = dict(channels=64, num_classes=1, top_k=8, score_threshold=0.3, be
 
 
 @DISTILLERS.register_module()
-class SoKD(nn.Module):
+class SoKD(BiLevelSearch, nn.Module):
     """Args:
         base: config (or module) of the base distiller.
         dafa: ``dict(ops=..., init_magnitude=0.2, sample=True)`` or None (off); ``sample``:
@@ -395,132 +395,6 @@ class SoKD(nn.Module):
                     terms.update({k: v for k, v in teacher_terms.items()
                                   if k.startswith('teacher.')})
         return terms
-
-    # ---------------------------------------------------------------- bi-level search
-    def arch_backward(self, train_batch, val_batch) -> dict[str, float]:
-        """Hypergradient of the student's task loss on ``val_batch`` after one virtual step
-        on ``L_train = task + l_kd * masked base loss(refined teacher)`` of ``train_batch``,
-        stored in the ``.grad`` of ``arch_parameters()``. No optimiser step; every buffer
-        (BN statistics) and parameter is left as it was."""
-        arch = self.arch_parameters()
-        if not arch:
-            return {}
-        with preserved_buffers(self):  # a module in eval mode (a frozen teacher) is skipped
-            if self.hypergrad == 'factored':
-                hyper, train_value, val_value = factored_hypergradient(
-                    self.student, *self._factored_parts(train_batch, val_batch), arch,
-                    self.xi, eps_scale=self.hypergrad_eps)
-            else:
-                train_loss, val_loss = self._search_losses(train_batch, val_batch)
-                hyper, train_value, val_value = unrolled_hypergradient(
-                    self.student, train_loss, val_loss, arch, self.xi, self.hypergrad)
-        for param, grad in zip(arch, hyper):
-            param.grad = grad.detach().to(param.dtype)
-        norm = float(torch.sqrt(sum((g.double() ** 2).sum() for g in hyper)))
-        return {'arch.train_loss': train_value, 'arch.val_loss': val_value,
-                'arch.grad_norm': norm}
-
-    def _search_losses(self, train_batch, val_batch):
-        """``(train_loss(student), val_loss(student))`` closures for the hypergradient; the
-        teacher's features and DAM's mask are computed once, without gradient."""
-        base, adapter = self.base, self.adapter
-        with torch.no_grad():
-            batch, _, _, s_feats, t_feats, heads, teacher = self._run(train_batch)
-            self._keep_teacher_cache(train_batch, teacher)
-            seed = int(torch.randint(0, 2 ** 62, ()))
-            mask = None
-            if self.feature_base:
-                aligned = list(base.aligned_features(s_feats, t_feats))
-                teacher_feats = [ft.detach() for _, _, ft in aligned]
-                if self.dam is not None:  # the mask of the refined feature L_train sees
-                    generator = torch.Generator(device=teacher_feats[0].device)
-                    refined = [self._refine(ft, generator.manual_seed(seed)) if i == 0 else
-                               self._refine(ft, generator) for i, ft in enumerate(teacher_feats)]
-                    _, mask = self._dam_pass(batch, s_feats[base.tap_pairs[-1]['student']],
-                                             refined[-1], heads and heads[1], terms=False)
-            else:
-                teacher_feats = [heads[1].detach()]
-        device = teacher_feats[0].device
-
-        def train_loss(student):
-            # the same augmentation draws at every call (finite differences need them)
-            generator = torch.Generator(device=device).manual_seed(seed)
-            refined = [self._refine(ft, generator) for ft in teacher_feats]
-            taps = base.student_taps.recording() if self.feature_base else \
-                contextlib.nullcontext({})
-            with taps as feats:
-                out = adapter.run(student, batch)
-            loss = base.loss_weights['task'] * out.task_loss
-            if self.feature_base:
-                gs = [connector(feats[pair['student']], ft.shape[-2:]) for pair, connector, ft
-                      in zip(base.tap_pairs, base.connectors, teacher_feats)]
-                aligned_now = [(pair, g, None) for pair, g in zip(base.tap_pairs, gs)]
-                return loss + self._feature_loss(aligned_now, refined, mask,
-                                                 detach_target=False)
-            if base.loss_weights.get('kd', 0):
-                loss = loss + self._logits_loss(out.outputs, self.teacher_head(refined[0]),
-                                                batch)
-            return loss
-
-        def val_loss(student):
-            return adapter.run(student, adapter.prepare(val_batch)).task_loss
-
-        return train_loss, val_loss
-
-    def _factored_parts(self, train_batch, val_batch):
-        """``(features, coupling, val_loss)`` for ``factored_hypergradient``: the student's
-        distilled outputs (aligned tap features, or logits for a logits base), and the base
-        loss against DAFA's mixture of the teacher (computed once, its graph kept), masked by
-        DAM's mask of the first call's features. The teacher runs once, without gradient, and
-        its outputs serve the training step that follows on the same batch."""
-        base, adapter = self.base, self.adapter
-        batch = adapter.prepare(train_batch)
-        with torch.no_grad():
-            teacher = self._take_teacher_cache(train_batch) or self._run_teacher(batch)
-        self._keep_teacher_cache(train_batch, teacher)
-        _, t_feats, t_head = teacher
-        if self.feature_base:
-            teacher_feats = [t_feats[pair['teacher']].detach() for pair in base.tap_pairs]
-        else:
-            teacher_feats = [t_head[self.head_paths[1]].detach()]
-        generator = torch.Generator(device=teacher_feats[0].device).manual_seed(
-            int(torch.randint(0, 2 ** 62, ())))
-        refined = [self._refine(ft, generator) for ft in teacher_feats]  # graph to alpha
-        state = {}
-        weight_task = base.loss_weights['task']
-
-        def features(student):
-            # the DAM mask needs the raw last student tap: only the first (with grad) call
-            out, s_feats, _ = self._run_student(student, batch, head=False)
-            if self.feature_base:
-                gs = [connector(s_feats[pair['student']], ft.shape[-2:]) for pair, connector, ft
-                      in zip(base.tap_pairs, base.connectors, teacher_feats)]
-                state.setdefault('last_tap', s_feats[base.tap_pairs[-1]['student']].detach())
-            else:
-                gs = [out.outputs]
-            return weight_task * out.task_loss, gs
-
-        def coupling(feats, detach_arch):
-            targets = [r.detach() for r in refined] if detach_arch else refined
-            if not self.feature_base:
-                if not base.loss_weights.get('kd', 0):
-                    return 0.0
-                return self._logits_loss(feats[0], self.teacher_head(targets[0]), batch)
-            if 'mask' not in state:
-                state['mask'] = None
-                if self.dam is not None:
-                    with torch.no_grad():
-                        _, state['mask'] = self._dam_pass(
-                            batch, state['last_tap'], refined[-1].detach(),
-                            t_head.get(self.head_paths[1]) if self.head_shapes else None,
-                            terms=False)
-            aligned = [(pair, g, None) for pair, g in zip(base.tap_pairs, feats)]
-            return self._feature_loss(aligned, targets, state['mask'], detach_target=False)
-
-        def val_loss(student):
-            return adapter.run(student, adapter.prepare(val_batch)).task_loss
-
-        return features, coupling, val_loss
 
     # ---------------------------------------------------------------- inspection
     @torch.no_grad()
