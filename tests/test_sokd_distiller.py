@@ -303,3 +303,19 @@ def test_mutual_mask_is_the_union_of_the_two_sides():
     assert 0 < float(masks['teacher'].mean()) < 1 and 0 < float(masks['student'].mean()) < 1
     torch.testing.assert_close(masks['mutual'],
                                torch.maximum(masks['teacher'], masks['student']))
+
+
+def test_the_base_warmup_scales_the_distillation_terms():
+    torch.manual_seed(0)
+    distiller = build_distiller(dict(type='SoKD', base=dict(base_cfg('FitNet'), warmup=0.5),
+                                     dam=dict(channels=8))).train()
+    distiller.set_progress(0.25)  # half way through the warm-up
+    torch.manual_seed(0)
+    ramped = distiller(batch())
+    distiller.set_progress(0.75)
+    torch.manual_seed(0)
+    full = distiller(batch())
+    for name in ('student.fitnet', 'student.dam'):
+        torch.testing.assert_close(ramped[name], 0.5 * full[name])
+    for name in ('student.task', 'dam.anchor'):
+        torch.testing.assert_close(ramped[name], full[name])

@@ -394,6 +394,11 @@ class SoKD(BiLevelSearch, nn.Module):
                     teacher_terms = base.output_terms(s_out, t_out, batch)
                     terms.update({k: v for k, v in teacher_terms.items()
                                   if k.startswith('teacher.')})
+        ramp = base.ramp() if hasattr(base, 'ramp') else 1.0
+        if ramp < 1.0:  # the base's warm-up, as Distiller.forward applies it; DAM's anchoring
+            # trains DAM alone and is not scaled
+            terms = {name: value if name.endswith('.task') or name == 'dam.anchor'
+                     else value * ramp for name, value in terms.items()}
         return terms
 
     # ---------------------------------------------------------------- inspection
