@@ -5,5 +5,6 @@ _base_ = ['./cifar100_adm_resnet32x4_resnet8x4.py']
 
 distiller = dict(
     online=False,
+    temperature=4.0,  # offline: the KD literature's T (the online configs use DML's T=1)
     teacher_ckpt='work_dirs/cifar100_independent_resnet32x4_resnet8x4/teacher.pth',
 )
