@@ -122,6 +122,13 @@ class _ADMTerms(torch.autograd.Function):
     # constants ride on ``alpha=`` arguments and on the 0-dim incoming gradients instead.
     @staticmethod
     def forward(ctx, gs, ft, tau: float, co_weight: float, di_weight: float, standardise: bool):
+        # float32 throughout, outside autocast: under bf16/fp16 autocast every op below would
+        # otherwise be dispatched through the cast policy
+        with torch.autocast(gs.device.type, enabled=False):
+            return _ADMTerms._forward(ctx, gs, ft, tau, co_weight, di_weight, standardise)
+
+    @staticmethod
+    def _forward(ctx, gs, ft, tau, co_weight, di_weight, standardise):
         xs, xt = gs.float(), ft.float()
         b = xs.shape[0]
         locations = xs.shape[2] * xs.shape[3]
