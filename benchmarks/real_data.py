@@ -91,7 +91,7 @@ def build_run_config(method: str, seed: int, preset: str, args, teacher_ckpt: st
         cfg.optimizer.lr = 0.05
         cfg.schedule.epochs = args.epochs
         cfg.schedule.milestones = [round(args.epochs * 0.6), round(args.epochs * 0.85)]
-        if cfg.distiller.type == 'SoKD':
+        if cfg.distiller.type == 'SoKD' and cfg.distiller.get('dam'):
             cfg.distiller.dam.channels = 32
     elif args.pair == 'wrn':
         _apply_pair(cfg, WRN_PAIR)

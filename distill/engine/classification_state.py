@@ -7,7 +7,8 @@ from torch import nn
 
 from distill.config_checks import check_kwargs, check_number
 
-DEFAULT_ARCH_OPTIMIZER = dict(type='Adam', lr=3e-3, betas=(0.5, 0.999), weight_decay=1e-3)
+# no weight decay: an L2 pull on alpha outweighs the hypergradient and the search stands still
+DEFAULT_ARCH_OPTIMIZER = dict(type='Adam', lr=3e-3, betas=(0.5, 0.999), weight_decay=0.0)
 
 
 def build_optimizer(cfg: dict, params, what: str = 'optimizer') -> torch.optim.Optimizer:

@@ -43,7 +43,10 @@ def check_finite_terms(terms: dict[str, torch.Tensor], step: int, epoch: int | N
 
     ``previous``: the terms of the step before, shown largest first: when every term turns
     NaN at once (weights thrown far by one huge but finite term), that names the culprit."""
-    values = {name: float(value.detach()) for name, value in terms.items()}
+    # one device-to-host copy for all the terms (a float() each would sync once per term)
+    numbers = torch.stack([value.detach().float() for value in terms.values()]).tolist() \
+        if terms else []
+    values = dict(zip(terms, numbers))
     bad = {name: v for name, v in values.items() if not math.isfinite(v)}
     if bad:
         first = next(iter(bad))
