@@ -7,6 +7,7 @@ so ``from distill import DISTILLERS`` is cheap and needs no task framework.
 """
 from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import DATASETS as MMENGINE_DATASETS
+from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import Registry
 
 DISTILLERS = Registry('distiller', scope='distill', locations=['distill.distillers'])
@@ -17,3 +18,4 @@ MODELS = Registry('model', parent=MMENGINE_MODELS, scope='distill',
                   locations=['distill.models'])
 DATASETS = Registry('dataset', parent=MMENGINE_DATASETS, scope='distill',
                     locations=['distill.data'])
+HOOKS = Registry('hook', parent=MMENGINE_HOOKS, scope='distill', locations=['distill.mm.hooks'])

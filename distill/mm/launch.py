@@ -8,7 +8,15 @@ own ``tools/train.py`` (``CONFIG --work-dir --amp --auto-scale-lr --resume [CHEC
 * a config's ``prepare_data`` entry writes the synthetic shapes set if its folder is missing;
 * mmengine checkpoints resume under torch >= 2.6 with ``weights_only`` on (see safe_load);
 * a missing local teacher checkpoint is reported before the Runner starts, with the config
-  that trains it.
+  that trains it;
+* before the Runner is built (so before anything is written): unknown keys of the
+  ``DistillationModel`` section, of its ``adapter`` and of its ``distiller`` are named with the
+  closest valid ones; each local COCO annotation JSON is parsed (a bad one fails naming the
+  file and the config key); a fresh run (no ``--resume``) refuses a work dir that holds an
+  earlier run (config dump, checkpoints, ``last_checkpoint``) unless ``--overwrite``, which
+  deletes them (``distill/mm/work_dir.py``);
+* ``distill.FiniteStateHook`` is added to ``custom_hooks``: a checkpoint is only written from
+  finite weights, and the iteration where one became NaN/inf is named (``distill/mm/hooks.py``).
 """
 from __future__ import annotations
 
@@ -36,6 +44,9 @@ def parse_args(description: str, argv=None):
     parser.add_argument('--resume', nargs='?', type=str, const='auto',
                         help='resume from CHECKPOINT if given, else from the latest checkpoint '
                              'in the work directory')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='start afresh in a work dir that holds an earlier run, deleting its '
+                             'config dump, checkpoints, last_checkpoint and log folders first')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override settings of the config, key=value pairs')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
@@ -43,6 +54,9 @@ def parse_args(description: str, argv=None):
     # torch.distributed.launch passes --local-rank
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args(argv)
+    if args.resume and args.overwrite:
+        parser.error("--resume continues the work dir's run and --overwrite deletes it: "
+                     'give one of them')
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     return args
@@ -71,6 +85,10 @@ def load_config(args) -> Config:
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
+    hooks = list(cfg.get('custom_hooks') or [])
+    if not any(isinstance(h, dict) and str(h.get('type', '')).endswith('FiniteStateHook')
+               for h in hooks):
+        cfg.custom_hooks = hooks + [dict(type='distill.FiniteStateHook')]
     imports = list(cfg.get('custom_imports', {}).get('imports', []))
     if 'distill.mm' not in imports:
         cfg.custom_imports = dict(imports=imports + ['distill.mm'],
@@ -121,6 +139,30 @@ def check_teacher_checkpoint(cfg) -> None:
     check_teacher_ckpt(path, model.get('teacher_trained_by'), model.get('scope', 'mmseg'))
 
 
+def check_model_keys(cfg) -> None:
+    """Unknown keys of a ``distill.DistillationModel`` section, of its ``adapter`` and of its
+    ``distiller`` (the distiller's own check, under ``model.distiller``), named with the
+    closest valid ones before the Runner is built (mmengine would give a bare TypeError from
+    inside it, after creating the work dir)."""
+    from distill.config_checks import check_distiller_cfg, check_kwargs
+    from distill.mm.model import DEFAULT_ADAPTERS, DistillationModel, _import_adapters
+    from distill.registry import ADAPTERS
+    model = cfg.get('model')
+    if not isinstance(model, dict) or model.get('type') not in ('distill.DistillationModel',
+                                                                'DistillationModel'):
+        return
+    check_kwargs('model', model, DistillationModel, skip=('type', '_scope_'))
+    scope = model.get('scope', 'mmseg')
+    adapter = model.get('adapter') or {}
+    if scope in DEFAULT_ADAPTERS and isinstance(adapter, dict):
+        _import_adapters(scope)
+        adapter_class = ADAPTERS.get(adapter.get('type', DEFAULT_ADAPTERS[scope]))
+        if adapter_class is not None:
+            check_kwargs('model.adapter', adapter, adapter_class)
+    if isinstance(model.get('distiller'), dict):
+        check_distiller_cfg(model['distiller'], 'model.distiller')
+
+
 def setup_cpu_distributed(cfg) -> None:
     """``--launcher pytorch`` without CUDA (CPU, gloo): mmengine 0.10.7's launcher calls
     ``torch.cuda.set_device`` and gives DDP a device id; initialise the process group here
@@ -145,10 +187,20 @@ def train(description: str, argv=None):
     process group at the end: call it as a program's last step."""
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
+    from distill.data.coco_layout import check_annotation_files
+    from distill.mm.work_dir import check_fresh_work_dir
     args = parse_args(description, argv)
     cfg = load_config(args)
+    fresh = not args.resume
+    if fresh and not args.overwrite:
+        check_fresh_work_dir(cfg.work_dir)  # nothing is written before this
+    check_model_keys(cfg)
     check_teacher_checkpoint(cfg)
     prepare_data(cfg)
+    check_annotation_files(cfg)
+    if fresh and args.overwrite:  # every check passed: now delete the earlier run (rank 0)
+        check_fresh_work_dir(cfg.work_dir, overwrite=True,
+                             delete=int(os.environ.get('RANK', '0')) == 0)
     setup_cpu_distributed(cfg)
     allow_mmengine_checkpoint_globals()
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)

@@ -232,7 +232,9 @@ class DistillationModel(BaseModel):
         ``loss_log_name(name)``: mmengine's LogProcessor smooths (averages over its window)
         only keys containing 'loss', so the printed terms then add up to the printed total."""
         hub = MessageHub.get_current_instance()
-        check_finite_terms(losses, step=hub.get_info('iter', 0), epoch=hub.get_info('epoch'))
+        # the hub's iter is 0-based; the log line and checkpoint of this iteration say iter + 1
+        check_finite_terms(losses, step=hub.get_info('iter', 0) + 1,
+                           epoch=hub.get_info('epoch'))
         log_vars = OrderedDict((loss_log_name(name), value.detach().mean())
                                for name, value in losses.items())
         total = sum(value.mean() for value in losses.values())

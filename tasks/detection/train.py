@@ -2,7 +2,7 @@
 Runner, exactly like MMDetection's ``tools/train.py``:
 
     python tasks/detection/train.py configs/detection/shapes/sokd_fitnet.py \
-        [--work-dir DIR] [--resume [CHECKPOINT]] [--amp] [--auto-scale-lr] \
+        [--work-dir DIR] [--resume [CHECKPOINT] | --overwrite] [--amp] [--auto-scale-lr] \
         [--cfg-options k=v ...] [--launcher pytorch]
 """
 import os

@@ -2,7 +2,7 @@
 Runner, exactly like MMSegmentation's ``tools/train.py``:
 
     python tasks/segmentation/train.py configs/segmentation/shapes/adm_online.py \
-        [--work-dir DIR] [--resume [CHECKPOINT]] [--amp] [--auto-scale-lr] \
+        [--work-dir DIR] [--resume [CHECKPOINT] | --overwrite] [--amp] [--auto-scale-lr] \
         [--cfg-options k=v ...] [--launcher pytorch]
 """
 import os

@@ -1,0 +1,166 @@
+"""Faults on the mmengine Runner (segmentation, detection): a fresh run does not touch an
+earlier run's work dir, a checkpoint is only written from finite weights, unknown model keys and
+truncated COCO files are named before the Runner is built."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from mm_helpers import REPO, run_script
+
+pytest.importorskip('mmseg')
+pytest.importorskip('mmdet')
+
+SEG = str(REPO / 'configs/segmentation/shapes/adm_online.py')
+DET = str(REPO / 'configs/detection/shapes/adm_online.py')
+
+
+@pytest.fixture(autouse=True)
+def keep_environment(monkeypatch):
+    monkeypatch.setenv('LOCAL_RANK', '0')  # parse_args sets it when absent
+
+
+def snapshot(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob('*')) if p.is_file()}
+
+
+def earlier_run(work: Path) -> dict:
+    (work / '20260101_000000' / 'vis_data').mkdir(parents=True)
+    (work / '20260101_000000' / '20260101_000000.log').write_text('earlier log\n')
+    (work / 'adm_online.py').write_text('# the earlier run\n')
+    torch.save({'state_dict': {}}, work / 'iter_4.pth')
+    (work / 'last_checkpoint').write_text(str(work / 'iter_4.pth'))
+    (work / 'notes.txt').write_text('mine\n')
+    return snapshot(work)
+
+
+def test_fresh_run_refuses_an_earlier_work_dir_and_overwrite_deletes_only_its_files(tmp_path):
+    from distill.config_checks import ConfigError
+    from distill.mm.launch import parse_args, train
+    from distill.mm.work_dir import check_fresh_work_dir
+    work = tmp_path / 'work'
+    before = earlier_run(work)
+    with pytest.raises(FileExistsError, match=r'already holds an earlier run \(adm_online\.py, '
+                                              r'iter_4\.pth, last_checkpoint\).*--overwrite'):
+        train('t', [SEG, '--work-dir', str(work)])
+    assert snapshot(work) == before
+    # --overwrite deletes only once every check has passed: a typo leaves the earlier run as is
+    with pytest.raises(ConfigError, match='model.distiller.loss_weight; did you mean '
+                                          'model.distiller.loss_weights'):
+        train('t', [SEG, '--work-dir', str(work), '--overwrite', '--cfg-options',
+                    'model.distiller.loss_weight=1'])
+    assert snapshot(work) == before
+    with pytest.raises(SystemExit):
+        parse_args('t', [SEG, '--resume', '--overwrite'])
+    check_fresh_work_dir(work, overwrite=True)
+    assert sorted(p.name for p in work.iterdir()) == ['notes.txt']
+    check_fresh_work_dir(work)  # log folders or other files alone are no earlier run
+
+
+def test_unknown_model_keys_are_named_with_the_closest(tmp_path):
+    from distill.config_checks import ConfigError
+    from distill.mm.launch import check_model_keys, load_config, parse_args
+    for option, message in [
+            ('model.teacher_ckp=x', 'model.teacher_ckp; did you mean model.teacher_ckpt'),
+            ('model.adapter.ignore_indx=3', 'did you mean model.adapter.ignore_index'),
+            ('model.distiller.tauu=1', 'did you mean model.distiller.tau')]:
+        cfg = load_config(parse_args('t', [SEG, '--work-dir', str(tmp_path / 'w'),
+                                           '--cfg-options', option]))
+        with pytest.raises(ConfigError, match=message):
+            check_model_keys(cfg)
+    assert not (tmp_path / 'w').exists()
+
+
+def test_truncated_coco_json_names_the_file_and_key_before_the_runner(tmp_path):
+    from distill.data.coco_layout import write_shapes_coco
+    from distill.mm.launch import train
+    root = write_shapes_coco(tmp_path / 'shapes_coco', num_train=2, num_val=2, image_size=32)
+    train_json = Path(root) / 'annotations' / 'instances_train.json'
+    train_json.write_text(train_json.read_text()[:50])
+    work = tmp_path / 'work'
+    with pytest.raises(ValueError, match=r"train_dataloader\.dataset\.ann_file: .*"
+                                         r"instances_train\.json is not valid JSON"):
+        train('t', [DET, '--work-dir', str(work), '--cfg-options', f'prepare_data.root={root}',
+                    f'train_dataloader.dataset.data_root={root}/',
+                    f'val_dataloader.dataset.data_root={root}/',
+                    f'test_dataloader.dataset.data_root={root}/'])
+    assert not work.exists()  # nothing was written
+
+
+# ------------------------------------------------------------------ non-finite weights
+def fake_runner(model, iteration, optimizer=None):
+    wrapper = SimpleNamespace(optimizer=optimizer) if optimizer is not None else None
+    return SimpleNamespace(model=model, iter=iteration, optim_wrapper=wrapper)
+
+
+def test_finite_state_hook_names_the_tensor_and_the_iteration():
+    from distill.engine.guards import NonFiniteLossError
+    from distill.mm.hooks import FiniteStateHook
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 1), torch.nn.BatchNorm2d(2))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.ones(2, 1, 3, 3)).sum().backward()
+    optimizer.step()
+    hook = FiniteStateHook()
+    hook.after_train_iter(fake_runner(model, 4), 4, outputs=dict(loss=torch.tensor(1.0)))
+    hook.before_save_checkpoint(fake_runner(model, 4, optimizer), dict(meta=dict(iter=5)))
+    model[1].running_var[1] = float('inf')
+    with pytest.raises(NonFiniteLossError, match=r'^1\.running_var became non-finite after the '
+                                                 r'optimiser step at step 5; the loss terms of '
+                                                 r'that step, largest first: loss=1'):
+        hook.after_train_iter(fake_runner(model, 4), 4, outputs=dict(loss=torch.tensor(1.0)))
+    model[1].running_var[1] = 1.0
+    optimizer.state[model[0].weight]['momentum_buffer'][0] = float('nan')
+    with pytest.raises(NonFiniteLossError, match=r'optimizer state momentum_buffer of 0\.weight '
+                                                 r'became non-finite \(found before writing its '
+                                                 r'checkpoint\) at step 5'):
+        hook.before_save_checkpoint(fake_runner(model, 4, optimizer), dict(meta=dict(iter=5)))
+
+
+BREAK_AT_ITER_4 = """
+import sys
+from mmengine.hooks import Hook
+from mmengine.registry import HOOKS
+import distill.mm.launch as launch
+
+@HOOKS.register_module()
+class BreakBuffer(Hook):  # a step that leaves inf in a BatchNorm buffer, the loss still finite
+    priority = 'HIGH'
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        if runner.iter + 1 == 4:
+            runner.model.distiller.student.backbone.stem[1].running_var.fill_(float('inf'))
+
+load = launch.load_config
+def load_config(args):
+    cfg = load(args)
+    cfg.custom_hooks = [dict(type='BreakBuffer')] + list(cfg.custom_hooks)
+    return cfg
+launch.load_config = load_config
+launch.train('t', sys.argv[1:])
+"""
+
+
+def test_runner_writes_no_checkpoint_from_non_finite_weights(tmp_path):
+    from distill.mm import allow_mmengine_checkpoint_globals
+    root = tmp_path / 'shapes_seg'
+    from distill.data.mmseg_layout import write_shapes_mmseg
+    write_shapes_mmseg(root, num_train=4, num_val=2, image_size=32)
+    work = tmp_path / 'work'
+    out = run_script('-c', BREAK_AT_ITER_4, SEG, '--work-dir', str(work), '--cfg-options',
+                     'train_cfg.max_iters=4', 'train_cfg.val_interval=100',
+                     'default_hooks.checkpoint.interval=2', f'prepare_data.root={root}',
+                     f'train_dataloader.dataset.data_root={root}',
+                     f'val_dataloader.dataset.data_root={root}',
+                     f'test_dataloader.dataset.data_root={root}', expect_fail=True)
+    assert ('distiller.student.backbone.stem.1.running_var became non-finite after the '
+            'optimiser step at step 4') in out
+    assert (work / 'iter_2.pth').is_file() and not (work / 'iter_4.pth').exists()
+    assert Path((work / 'last_checkpoint').read_text().strip()).name == 'iter_2.pth'
+    allow_mmengine_checkpoint_globals()
+    state = torch.load(work / 'iter_2.pth', weights_only=True)['state_dict']
+    assert all(torch.isfinite(t).all() for t in state.values() if t.is_floating_point())
