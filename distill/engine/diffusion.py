@@ -21,7 +21,8 @@ from torch.utils.data import DataLoader
 from distill import build_distiller
 from distill.adapters.diffusers import DiffusionAdapter, model_sample_size
 from distill.distillers.base import build_network
-from distill.engine.diffusion_checkpoint import (load_checkpoint_dir, resolve_resume,
+from distill.engine.diffusion_checkpoint import (check_fresh_output_dir, load_checkpoint_dir,
+                                                 remove_orphan_temporaries, resolve_resume,
                                                  save_checkpoint)
 from distill.engine.diffusion_data import (EpochShuffleSampler, build_image_datasets,
                                            random_flip)
@@ -52,8 +53,18 @@ class DiffusionRun:
                 project_dir=str(self.output_dir),
                 logging_dir=str(self.output_dir / cfg.get('logging_dir', 'logs'))))
         self.main = self.accelerator.is_main_process
+        # a fresh run does not write over an earlier one: refused before anything is written,
+        # or (overwrite_output_dir) deleted once the networks are built
+        fresh = not cfg.get('resume_from_checkpoint')
+        overwrite = fresh and bool(cfg.get('overwrite_output_dir'))
+        if fresh and not overwrite:
+            check_fresh_output_dir(self.output_dir)
         set_seed(cfg.seed)  # the same on every process: identical initial weights and EMA
         self.build_models()
+        if overwrite:
+            check_fresh_output_dir(self.output_dir, cfg.get('logging_dir', 'logs'),
+                                   overwrite=True, delete=self.main)
+            self.accelerator.wait_for_everyone()
         # noise, timesteps and flips: a CPU generator per process, saved in checkpoints
         self.noise_generator = torch.Generator().manual_seed(
             cfg.seed * 1000 + self.accelerator.process_index)
@@ -126,6 +137,9 @@ class DiffusionRun:
                                       config=config_for_trackers(cfg))
 
         global_step, first_epoch, skip_batches = 0, 0, 0
+        if cfg.get('resume_from_checkpoint') and self.main:
+            remove_orphan_temporaries(self.output_dir)  # of a save killed mid-write
+        accelerator.wait_for_everyone()
         resume = resolve_resume(self.output_dir, cfg.get('resume_from_checkpoint'))
         if cfg.get('resume_from_checkpoint') and resume is None:
             accelerator.print(f"no complete checkpoint in {self.output_dir}: starting a new run")

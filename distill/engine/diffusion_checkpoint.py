@@ -10,6 +10,10 @@ what Accelerate does not know about, each loadable with ``weights_only=True``:
                               process has finished: a checkpoint without it is incomplete and
                               ``latest`` skips it, as it skips (with a warning naming the file)
                               one whose files no longer match their SHA-256.
+
+A fresh run (no ``resume_from_checkpoint``) refuses an ``output_dir`` that holds an earlier run
+(``check_fresh_output_dir``) unless ``overwrite_output_dir``; the ``.*.tmp`` files a save killed
+mid-write left are removed before resuming (``remove_orphan_temporaries``).
 """
 from __future__ import annotations
 
@@ -29,6 +33,8 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_PATTERN = re.compile(r'^checkpoint-(\d+)$')
 STATE_FILE = 'training_state.json'
+# what a run writes in output_dir (besides checkpoint-N and its logging_dir)
+RUN_ENTRIES = ('metrics.json', 'model_index.json', 'unet', 'scheduler', 'teacher', 'validation')
 
 
 def list_checkpoints(output_dir) -> list[Path]:
@@ -153,3 +159,55 @@ def load_checkpoint_dir(accelerator, path, noise_generator: torch.Generator, ema
             raise FileNotFoundError(f'{path} has no ema.pt but this run uses EMA (use_ema)')
         ema.load_state_dict(load_checkpoint(ema_file))
     return state
+
+
+def earlier_run_entries(output_dir) -> list[Path]:
+    """The entries of ``output_dir`` that an earlier run wrote: ``checkpoint-N``, ``metrics.json``,
+    the pipeline (``model_index.json``, ``unet/``, ``scheduler/``, ``teacher/``), ``validation/``.
+    Its TensorBoard logs alone (a run that failed at its first step) are not: a new run writes
+    new event files beside them."""
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return []
+    return sorted(p for p in output_dir.iterdir() if p.name in RUN_ENTRIES
+                  or CHECKPOINT_PATTERN.match(p.name))
+
+
+def check_fresh_output_dir(output_dir, logging_dir: str = 'logs', overwrite: bool = False,
+                           delete: bool = True) -> None:
+    """``FileExistsError`` (nothing changed) if ``output_dir`` holds an earlier run, unless
+    ``overwrite``: then (with ``delete``: on one process) its entries, ``logging_dir`` and any
+    ``.*.tmp`` are deleted, and nothing else."""
+    found = earlier_run_entries(output_dir)
+    if found and not overwrite:
+        shown = ', '.join(p.name for p in found[:6]) + (', ...' if len(found) > 6 else '')
+        raise FileExistsError(
+            f'output_dir {output_dir} already holds an earlier run ({shown}); nothing was '
+            f'changed. Pass --resume_from_checkpoint latest to continue it, '
+            f'--overwrite_output_dir to delete it and start again, or another --output_dir')
+    if not (overwrite and delete):
+        return
+    output_dir = Path(output_dir)
+    logs = output_dir / logging_dir
+    inside = logs.resolve().is_relative_to(output_dir.resolve())  # never a folder outside
+    extra = [logs] if logs.exists() and inside and logs.resolve() != output_dir.resolve() else []
+    for path in found + extra + sorted(output_dir.glob('.*.tmp')):
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    if found:
+        logger.warning('--overwrite_output_dir: deleted the earlier run in %s', output_dir)
+
+
+def remove_orphan_temporaries(output_dir) -> list[Path]:
+    """Delete the ``.*.tmp`` files (``save_atomic``'s, the state file's) that a save killed
+    mid-write left in ``output_dir`` and its ``checkpoint-N`` folders. Main process, before
+    resuming, while nothing is being written."""
+    from distill.engine.classification_checkpoint import \
+        remove_orphan_temporaries as remove_in  # one folder, with a warning naming the files
+    removed = []
+    for folder in [Path(output_dir), *list_checkpoints(output_dir)]:
+        if folder.is_dir():
+            removed += remove_in(folder)
+    return removed

@@ -26,7 +26,7 @@ DEFAULTS = dict(
     checkpointing_steps=500, checkpoints_total_limit=None, resume_from_checkpoint=None,
     validation_steps=500, num_validation_images=8, num_inference_steps=50,
     report_to='tensorboard', logging_dir='logs', logging_steps=50, dataloader_num_workers=0,
-    train_data_dir=None, num_epochs=None,
+    train_data_dir=None, num_epochs=None, overwrite_output_dir=False,
     evaluation=dict(num_images=64, num_buckets=4, num_samples=16, inception_weights=None),
 )
 
@@ -75,7 +75,22 @@ RENAMED_FLAGS = dict(
 )
 # on/off flags: --use_ema / --no-use_ema, --random_flip / --no-random_flip
 SWITCHES = dict(use_ema=('use_ema', 'keep an EMA of the student (the saved student is it)'),
-                random_flip=('data.random_flip', 'flip training images horizontally'))
+                random_flip=('data.random_flip', 'flip training images horizontally'),
+                overwrite_output_dir=('overwrite_output_dir',
+                                      'start afresh in an output_dir that holds an earlier run, '
+                                      'deleting its checkpoints, metrics, pipeline and logs'))
+# the keys of the sections the engine reads (beside the distiller, which build_distiller
+# checks): data (diffusion_data.build_image_datasets, random_flip), evaluation
+# (DiffusionRun.evaluate), conditioning / vae (diffusion_support), noise_scheduler (its own,
+# plus the scheduler class's arguments: adapters.diffusers.build_noise_scheduler)
+SECTION_KEYS = dict(
+    data=('type', 'resolution', 'train_data_dir', 'num_heldout', 'center_crop', 'seed',
+          'num_classes', 'num_objects', 'num_samples', 'random_flip'),
+    evaluation=('num_images', 'num_buckets', 'num_samples', 'num_inference_steps',
+                'inception_weights', 'skip'),
+    conditioning=('embeddings', 'sequence_length'),
+    vae=('pretrained', 'subfolder'),
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -134,6 +149,28 @@ def load_config_file(path, cfg_options: dict | None = None):
     return cfg
 
 
+def check_sections(cfg) -> None:
+    """An unknown key inside a section the engine reads fails naming it and the closest valid
+    ones (``data.num_sample`` -> ``data.num_samples``), instead of leaving the default in force."""
+    from distill.config_checks import ConfigError, check_keys, check_kwargs
+    for section, keys in SECTION_KEYS.items():
+        value = cfg.get(section)
+        if value is None:
+            continue
+        if not isinstance(value, dict):
+            raise ConfigError(f'{section} must be a dict, got {value!r}')
+        check_keys(section, value, keys)
+    scheduler = cfg.get('noise_scheduler')
+    if isinstance(scheduler, dict):
+        import diffusers
+        cls = getattr(diffusers, scheduler.get('type', 'DDPMScheduler'), None)
+        if cls is None:
+            raise ConfigError(f"noise_scheduler.type={scheduler.get('type')!r} is not a "
+                              f'diffusers scheduler class')
+        rest = {k: v for k, v in scheduler.items() if k not in ('pretrained', 'subfolder')}
+        check_kwargs('noise_scheduler', rest, cls)
+
+
 def load_config(args: argparse.Namespace):
     """The run's ``mmengine.Config``: the file, ``--cfg-options``, then the named flags."""
     cfg = load_config_file(args.config, args.cfg_options)
@@ -158,6 +195,7 @@ def load_config(args: argparse.Namespace):
                if key not in cfg]
     if missing:
         raise KeyError(f'{args.config} lacks {missing}; see configs/diffusion/ for examples')
+    check_sections(cfg)
     if cfg.mixed_precision not in ('no', 'fp16', 'bf16'):
         raise ValueError(f"mixed_precision must be 'no', 'fp16' or 'bf16', got "
                          f'{cfg.mixed_precision!r}')

@@ -7,7 +7,8 @@
 Flags are those of diffusers' train_unconditional.py that apply (``--resolution``,
 ``--num_epochs``, ``--use_ema``, ``--dataloader_num_workers``, ``--logging_dir``, ...); see
 ``--help``. The output folder is a pipeline folder: ``DDPMPipeline.from_pretrained(output_dir)``
-samples from the (EMA) student.
+samples from the (EMA) student. A fresh run refuses an output folder that holds an earlier run
+unless ``--overwrite_output_dir`` (train_unconditional.py's flag), which deletes that run.
 """
 from distill.engine.diffusion import train
 from distill.engine.diffusion_config import build_parser, load_config
