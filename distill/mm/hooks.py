@@ -14,8 +14,8 @@ This hook runs the classification engine's check (``distill.engine.guards``) on 
 
 ``tasks/{segmentation,detection}/train.py`` add it to every config's ``custom_hooks``; a plain
 ``tools/train.py`` run gets it with ``custom_hooks = [dict(type='distill.FiniteStateHook')]``.
-In a multi-process run every process raises when any one finds a bad tensor (an all-reduce of
-one flag), so none is left waiting in a collective.
+In a multi-process run every process raises in ``after_train_iter`` when any one finds a bad
+tensor (an all-reduce of one flag), so none is left waiting in a collective.
 """
 from __future__ import annotations
 
@@ -85,8 +85,11 @@ class FiniteStateHook(Hook):
                                reduce=_reduce(), when='after the optimiser step')
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        # Runner.save_checkpoint is master_only: this runs on rank 0 alone, so no collective
+        # (the weights were already checked on every process in after_train_iter; what is new
+        # here is the optimiser state, and torchrun ends the other ranks when rank 0 fails)
         step = checkpoint.get('meta', {}).get('iter', runner.iter)
-        model, reduce = _model(runner), _reduce()
+        model = _model(runner)
         for optimizer in _optimizers(runner) or [None]:
-            check_finite_state(model, step=step, optimizer=optimizer, reduce=reduce,
+            check_finite_state(model, step=step, optimizer=optimizer,
                                when='(found before writing its checkpoint)')
