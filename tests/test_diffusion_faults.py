@@ -69,7 +69,8 @@ def test_orphan_temporaries_of_an_interrupted_save_are_removed(tmp_path, caplog)
     ('data.num_sample=3', 'data.num_sample; did you mean data.num_samples'),
     ('evaluation.num_bucket=3', 'did you mean evaluation.num_buckets'),
     ('noise_scheduler.beta_schedul=linear', 'did you mean noise_scheduler.beta_schedule'),
-    ('conditioning.sequence_len=7', 'did you mean conditioning.sequence_length')])
+    ('conditioning.sequence_len=7', 'did you mean conditioning.sequence_length'),
+    ('student.layers_per_blok=1', 'did you mean student.layers_per_block')])
 def test_unknown_section_keys_are_named_with_the_closest(option, message):
     from distill.engine.diffusion_config import build_parser, load_config
     args = build_parser().parse_args([str(REPO / 'configs/diffusion/adm_shapes_tiny.py'),

@@ -82,7 +82,8 @@ SWITCHES = dict(use_ema=('use_ema', 'keep an EMA of the student (the saved stude
 # the keys of the sections the engine reads (beside the distiller, which build_distiller
 # checks): data (diffusion_data.build_image_datasets, random_flip), evaluation
 # (DiffusionRun.evaluate), conditioning / vae (diffusion_support), noise_scheduler (its own,
-# plus the scheduler class's arguments: adapters.diffusers.build_noise_scheduler)
+# plus the scheduler class's arguments: adapters.diffusers.build_noise_scheduler); student
+# and teacher UNet configs are checked against the diffusers class in check_sections
 SECTION_KEYS = dict(
     data=('type', 'resolution', 'train_data_dir', 'num_heldout', 'center_crop', 'seed',
           'num_classes', 'num_objects', 'num_samples', 'random_flip'),
@@ -151,7 +152,8 @@ def load_config_file(path, cfg_options: dict | None = None):
 
 def check_sections(cfg) -> None:
     """An unknown key inside a section the engine reads fails naming it and the closest valid
-    ones (``data.num_sample`` -> ``data.num_samples``), instead of leaving the default in force."""
+    ones (``data.num_sample`` -> ``data.num_samples``), instead of leaving the default in force
+    (or, for a UNet argument, a bare TypeError once the run has started)."""
     from distill.config_checks import ConfigError, check_keys, check_kwargs
     for section, keys in SECTION_KEYS.items():
         value = cfg.get(section)
@@ -160,9 +162,15 @@ def check_sections(cfg) -> None:
         if not isinstance(value, dict):
             raise ConfigError(f'{section} must be a dict, got {value!r}')
         check_keys(section, value, keys)
+    import diffusers
+    for name in ('student', 'teacher'):  # UNet configs: the diffusers class's arguments
+        network = cfg.get(name)
+        kind = network.get('type') if isinstance(network, dict) else None
+        if kind in ('UNet2DModel', 'UNet2DConditionModel'):
+            check_kwargs(name, {k: v for k, v in network.items()
+                                if k not in ('pretrained', 'subfolder')}, getattr(diffusers, kind))
     scheduler = cfg.get('noise_scheduler')
     if isinstance(scheduler, dict):
-        import diffusers
         cls = getattr(diffusers, scheduler.get('type', 'DDPMScheduler'), None)
         if cls is None:
             raise ConfigError(f"noise_scheduler.type={scheduler.get('type')!r} is not a "
