@@ -17,7 +17,7 @@ distiller = dict(
     taps=[dict(student='layer4', teacher='layer4')],  # 512 channels, 7x7, in both
     online=True,
     # the weights measured on Fashion-MNIST (README, Results); not yet validated on ImageNet
-    loss_weights=dict(task=1.0, kd=1.0, co=1.0, di=0.1),
+    loss_weights=dict(task=1.0, kd=1.0, co=0.1, di=0.01),
     warmup=0.3,
     temperature=1.0,
     tau=1.0,
