@@ -119,13 +119,18 @@ def test_adm_losses_bounds_and_extremes():
 
 
 def test_small_tau_focuses_on_agreement():
-    # one location agrees perfectly, the others are opposed: a small tau puts the consensus
-    # weight on the agreeing location (loss -> 0), a large tau spreads it (loss -> mean).
-    fs = torch.randn(1, 4, 1, 3, dtype=torch.float64)
+    # one location agrees perfectly, the others are opposed (equal norms everywhere, so
+    # cos_e = +-1/(1+e)): a small tau puts the consensus weight on the agreeing location
+    # (loss -> 1 - 1/(1+e)), a large tau spreads it (loss -> the mean over the locations).
+    g = torch.Generator().manual_seed(3)
+    fs = torch.randn(1, 4, 1, 3, generator=g, dtype=torch.float64)
+    fs = fs / fs.norm(dim=1, keepdim=True)
     ft = -fs.clone()
     ft[..., 0] = fs[..., 0]
-    assert consensus_loss(fs, ft, tau=0.01).item() < 2e-2
-    assert consensus_loss(fs, ft, tau=1e4).item() == pytest.approx(4 / 3, rel=2e-2)
+    c = 1 / (1 + NORM_FLOOR)
+    assert consensus_loss(fs, ft, tau=0.01).item() == pytest.approx(1 - c, abs=1e-6)
+    assert consensus_loss(fs, ft, tau=1e4).item() == pytest.approx(
+        ((1 - c) + 2 * (1 + c)) / 3, rel=1e-3)
 
 
 def test_adm_rejects_unaligned_features():

@@ -30,7 +30,8 @@ DEMO_CONFIG = REPO / 'configs' / 'classification' / 'demo.py'
 def method_configs(cfg):
     """The three runs of the demo: name -> distiller config (same networks and settings)."""
     adm = copy.deepcopy(dict(cfg.distiller))
-    logits_only = {k: v for k, v in adm.items() if k not in ('taps', 'tau', 'tau_schedule')}
+    logits_only = {k: v for k, v in adm.items()
+                   if k not in ('taps', 'tau', 'tau_schedule', 'standardise')}
     dml = dict(logits_only, type='DML', loss_weights=dict(task=1.0, kd=1.0))
     independent = dict(logits_only, type='DML', loss_weights=dict(task=1.0, kd=0.0))
     return {'ADM': adm, 'DML': dml, 'independent': independent}
