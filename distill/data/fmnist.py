@@ -24,8 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset
-
+from distill.data.cifar import _CifarBase
 from distill.registry import DATASETS
 
 FASHION_MNIST_CLASSES = ('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal',
@@ -80,7 +79,7 @@ def read_idx(path, magic: int) -> np.ndarray:
 
 
 @DATASETS.register_module(name='FashionMNIST')
-class FashionMNIST(Dataset):
+class FashionMNIST(_CifarBase):
     """Args:
         root: the folder of the four idx files.
         train: the 60k training split (True) or the 10k test split (False).
@@ -89,7 +88,7 @@ class FashionMNIST(Dataset):
         per_class: keep only the first ``per_class`` images of each class (None: all).
     """
 
-    classes = list(FASHION_MNIST_CLASSES)
+    classes = list(FASHION_MNIST_CLASSES)  # (labels, targets and len come from _CifarBase)
 
     def __init__(self, root=DEBIAN_ROOT, train: bool = True, channels: int = 3, pad: int = 2,
                  per_class: int | None = None):
@@ -121,15 +120,9 @@ class FashionMNIST(Dataset):
             keep.sort()
             images, labels = images[keep], labels[keep]
         self.root, self.train, self.channels, self.pad = root, train, channels, pad
-        self.images = torch.from_numpy(np.array(images))  # uint8 (N, 28, 28), a writable copy
-        self.labels = torch.from_numpy(labels.astype(np.int64))
-
-    @property
-    def targets(self):
-        return self.labels.tolist()
-
-    def __len__(self):
-        return len(self.labels)
+        # uint8 (N, 28, 28), a writable copy
+        super().__init__(torch.from_numpy(np.array(images)),
+                         torch.from_numpy(labels.astype(np.int64)), list(FASHION_MNIST_CLASSES))
 
     def __getitem__(self, index):
         image = self.images[index].float().div_(255).unsqueeze(0)
