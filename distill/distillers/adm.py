@@ -44,7 +44,6 @@ class ADM(Distiller):
         self.tau = tau
         self.standardise = bool(standardise)
         self.tau_schedule = tau_schedule
-        self.progress = 0.0
 
     def current_tau(self) -> float:
         if self.tau_schedule is None:
