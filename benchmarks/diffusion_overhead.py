@@ -63,7 +63,7 @@ def build_pair(cfg, online: bool, teacher_dir: str | None):
 def time_steps(cfg, online: bool, teacher_dir: str | None, steps: int) -> dict:
     import torch
 
-    from distill.engine.diffusion_data import build_image_datasets
+    from distill.engines.diffusion_data import build_image_datasets
     adm, matching = build_pair(cfg, online, teacher_dir)
     train_set, _ = build_image_datasets(dict(cfg.data))
     batch_size = cfg.train_batch_size
@@ -109,7 +109,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     import distill.adapters.diffusers  # noqa: F401  (registers the UNet builders)
-    from distill.engine.diffusion_config import load_config_file
+    from distill.engines.diffusion_config import load_config_file
     cfg = load_config_file(args.config)
     online = args.teacher_dir is None and cfg.distiller.get('online', True)
     args.work_dir.mkdir(parents=True, exist_ok=True)

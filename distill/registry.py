@@ -18,4 +18,4 @@ MODELS = Registry('model', parent=MMENGINE_MODELS, scope='distill',
                   locations=['distill.models'])
 DATASETS = Registry('dataset', parent=MMENGINE_DATASETS, scope='distill',
                     locations=['distill.data'])
-HOOKS = Registry('hook', parent=MMENGINE_HOOKS, scope='distill', locations=['distill.mm.hooks'])
+HOOKS = Registry('hook', parent=MMENGINE_HOOKS, scope='distill', locations=['distill.engines.mmengine.hooks'])

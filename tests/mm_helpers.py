@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-import distill.mm  # noqa: F401  (registers distill.* types; mmseg:: configs without pkg_resources)
+import distill.engines.mmengine  # noqa: F401  (registers distill.* types; mmseg:: configs without pkg_resources)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -98,7 +98,7 @@ def build_from_config(path, overrides: dict | None = None):
     """Build the ``model`` of a config file (no training, no checkpoint loaded)."""
     from mmengine.config import Config
     from mmengine.registry import DefaultScope, MODELS
-    import distill.mm  # noqa: F401
+    import distill.engines.mmengine  # noqa: F401
     cfg = Config.fromfile(str(path))
     if overrides:
         cfg.merge_from_dict(overrides)

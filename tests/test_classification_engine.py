@@ -12,10 +12,10 @@ from torch import nn
 from distill import DISTILLERS
 from distill.checkpoint import load_checkpoint
 from distill.distillers.logits import DML
-from distill.engine import NonFiniteLossError
-from distill.engine.classification import DataLoadError, train_classification
-from distill.engine.classification_data import ShardedBatches
-from distill.engine.classification_metrics import (ClassificationMeter,
+from distill.engines import NonFiniteLossError
+from distill.engines.classification import DataLoadError, train_classification
+from distill.engines.classification_data import ShardedBatches
+from distill.engines.classification_metrics import (ClassificationMeter,
                                                    expected_calibration_error)
 from distill.taps import TapPathError
 

@@ -17,8 +17,8 @@ from distill import DISTILLERS, build_distiller
 from distill.checkpoint import CorruptCheckpointError, load_checkpoint
 from distill.config_checks import ConfigError
 from distill.distillers.logits import DML
-from distill.engine import NonFiniteLossError
-from distill.engine.classification import train_classification
+from distill.engines import NonFiniteLossError
+from distill.engines.classification import train_classification
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_classification_engine import tiny_cfg  # noqa: E402
@@ -146,8 +146,8 @@ def test_build_checks_logits_and_1x1_taps():
 
 def test_every_classification_config_passes_the_checks():
     from distill.config_checks import check_distiller_cfg
-    from distill.engine.classification import DEFAULT_TRAIN
-    from distill.engine.classification_config import check_classification_config
+    from distill.engines.classification import DEFAULT_TRAIN
+    from distill.engines.classification_config import check_classification_config
     paths = sorted(p for p in (ROOT / 'configs' / 'classification').rglob('*.py')
                    if '_base_' not in p.parts)
     assert len(paths) > 10
@@ -158,8 +158,8 @@ def test_every_classification_config_passes_the_checks():
 
 
 def test_cli_names_a_cfg_options_key_outside_every_section():
-    from distill.engine.classification import DEFAULT_TRAIN
-    from distill.engine.classification_config import check_cfg_options
+    from distill.engines.classification import DEFAULT_TRAIN
+    from distill.engines.classification_config import check_cfg_options
     cfg = tiny_cfg()
     with pytest.raises(ConfigError, match=r'loss_weights\.co.*did you mean '
                                           r'distiller\.loss_weights\.co\?'):
@@ -210,7 +210,7 @@ import torch
 sys.path.insert(0, {tests!r})
 torch.set_num_threads(1)
 from test_classification_engine import tiny_cfg
-from distill.engine.classification import train_classification
+from distill.engines.classification import train_classification
 real_save, calls = torch.save, []
 def dying_save(obj, f, *args, **kwargs):
     if isinstance(obj, dict) and 'epoch' in obj:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from mmengine.config import Config
 
-from distill.engine.classification import train_classification
+from distill.engines.classification import train_classification
 
 from test_classification_engine import tiny_cfg
 

@@ -47,7 +47,7 @@ def data_root(tmp_path_factory):
 @pytest.fixture(scope='module')
 def teacher_ckpt(tmp_path_factory):
     from mmengine.config import Config
-    from distill.mm.build import build_mm_model
+    from distill.engines.mmengine.build import build_mm_model
     cfg = Config.fromfile(str(REPO / SHAPES / '_base_.py'))
     return save_model_checkpoint(build_mm_model(cfg.teacher_model, 'mmdet'),
                                  tmp_path_factory.mktemp('det_teacher') / 'teacher.pth')
@@ -155,7 +155,7 @@ def test_kd_weight_must_be_zero_for_detectors():
 @pytest.mark.parametrize('config', DET_CONFIGS, ids=lambda p: Path(p).stem)
 def test_every_detection_config_builds(config):
     from mmengine.config import Config
-    from distill.mm import DistillationModel
+    from distill.engines.mmengine import DistillationModel
     cfg = Config.fromfile(config)
     overrides = {'model.teacher_ckpt': None} if 'teacher_ckpt' in cfg.model else None
     model = build_from_config(config, overrides)
@@ -195,7 +195,7 @@ def test_shapes_sokd_trains_evaluates_resumes_and_exports(data_root, teacher_ckp
     model = init_detector(str(tmp_path / 'student.py'), str(tmp_path / 'student.pth'),
                           device='cpu')
     assert model.dataset_meta['classes'][0] == 'disk'
-    from distill.mm import allow_mmengine_checkpoint_globals
+    from distill.engines.mmengine import allow_mmengine_checkpoint_globals
     allow_mmengine_checkpoint_globals()  # Runner checkpoints, weights_only still on
     checkpoint = torch.load(work / 'iter_6.pth', weights_only=True)['state_dict']
     key = 'neck.fpn_convs.0.conv.weight'

@@ -5,7 +5,7 @@ import logging
 import pytest
 
 from distill.checkpoint import CorruptCheckpointError
-from distill.engine.diffusion_checkpoint import (STATE_FILE, file_digests, resolve_resume,
+from distill.engines.diffusion_checkpoint import (STATE_FILE, file_digests, resolve_resume,
                                                  verify_checkpoint_dir)
 
 

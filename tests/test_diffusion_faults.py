@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from distill.config_checks import ConfigError
-from distill.engine.diffusion_checkpoint import (check_fresh_output_dir,
+from distill.engines.diffusion_checkpoint import (check_fresh_output_dir,
                                                  remove_orphan_temporaries, resolve_resume)
 from test_diffusion_checkpoint_integrity import fake_checkpoint
 from test_diffusion_train import SCRIPT, TINY_CONFIG
@@ -72,7 +72,7 @@ def test_orphan_temporaries_of_an_interrupted_save_are_removed(tmp_path, caplog)
     ('conditioning.sequence_len=7', 'did you mean conditioning.sequence_length'),
     ('student.layers_per_blok=1', 'did you mean student.layers_per_block')])
 def test_unknown_section_keys_are_named_with_the_closest(option, message):
-    from distill.engine.diffusion_config import build_parser, load_config
+    from distill.engines.diffusion_config import build_parser, load_config
     args = build_parser().parse_args([str(REPO / 'configs/diffusion/adm_shapes_tiny.py'),
                                       '--cfg-options', option])
     with pytest.raises(ConfigError, match=message):

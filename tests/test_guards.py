@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from distill.engine.guards import NonFiniteLossError, check_finite_state, first_non_finite
+from distill.engines.guards import NonFiniteLossError, check_finite_state, first_non_finite
 
 
 def test_first_non_finite_tensor_is_named_with_its_step_and_terms():

@@ -35,7 +35,7 @@ def keep_environment(monkeypatch):
 
 
 def train_cfg(*argv):
-    from distill.mm.launch import load_config, parse_args
+    from distill.engines.mmengine.launch import load_config, parse_args
     return load_config(parse_args('t', list(argv)))
 
 
@@ -48,17 +48,17 @@ def test_train_flags_are_those_of_the_frameworks_tools_train():
                     '0', '--work-dir', 'w', '--cfg-options', 'train_cfg.max_iters=3')
     assert cfg.optim_wrapper.type == 'AmpOptimWrapper' and cfg.auto_scale_lr.enable is True
     assert cfg.launcher == 'pytorch' and cfg.work_dir == 'w' and cfg.train_cfg.max_iters == 3
-    assert 'distill.mm' in cfg.custom_imports.imports
+    assert 'distill.engines.mmengine' in cfg.custom_imports.imports
     assert train_cfg(SEG).get('resume') is False
     with pytest.raises(RuntimeError, match='auto_scale_lr'):  # the seg config has none
         train_cfg(SEG, '--auto-scale-lr')
-    from distill.mm.launch import parse_args
+    from distill.engines.mmengine.launch import parse_args
     assert parse_args('t', [SEG, '--local-rank', '1']).local_rank == 1
     assert os.environ['LOCAL_RANK'] == '0'  # an existing LOCAL_RANK is kept
 
 
 def test_flags_of_tools_test_and_the_config_for_a_distillation_checkpoint():
-    from distill.mm.evaluate import load_test_config, parse_args
+    from distill.engines.mmengine.evaluate import load_test_config, parse_args
     args = parse_args('t', [SEG, 'ckpt.pth', '--work-dir', 'w', '--out', 'preds',
                             '--show-dir', 'shown', '--wait-time', '1', '--launcher', 'none',
                             '--cfg-options', 'test_dataloader.batch_size=2', '--local_rank', '0'])
@@ -84,8 +84,8 @@ def test_flags_of_tools_test_and_the_config_for_a_distillation_checkpoint():
                          ids=lambda p: os.path.relpath(p, REPO / 'configs'))
 def test_exported_student_config_is_plain_and_complete(config):
     from mmengine.config import Config
-    import distill.mm  # noqa: F401
-    from distill.mm.export import student_config
+    import distill.engines.mmengine  # noqa: F401
+    from distill.engines.mmengine.export import student_config
     exported = student_config(Config.fromfile(config))
     text = exported.pretty_text
     assert 'distill' not in text
@@ -98,7 +98,7 @@ def test_exported_student_config_is_plain_and_complete(config):
 
 
 def test_plain_metrics_unwraps_and_refuses_unknown_distill_types():
-    from distill.mm.metrics import labelled_metrics, plain_metrics
+    from distill.engines.mmengine.metrics import labelled_metrics, plain_metrics
     iou = dict(type='IoUMetric', iou_metrics=['mIoU'])
     assert plain_metrics([dict(type='distill.StudentMetric', metric=iou),
                           dict(type='distill.TeacherMetric', metric=iou)]) == [iou]
@@ -111,7 +111,7 @@ def test_labelled_metrics_keep_student_keys_and_prefix_the_teacher():
     import torch
     from mmengine.evaluator import Evaluator
     from mmengine.structures import PixelData
-    import distill.mm  # noqa: F401
+    import distill.engines.mmengine  # noqa: F401
     from mmengine.registry import DefaultScope
     from mmseg.utils import register_all_modules
     register_all_modules(init_default_scope=False)
@@ -129,7 +129,7 @@ def test_labelled_metrics_keep_student_keys_and_prefix_the_teacher():
 
 
 def test_loss_log_names_contain_loss():
-    from distill.mm.model import loss_log_name
+    from distill.engines.mmengine.model import loss_log_name
     assert loss_log_name('student.task') == 'student.loss_task'
     assert loss_log_name('dam.anchor') == 'dam.loss_anchor'
     assert loss_log_name('arch.val_loss') == 'arch.val_loss'
@@ -137,7 +137,7 @@ def test_loss_log_names_contain_loss():
 
 
 def test_missing_teacher_checkpoint_message(tmp_path):
-    from distill.mm.model import check_teacher_ckpt
+    from distill.engines.mmengine.model import check_teacher_ckpt
     with pytest.raises(FileNotFoundError, match=r'tasks/detection/train\.py configs/x\.py'):
         check_teacher_ckpt(str(tmp_path / 'nope.pth'), 'configs/x.py', 'mmdet')
     check_teacher_ckpt('https://example.com/teacher.pth')  # URLs: read when training starts
@@ -167,7 +167,7 @@ def test_import_distill_mm_allows_runner_checkpoints(tmp_path):
     buffer.update(np.float64(2.0))
     torch.save(dict(message_hub=dict(log_scalars={'loss': buffer}),
                     meta=dict(seed=np.int64(1))), tmp_path / 'ckpt.pth')
-    code = ('import torch, sys, distill.mm; '
+    code = ('import torch, sys, distill.engines.mmengine; '
             'c = torch.load(sys.argv[1], weights_only=True); '
             'print(c["message_hub"]["log_scalars"]["loss"].current())')
     out = subprocess.run([sys.executable, '-c', code, str(tmp_path / 'ckpt.pth')],
@@ -180,7 +180,7 @@ def test_url_teacher_is_read_when_training_starts_not_at_build(monkeypatch):
     """The Cityscapes offline config names its teacher by URL: building it must not download
     (no network), ``init_weights`` (the Runner's train start) loads it."""
     import mmengine.runner.checkpoint as checkpoint
-    import distill.mm.model as model_module
+    import distill.engines.mmengine.model as model_module
     from mm_helpers import build_from_config
 
     def no_network(*args, **kwargs):

@@ -42,8 +42,8 @@ def earlier_run(work: Path) -> dict:
 
 def test_fresh_run_refuses_an_earlier_work_dir_and_overwrite_deletes_only_its_files(tmp_path):
     from distill.config_checks import ConfigError
-    from distill.mm.launch import parse_args, train
-    from distill.mm.work_dir import check_fresh_work_dir
+    from distill.engines.mmengine.launch import parse_args, train
+    from distill.engines.mmengine.work_dir import check_fresh_work_dir
     work = tmp_path / 'work'
     before = earlier_run(work)
     with pytest.raises(FileExistsError, match=r'already holds an earlier run \(adm_online\.py, '
@@ -65,7 +65,7 @@ def test_fresh_run_refuses_an_earlier_work_dir_and_overwrite_deletes_only_its_fi
 
 def test_unknown_model_keys_are_named_with_the_closest(tmp_path):
     from distill.config_checks import ConfigError
-    from distill.mm.launch import check_model_keys, load_config, parse_args
+    from distill.engines.mmengine.launch import check_model_keys, load_config, parse_args
     for option, message in [
             ('model.teacher_ckp=x', 'model.teacher_ckp; did you mean model.teacher_ckpt'),
             ('model.adapter.ignore_indx=3', 'did you mean model.adapter.ignore_index'),
@@ -79,7 +79,7 @@ def test_unknown_model_keys_are_named_with_the_closest(tmp_path):
 
 def test_truncated_coco_json_names_the_file_and_key_before_the_runner(tmp_path):
     from distill.data.coco_layout import write_shapes_coco
-    from distill.mm.launch import train
+    from distill.engines.mmengine.launch import train
     root = write_shapes_coco(tmp_path / 'shapes_coco', num_train=2, num_val=2, image_size=32)
     train_json = Path(root) / 'annotations' / 'instances_train.json'
     train_json.write_text(train_json.read_text()[:50])
@@ -100,8 +100,8 @@ def fake_runner(model, iteration, optimizer=None):
 
 
 def test_finite_state_hook_names_the_tensor_and_the_iteration():
-    from distill.engine.guards import NonFiniteLossError
-    from distill.mm.hooks import FiniteStateHook
+    from distill.engines.guards import NonFiniteLossError
+    from distill.engines.mmengine.hooks import FiniteStateHook
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 1), torch.nn.BatchNorm2d(2))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     model(torch.ones(2, 1, 3, 3)).sum().backward()
@@ -126,7 +126,7 @@ BREAK_AT_ITER_4 = """
 import sys
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
-import distill.mm.launch as launch
+import distill.engines.mmengine.launch as launch
 
 @HOOKS.register_module()
 class BreakBuffer(Hook):  # a step that leaves inf in a BatchNorm buffer, the loss still finite
@@ -146,7 +146,7 @@ launch.train('t', sys.argv[1:])
 
 
 def test_runner_writes_no_checkpoint_from_non_finite_weights(tmp_path):
-    from distill.mm import allow_mmengine_checkpoint_globals
+    from distill.engines.mmengine import allow_mmengine_checkpoint_globals
     root = tmp_path / 'shapes_seg'
     from distill.data.mmseg_layout import write_shapes_mmseg
     write_shapes_mmseg(root, num_train=4, num_val=2, image_size=32)

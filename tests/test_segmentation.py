@@ -101,7 +101,7 @@ def test_anchor_boxes_are_class_components():
 
 def test_teacher_input_conversion_matches_its_own_preprocessing():
     from mmseg.models.data_preprocessor import SegDataPreProcessor
-    from distill.mm.preprocess import Normalisation, convert_inputs
+    from distill.adapters.mm_common import Normalisation, convert_inputs
     student_pp = SegDataPreProcessor(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375],
                                      bgr_to_rgb=True)
     teacher_pp = SegDataPreProcessor(mean=[100.0, 110.0, 120.0], std=[50.0, 60.0, 70.0],
@@ -118,7 +118,7 @@ def test_teacher_input_conversion_matches_its_own_preprocessing():
 def test_safe_globals_keep_weights_only_and_refuse_other_getattr(tmp_path):
     import pickle
     from mmengine.logging import HistoryBuffer
-    from distill.mm.safe_load import allow_mmengine_checkpoint_globals, history_buffer_method
+    from distill.engines.mmengine.safe_load import allow_mmengine_checkpoint_globals, history_buffer_method
     buffer = HistoryBuffer()
     buffer.update(np.float64(1.5))
     path = tmp_path / 'hub.pth'
@@ -142,7 +142,7 @@ def test_safe_globals_keep_weights_only_and_refuse_other_getattr(tmp_path):
 @pytest.mark.parametrize('config', SEG_CONFIGS, ids=lambda p: Path(p).stem)
 def test_every_segmentation_config_builds(config):
     from mmengine.config import Config
-    from distill.mm import DistillationModel
+    from distill.engines.mmengine import DistillationModel
     cfg = Config.fromfile(config)
     overrides = {}
     if 'teacher_ckpt' in cfg.model:
@@ -172,7 +172,7 @@ def test_shapes_adm_trains_validates_resumes_tests_and_exports(data_root, tmp_pa
     assert train and {'student.loss_task', 'teacher.loss_task', 'student.loss_kd',
                       'teacher.loss_kd', 'teacher.loss_di'} <= set(train[-1])
 
-    # MMSegmentation's own tools/train.py resumes it: custom_imports=['distill.mm'] brings the
+    # MMSegmentation's own tools/train.py resumes it: custom_imports=['distill.engines.mmengine'] brings the
     # types and the weights-only allow-list
     out = run_framework_tool('mmseg', 'train.py', f'{SHAPES}/adm_online.py', '--work-dir',
                              str(work), '--resume', *few_iters(data_root, iters=6, interval=2))
@@ -232,7 +232,7 @@ def test_shapes_adm_offline_with_teacher_checkpoint(data_root, tmp_path):
     assert train and 'teacher.loss_task' not in train[-1] and 'teacher.loss_di' not in train[-1]
     assert any('mIoU' in r for r in records)
     # the frozen teacher kept the checkpoint's weights
-    from distill.mm import allow_mmengine_checkpoint_globals
+    from distill.engines.mmengine import allow_mmengine_checkpoint_globals
     allow_mmengine_checkpoint_globals()
     teacher = torch.load(teacher_dir / 'iter_2.pth', weights_only=True)['state_dict']
     final = torch.load(work / 'iter_2.pth', weights_only=True)['state_dict']
@@ -243,7 +243,7 @@ def test_shapes_adm_offline_with_teacher_checkpoint(data_root, tmp_path):
 def test_shapes_sokd_fitnet_trains_and_searches(data_root, tmp_path):
     pytest.importorskip('distill.distillers.sokd')
     from mmengine.config import Config
-    from distill.mm.build import build_mm_model
+    from distill.engines.mmengine.build import build_mm_model
     cfg = Config.fromfile(str(REPO / SHAPES / '_base_.py'))
     teacher_ckpt = save_model_checkpoint(build_mm_model(cfg.teacher_model, 'mmseg'),
                                          tmp_path / 'teacher.pth')

@@ -1,5 +1,5 @@
 """SoKD's search on the mmengine Runner: the arch optimiser in checkpoints, the first arch step
-after a resume, and a 2-process run with the search on (distill/mm/sokd_search.py)."""
+after a resume, and a 2-process run with the search on (distill/engines/mmengine/sokd_search.py)."""
 from __future__ import annotations
 
 import io
@@ -44,8 +44,8 @@ def restore_iter():
 
 @pytest.mark.usefixtures('restore_iter')
 def test_arch_state_round_trips_and_the_first_step_after_resume_is_taken():
-    from distill.mm.model import DEFAULT_ARCH_OPTIMIZER
-    from distill.mm.sokd_search import ArchSearch
+    from distill.engines.mmengine.model import DEFAULT_ARCH_OPTIMIZER
+    from distill.engines.mmengine.sokd_search import ArchSearch
     distiller = sokd()
     search = ArchSearch(distiller, DEFAULT_ARCH_OPTIMIZER, search_iters=8)
     assert all(not p.requires_grad for p in distiller.arch_parameters())
@@ -93,7 +93,7 @@ def test_two_process_segmentation_run_searches(tmp_path):
     from test_segmentation import SHAPES, TRAIN, few_iters
 
     from distill.data.mmseg_layout import write_shapes_mmseg
-    from distill.mm.build import build_mm_model
+    from distill.engines.mmengine.build import build_mm_model
     root = tmp_path / 'shapes_seg'
     write_shapes_mmseg(root, num_train=8, num_val=4, image_size=32)
     cfg = Config.fromfile(str(REPO / SHAPES / '_base_.py'))

@@ -13,8 +13,7 @@ import torch
 from torch import nn
 
 from distill.adapters.base import Adapter, ModelOutput
-from distill.adapters.mmseg import sum_mm_losses
-from distill.mm.preprocess import InputConverter
+from distill.adapters.mm_common import InputConverter, sum_mm_losses
 from distill.registry import ADAPTERS
 
 

@@ -13,22 +13,8 @@ from torch import nn
 
 from distill.adapters.base import Adapter, ModelOutput
 from distill.losses.logits import kd_loss
-from distill.mm.preprocess import InputConverter
+from distill.adapters.mm_common import InputConverter, sum_mm_losses
 from distill.registry import ADAPTERS
-
-
-def sum_mm_losses(losses: dict) -> torch.Tensor:
-    """Sum the entries of an OpenMMLab loss dict whose name contains 'loss' (as mmengine's
-    ``parse_losses`` does: 'decode.acc_seg' is a metric, not a loss)."""
-    total = None
-    for name, value in losses.items():
-        if 'loss' not in name:
-            continue
-        value = sum(v.mean() for v in value) if isinstance(value, (list, tuple)) else value.mean()
-        total = value if total is None else total + value
-    if total is None:
-        raise ValueError(f'the model returned no loss term; got {sorted(losses)}')
-    return total
 
 
 def mask_components_to_boxes(mask: np.ndarray, ignore_values=()) -> np.ndarray:

@@ -75,9 +75,9 @@ def main(argv=None):
         torch.set_num_threads(1)
     from mmengine.config import Config
 
-    from distill.engine.classification import (build_classification_datasets,
+    from distill.engines.classification import (build_classification_datasets,
                                                train_classification)
-    from distill.engine.classification_data import BatchPreparer
+    from distill.engines.classification_data import BatchPreparer
     from distill.results import format_table, summarise
     from distill.viz import adm_maps, plot_adm_maps, plot_curves
 

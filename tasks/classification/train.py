@@ -84,8 +84,8 @@ def main(argv=None):
     from mmengine.config import Config
 
     from distill.dist import close_process_group
-    from distill.engine.classification import DEFAULT_TRAIN, train_classification
-    from distill.engine.classification_config import check_cfg_options
+    from distill.engines.classification import DEFAULT_TRAIN, train_classification
+    from distill.engines.classification_config import check_cfg_options
 
     args = parse_args(argv)
     cfg = Config.fromfile(args.config)

@@ -12,7 +12,7 @@ import sys
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..')))
 
-from distill.mm.evaluate import test  # noqa: E402
+from distill.engines.mmengine.evaluate import test  # noqa: E402
 
 if __name__ == '__main__':
     test('Evaluate a segmentor (student and teacher of a distillation checkpoint)')

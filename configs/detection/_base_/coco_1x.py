@@ -3,4 +3,4 @@ _base_ = [
     'mmdet::_base_/datasets/coco_detection.py', 'mmdet::_base_/schedules/schedule_1x.py',
     'mmdet::_base_/default_runtime.py'
 ]
-custom_imports = dict(imports=['distill.mm'], allow_failed_imports=False)
+custom_imports = dict(imports=['distill.engines.mmengine'], allow_failed_imports=False)

@@ -2,7 +2,7 @@
 # tiny RetinaNet student/teacher pair (64x64 images, a 2-level FPN of 32 channels) that trains
 # on 2 CPU cores in minutes. student.py / teacher.py train each network alone.
 default_scope = 'mmdet'
-custom_imports = dict(imports=['distill.mm'], allow_failed_imports=False)
+custom_imports = dict(imports=['distill.engines.mmengine'], allow_failed_imports=False)
 
 data_root = 'data/shapes_coco/'
 image_size = 64

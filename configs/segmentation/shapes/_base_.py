@@ -2,7 +2,7 @@
 # pair (64x64 images, 7 classes incl. background) that trains on 2 CPU cores in minutes.
 # Plain mmseg configs of each network (student.py, teacher.py) train them alone.
 default_scope = 'mmseg'
-custom_imports = dict(imports=['distill.mm'], allow_failed_imports=False)
+custom_imports = dict(imports=['distill.engines.mmengine'], allow_failed_imports=False)
 
 data_root = 'data/shapes_seg'
 num_classes = 7  # background + 6 shapes

@@ -1,7 +1,7 @@
 """The classification engine: train a distiller on Accelerate, evaluate, checkpoint, resume.
 
     from mmengine.config import Config
-    from distill.engine.classification import train_classification
+    from distill.engines.classification import train_classification
     result = train_classification(Config.fromfile('configs/classification/demo.py'))
 
 The config is checked first (``classification_config``: an unknown key or an ill-typed value
@@ -30,20 +30,20 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from distill.engine.classification_checkpoint import (apply_config_over_restored,
+from distill.engines.classification_checkpoint import (apply_config_over_restored,
                                                       check_fresh_work_dir, checkpoint_state,
                                                       find_resume_checkpoint,
                                                       remove_orphan_temporaries,
                                                       restore_checkpoint, save_checkpoints)
-from distill.engine.classification_config import check_classification_config
-from distill.engine.classification_data import (BatchPreparer, DataLoadError, ShardedBatches,
+from distill.engines.classification_config import check_classification_config
+from distill.engines.classification_data import (BatchPreparer, DataLoadError, ShardedBatches,
                                                 derive_seed, make_loader, read_batches)
-from distill.engine.classification_metrics import evaluate_classifiers
-from distill.engine.classification_runtime import log_to, make_accelerator
-from distill.engine.classification_state import (DEFAULT_ARCH_OPTIMIZER, build_lr_scheduler,
+from distill.engines.classification_metrics import evaluate_classifiers
+from distill.engines.classification_runtime import log_to, make_accelerator
+from distill.engines.classification_state import (DEFAULT_ARCH_OPTIMIZER, build_lr_scheduler,
                                                  build_optimizer, split_arch_parameters)
-from distill.engine.guards import check_finite_state, check_finite_terms
-from distill.engine.metrics import MetricsFile
+from distill.engines.guards import check_finite_state, check_finite_terms
+from distill.engines.metrics import MetricsFile
 from distill.sokd.viz import record_policy
 
 __all__ = ['train_classification', 'build_classification_datasets', 'make_accelerator',

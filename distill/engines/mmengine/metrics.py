@@ -22,7 +22,7 @@ from mmengine.logging import print_log
 from mmengine.registry import METRICS as MMENGINE_METRICS
 from mmengine.registry import Registry
 
-METRICS = Registry('metric', parent=MMENGINE_METRICS, scope='distill', locations=['distill.mm'])
+METRICS = Registry('metric', parent=MMENGINE_METRICS, scope='distill', locations=['distill.engines.mmengine'])
 
 TEACHER_FIELD_PREFIX = 'teacher_'
 WRAPPER_TYPES = dict(student=('distill.StudentMetric', 'StudentMetric'),

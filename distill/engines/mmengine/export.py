@@ -15,9 +15,9 @@ from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 
 from distill.checkpoint import save_atomic
-from distill.mm.build import load_model_cfg
-from distill.mm.metrics import plain_metrics, single_or_list
-from distill.mm.safe_load import allow_mmengine_checkpoint_globals
+from distill.engines.mmengine.build import load_model_cfg
+from distill.engines.mmengine.metrics import plain_metrics, single_or_list
+from distill.engines.mmengine.safe_load import allow_mmengine_checkpoint_globals
 
 DISTILL_TYPE = re.compile(r"""['"](distill\.\w+)['"]""")
 # the student's weights in a DistillationModel state dict: ``distiller.student.*``, or
@@ -93,7 +93,7 @@ def export_main(description: str, argv=None):
                         help='override settings of the config (data roots, ...) before the '
                              'student config is written, key=value pairs')
     args = parser.parse_args(argv)
-    import distill.mm  # noqa: F401
+    import distill.engines.mmengine  # noqa: F401
     cfg = Config.fromfile(args.config)
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)

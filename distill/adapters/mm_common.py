@@ -1,8 +1,11 @@
-"""Teacher and student may normalise images differently (mean, std, channel order).
+"""What the MMSegmentation and MMDetection adapters share: the input conversion and the loss sum.
+
+Teacher and student may normalise images differently (mean, std, channel order).
 
 The distillation model runs the *student's* data preprocessor once, so both networks see the
 same augmented (and padded) batch; the teacher's input is then converted from the student's
-normalisation to its own, pixel for pixel, instead of being preprocessed a second time.
+normalisation to its own, pixel for pixel, instead of being preprocessed a second time. ``sum_mm_losses`` sums an
+OpenMMLab loss dict as mmengine does.
 """
 from __future__ import annotations
 
@@ -78,3 +81,17 @@ class InputConverter:
         if target is None:
             return inputs
         return convert_inputs(inputs, self.reference, target)
+
+
+def sum_mm_losses(losses: dict) -> torch.Tensor:
+    """Sum the entries of an OpenMMLab loss dict whose name contains 'loss' (as mmengine's
+    ``parse_losses`` does: 'decode.acc_seg' is a metric, not a loss)."""
+    total = None
+    for name, value in losses.items():
+        if 'loss' not in name:
+            continue
+        value = sum(v.mean() for v in value) if isinstance(value, (list, tuple)) else value.mean()
+        total = value if total is None else total + value
+    if total is None:
+        raise ValueError(f'the model returned no loss term; got {sorted(losses)}')
+    return total

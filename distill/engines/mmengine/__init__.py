@@ -8,14 +8,14 @@ allow-list; configs name it in ``custom_imports``, so that a plain ``Runner`` (a
 MMSegmentation's / MMDetection's own ``tools/train.py --resume`` and ``tools/test.py``) finds
 the types and loads our checkpoints with ``weights_only`` left on.
 """
-from distill.mm.compat import patch_package_lookup
+from distill.engines.mmengine.compat import patch_package_lookup
 
 patch_package_lookup()  # before any ``mmseg::`` config is read
 
-from distill.mm.metrics import StudentMetric, TeacherMetric  # noqa: E402
-from distill.mm.export import export_student  # noqa: E402
-from distill.mm.model import DistillationModel  # noqa: E402
-from distill.mm.safe_load import allow_mmengine_checkpoint_globals  # noqa: E402
+from distill.engines.mmengine.metrics import StudentMetric, TeacherMetric  # noqa: E402
+from distill.engines.mmengine.export import export_student  # noqa: E402
+from distill.engines.mmengine.model import DistillationModel  # noqa: E402
+from distill.engines.mmengine.safe_load import allow_mmengine_checkpoint_globals  # noqa: E402
 
 allow_mmengine_checkpoint_globals()
 

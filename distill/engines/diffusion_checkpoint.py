@@ -204,7 +204,7 @@ def remove_orphan_temporaries(output_dir) -> list[Path]:
     """Delete the ``.*.tmp`` files (``save_atomic``'s, the state file's) that a save killed
     mid-write left in ``output_dir`` and its ``checkpoint-N`` folders. Main process, before
     resuming, while nothing is being written."""
-    from distill.engine.classification_checkpoint import \
+    from distill.engines.classification_checkpoint import \
         remove_orphan_temporaries as remove_in  # one folder, with a warning naming the files
     removed = []
     for folder in [Path(output_dir), *list_checkpoints(output_dir)]:

@@ -34,10 +34,10 @@ from mmengine.registry import DefaultScope
 from mmengine.runner.checkpoint import load_checkpoint
 
 from distill import build_distiller
-from distill.engine import check_finite_terms
-from distill.mm.build import build_mm_model
-from distill.mm.metrics import TEACHER_FIELD_PREFIX
-from distill.mm.safe_load import allow_mmengine_checkpoint_globals
+from distill.engines import check_finite_terms
+from distill.engines.mmengine.build import build_mm_model
+from distill.engines.mmengine.metrics import TEACHER_FIELD_PREFIX
+from distill.engines.mmengine.safe_load import allow_mmengine_checkpoint_globals
 from distill.registry import ADAPTERS, MODELS
 
 DEFAULT_ADAPTERS = dict(mmseg='MMSegAdapter', mmdet='MMDetAdapter')
@@ -179,13 +179,13 @@ class DistillationModel(BaseModel):
     # ------------------------------------------------------------------ SoKD's search
     def _setup_arch_search(self, search_iters, arch_optimizer: dict) -> None:
         """A distiller with architecture parameters (SoKD's DAFA) gets ``self.arch_search``
-        (``distill/mm/sokd_search.py``): its own optimiser, which the Runner's never touches,
+        (``distill/engines/mmengine/sokd_search.py``): its own optimiser, which the Runner's never touches,
         stepped before the training forward, in single- and multi-process runs, its state
         saved in checkpoints and restored by ``--resume``."""
         self.search_iters = search_iters
         self.arch_search = None
         if list(getattr(self.distiller, 'arch_parameters', lambda: [])()):
-            from distill.mm.sokd_search import ArchSearch
+            from distill.engines.mmengine.sokd_search import ArchSearch
             self.arch_search = ArchSearch(self.distiller, arch_optimizer, search_iters)
 
     @property

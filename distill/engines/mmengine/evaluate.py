@@ -20,10 +20,10 @@ import warnings
 
 from mmengine.config import Config, ConfigDict, DictAction
 
-import distill.mm  # noqa: F401  (distill.* types; the weights-only allow-list)
+import distill.engines.mmengine  # noqa: F401  (distill.* types; the weights-only allow-list)
 from distill.dist import close_process_group
-from distill.mm.launch import prepare_data, setup_cpu_distributed
-from distill.mm.metrics import TeacherMetric, labelled_metrics
+from distill.engines.mmengine.launch import prepare_data, setup_cpu_distributed
+from distill.engines.mmengine.metrics import TeacherMetric, labelled_metrics
 
 DISTILLATION_TYPES = ('distill.DistillationModel', 'DistillationModel')
 VISUALIZATION_HOOKS = dict(mmseg='SegVisualizationHook', mmdet='DetVisualizationHook')
@@ -130,8 +130,8 @@ def load_test_config(args) -> Config:
     distillation = is_distillation(cfg)
     if distillation:
         imports = list(cfg.get('custom_imports', {}).get('imports', []))
-        if 'distill.mm' not in imports:
-            cfg.custom_imports = dict(imports=imports + ['distill.mm'],
+        if 'distill.engines.mmengine' not in imports:
+            cfg.custom_imports = dict(imports=imports + ['distill.engines.mmengine'],
                                       allow_failed_imports=False)
         cfg.model.validate_teacher = True
         cfg.model.teacher_ckpt = None  # the checkpoint under test holds the teacher

@@ -5,7 +5,7 @@ Runner is built), ``iter_N.pth`` / ``epoch_N.pth`` / ``best_*.pth`` checkpoints,
 ``last_checkpoint`` and a ``YYYYMMDD_HHMMSS/`` folder of logs per run. A second fresh run into
 the same folder would overwrite the first one's config, checkpoints and ``last_checkpoint``
 (which ``--resume`` then follows into the new run). So, as the classification engine's
-``--overwrite`` (``distill.engine.classification_checkpoint.check_fresh_work_dir``):
+``--overwrite`` (``distill.engines.classification_checkpoint.check_fresh_work_dir``):
 
 * a fresh run (no ``--resume``) into a work dir holding a config dump, a checkpoint or
   ``last_checkpoint`` raises ``FileExistsError`` before anything is written;
@@ -21,7 +21,7 @@ import re
 import shutil
 from pathlib import Path
 
-logger = logging.getLogger('distill.mm')
+logger = logging.getLogger('distill.engines.mmengine')
 
 LOG_FOLDER = re.compile(r'^\d{8}_\d{6}$')  # mmengine's run timestamp
 

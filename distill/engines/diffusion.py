@@ -21,17 +21,17 @@ from torch.utils.data import DataLoader
 from distill import build_distiller
 from distill.adapters.diffusers import DiffusionAdapter, model_sample_size
 from distill.distillers.base import build_network
-from distill.engine.diffusion_checkpoint import (check_fresh_output_dir, load_checkpoint_dir,
+from distill.engines.diffusion_checkpoint import (check_fresh_output_dir, load_checkpoint_dir,
                                                  remove_orphan_temporaries, resolve_resume,
                                                  save_checkpoint)
-from distill.engine.diffusion_data import (EpochShuffleSampler, build_image_datasets,
+from distill.engines.diffusion_data import (EpochShuffleSampler, build_image_datasets,
                                            random_flip)
-from distill.engine.diffusion_eval import (ddim_sample, denoising_mse, fid, image_grid,
+from distill.engines.diffusion_eval import (ddim_sample, denoising_mse, fid, image_grid,
                                            teacher_agreement)
-from distill.engine.diffusion_support import (Conditioning, LatentCodec, config_for_trackers,
+from distill.engines.diffusion_support import (Conditioning, LatentCodec, config_for_trackers,
                                               standard_grad_strides)
-from distill.engine.guards import check_finite_state, check_finite_terms
-from distill.engine.metrics import MetricsFile
+from distill.engines.guards import check_finite_state, check_finite_terms
+from distill.engines.metrics import MetricsFile
 
 WEIGHT_DTYPES = dict(fp16=torch.float16, bf16=torch.bfloat16)
 

@@ -3,7 +3,7 @@
 own ``tools/train.py`` (``CONFIG --work-dir --amp --auto-scale-lr --resume [CHECKPOINT]
 --cfg-options --launcher --local_rank``), plus:
 
-* ``distill.mm`` is imported (and added to ``custom_imports``), so ``distill.*`` types resolve
+* ``distill.engines.mmengine`` is imported (and added to ``custom_imports``), so ``distill.*`` types resolve
   whatever the config's ``default_scope``;
 * a config's ``prepare_data`` entry writes the synthetic shapes set if its folder is missing;
 * mmengine checkpoints resume under torch >= 2.6 with ``weights_only`` on (see safe_load);
@@ -14,9 +14,9 @@ own ``tools/train.py`` (``CONFIG --work-dir --amp --auto-scale-lr --resume [CHEC
   closest valid ones; each local COCO annotation JSON is parsed (a bad one fails naming the
   file and the config key); a fresh run (no ``--resume``) refuses a work dir that holds an
   earlier run (config dump, checkpoints, ``last_checkpoint``) unless ``--overwrite``, which
-  deletes them (``distill/mm/work_dir.py``);
+  deletes them (``distill/engines/mmengine/work_dir.py``);
 * ``distill.FiniteStateHook`` is added to ``custom_hooks``: a checkpoint is only written from
-  finite weights, and the iteration where one became NaN/inf is named (``distill/mm/hooks.py``).
+  finite weights, and the iteration where one became NaN/inf is named (``distill/engines/mmengine/hooks.py``).
 """
 from __future__ import annotations
 
@@ -28,9 +28,9 @@ import os.path as osp
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 
-import distill.mm  # noqa: F401  (registers distill.DistillationModel, distill.TeacherMetric)
+import distill.engines.mmengine  # noqa: F401  (registers distill.DistillationModel, distill.TeacherMetric)
 from distill.dist import close_process_group
-from distill.mm.safe_load import allow_mmengine_checkpoint_globals
+from distill.engines.mmengine.safe_load import allow_mmengine_checkpoint_globals
 
 
 def parse_args(description: str, argv=None):
@@ -90,8 +90,8 @@ def load_config(args) -> Config:
                for h in hooks):
         cfg.custom_hooks = hooks + [dict(type='distill.FiniteStateHook')]
     imports = list(cfg.get('custom_imports', {}).get('imports', []))
-    if 'distill.mm' not in imports:
-        cfg.custom_imports = dict(imports=imports + ['distill.mm'],
+    if 'distill.engines.mmengine' not in imports:
+        cfg.custom_imports = dict(imports=imports + ['distill.engines.mmengine'],
                                   allow_failed_imports=False)
 
     # work_dir: command line > config > ./work_dirs/<config name>
@@ -131,7 +131,7 @@ def load_config(args) -> Config:
 def check_teacher_checkpoint(cfg) -> None:
     """Before the Runner prints the config and builds everything: a distillation config whose
     local ``teacher_ckpt`` is missing fails with a message saying how to get it."""
-    from distill.mm.model import check_teacher_ckpt
+    from distill.engines.mmengine.model import check_teacher_ckpt
     model = cfg.get('model') or {}
     path = model.get('teacher_ckpt') if isinstance(model, dict) else None
     if not path:
@@ -145,7 +145,7 @@ def check_model_keys(cfg) -> None:
     closest valid ones before the Runner is built (mmengine would give a bare TypeError from
     inside it, after creating the work dir)."""
     from distill.config_checks import check_distiller_cfg, check_kwargs
-    from distill.mm.model import DEFAULT_ADAPTERS, DistillationModel, _import_adapters
+    from distill.engines.mmengine.model import DEFAULT_ADAPTERS, DistillationModel, _import_adapters
     from distill.registry import ADAPTERS
     model = cfg.get('model')
     if not isinstance(model, dict) or model.get('type') not in ('distill.DistillationModel',
@@ -188,7 +188,7 @@ def train(description: str, argv=None):
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
     from distill.data.coco_layout import check_annotation_files
-    from distill.mm.work_dir import check_fresh_work_dir
+    from distill.engines.mmengine.work_dir import check_fresh_work_dir
     args = parse_args(description, argv)
     cfg = load_config(args)
     fresh = not args.resume
