@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from distill.models import as_model, build_model
+from distill.models import build_model
 from distill.registry import MODELS
 
 ZOO = ['resnet8', 'resnet14', 'resnet20', 'resnet32', 'resnet44', 'resnet56', 'resnet110',
@@ -81,8 +81,8 @@ def test_gradients_reach_every_parameter():
 
 def test_module_passes_through_and_unknown_name_suggests():
     module = nn.Linear(2, 2)
-    assert build_model(module) is module and as_model(module) is module
-    assert isinstance(as_model(dict(type='resnet8', num_classes=3)), nn.Module)
+    assert build_model(module) is module
+    assert isinstance(build_model(dict(type='resnet8', num_classes=3)), nn.Module)
     with pytest.raises(KeyError, match='resnet8x4'):
         build_model(dict(type='resnet8x5'))
 
@@ -106,3 +106,20 @@ def test_timm_name_is_stripped_and_head_input_set(monkeypatch):
     model = build_model(dict(type='timm/resnet18', num_classes=10, pretrained=False))
     assert calls == [('resnet18', dict(num_classes=10, pretrained=False))]
     assert model.head_input == 'layer4'
+
+
+def test_a_unet_builds_from_the_zoo_without_the_diffusion_adapter():
+    """Registration has no import-order side effect: the UNet builders are the zoo's, so a
+    config builds its networks before (or without) the diffusion adapter being imported."""
+    import subprocess
+    import sys
+    code = ("import sys\n"
+            "from distill.models import build_model\n"
+            "unet = build_model(dict(type='UNet2DModel', sample_size=8, in_channels=1,\n"
+            "    out_channels=1, block_out_channels=(8, 8), layers_per_block=1, norm_num_groups=4,\n"
+            "    down_block_types=('DownBlock2D', 'DownBlock2D'),\n"
+            "    up_block_types=('UpBlock2D', 'UpBlock2D')))\n"
+            "assert type(unet).__name__ == 'UNet2DModel'\n"
+            "assert 'distill.adapters.diffusers' not in sys.modules, 'the adapter was imported'\n")
+    done = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]

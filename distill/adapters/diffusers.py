@@ -10,9 +10,8 @@ Features are taps on UNet blocks: ``down_blocks.i`` return ``(hidden, residuals)
 Batch: ``dict(pixel_values=Tensor[B,C,H,W] in [-1, 1], encoder_hidden_states=Tensor[B,L,D]
 (conditional UNets), generator=torch.Generator (optional))``.
 
-This module also registers the model builders ``UNet2DModel`` and ``UNet2DConditionModel`` in
-``distill.registry.MODELS``: a diffusers config dict builds a random UNet, ``pretrained=DIR``
-loads a local ``save_pretrained`` directory (nothing is downloaded).
+The UNet builders (``type='UNet2DModel'`` / ``'UNet2DConditionModel'``) are in the model zoo,
+``distill/models/unets.py``, so a config builds its networks whatever it builds first.
 """
 from __future__ import annotations
 
@@ -24,44 +23,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from distill.adapters.base import Adapter, ModelOutput
-from distill.registry import ADAPTERS, MODELS
+from distill.models.unets import build_unet2d, build_unet2d_condition, plain_config
+from distill.registry import ADAPTERS
 
 PREDICTION_TYPES = ('epsilon', 'v_prediction', 'sample')
-
-
-# --------------------------------------------------------------------------------- builders
-def _load_local(cls, pretrained: str, subfolder: str | None, config: dict):
-    if config:
-        raise ValueError(f'{cls.__name__}: give either pretrained={pretrained!r} or a config, '
-                         f'not both (got also {sorted(config)})')
-    where = os.path.join(pretrained, subfolder) if subfolder else pretrained
-    if not os.path.isdir(where):
-        raise FileNotFoundError(f'{cls.__name__}: no local directory {where!r} (a directory '
-                                f'written by save_pretrained; nothing is downloaded)')
-    return cls.from_pretrained(pretrained, subfolder=subfolder, local_files_only=True)
-
-
-def _plain(value):
-    """mmengine configs may hold lists where diffusers documents tuples; both work, but a
-    ConfigDict must become a dict for diffusers' config machinery."""
-    return dict(value) if isinstance(value, dict) else value
-
-
-@MODELS.register_module(name='UNet2DModel')
-def build_unet2d(pretrained: str | None = None, subfolder: str | None = None, **config):
-    """``diffusers.UNet2DModel(**config)``, or ``from_pretrained(pretrained)`` (local only)."""
-    if pretrained:
-        return _load_local(diffusers.UNet2DModel, pretrained, subfolder, config)
-    return diffusers.UNet2DModel(**{k: _plain(v) for k, v in config.items()})
-
-
-@MODELS.register_module(name='UNet2DConditionModel')
-def build_unet2d_condition(pretrained: str | None = None, subfolder: str | None = None,
-                           **config):
-    """``diffusers.UNet2DConditionModel(**config)``, or a local ``from_pretrained``."""
-    if pretrained:
-        return _load_local(diffusers.UNet2DConditionModel, pretrained, subfolder, config)
-    return diffusers.UNet2DConditionModel(**{k: _plain(v) for k, v in config.items()})
 
 
 def build_noise_scheduler(cfg):
@@ -75,7 +40,7 @@ def build_noise_scheduler(cfg):
     if pretrained:
         return cls.from_pretrained(pretrained, subfolder=cfg.pop('subfolder', None),
                                    local_files_only=True, **cfg)
-    return cls(**{k: _plain(v) for k, v in cfg.items()})
+    return cls(**{k: plain_config(v) for k, v in cfg.items()})
 
 
 def model_sample_size(model: nn.Module, default: int = 32) -> int:

@@ -30,13 +30,6 @@ def kd_loss(learner_logits: torch.Tensor, target_logits: torch.Tensor,
     return t * t * kl.mean()
 
 
-def dml_losses(logits_a: torch.Tensor, logits_b: torch.Tensor, temperature: float = 1.0,
-               valid_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Deep mutual learning: each network learns from the other's detached predictions."""
-    return (kd_loss(logits_a, logits_b, temperature, valid_mask),
-            kd_loss(logits_b, logits_a, temperature, valid_mask))
-
-
 def dkd_loss(learner_logits: torch.Tensor, target_logits: torch.Tensor, labels: torch.Tensor,
              alpha: float = 1.0, beta: float = 8.0, temperature: float = 4.0,
              detach_target: bool = True) -> torch.Tensor:

@@ -13,12 +13,12 @@ import torch.nn as nn
 
 from distill.registry import MODELS
 
-from . import cifar_resnet, cifar_wrn, tiny  # noqa: F401  (importing registers the models)
+from . import cifar_resnet, cifar_wrn, tiny, unets  # noqa: F401  (importing registers the models)
 from .cifar_resnet import CifarResNet
 from .cifar_wrn import WideResNet
 from .tiny import TinyCNN
 
-__all__ = ['build_model', 'as_model', 'CifarResNet', 'WideResNet', 'TinyCNN']
+__all__ = ['build_model', 'CifarResNet', 'WideResNet', 'TinyCNN']
 
 TIMM_PREFIX = 'timm/'
 
@@ -43,11 +43,6 @@ def build_model(cfg):
     elif isinstance(model_type, str) and MODELS.get(model_type) is None:
         raise KeyError(_unknown_model_message(model_type))
     return MODELS.build(cfg)
-
-
-def as_model(model_or_cfg):
-    """An ``nn.Module`` as it is; a config dict built with ``build_model``."""
-    return build_model(model_or_cfg)
 
 
 def create_timm_model(name, **kwargs):
