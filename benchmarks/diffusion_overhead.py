@@ -63,7 +63,7 @@ def build_pair(cfg, online: bool, teacher_dir: str | None):
 def time_steps(cfg, online: bool, teacher_dir: str | None, steps: int) -> dict:
     import torch
 
-    from distill.engines.diffusion_data import build_image_datasets
+    from distill.data.images import build_image_datasets
     adm, matching = build_pair(cfg, online, teacher_dir)
     train_set, _ = build_image_datasets(dict(cfg.data))
     batch_size = cfg.train_batch_size

@@ -49,7 +49,7 @@ def test_resolution_leaves_a_pretrained_teacher_alone(tmp_path):
 def test_grad_of_1x1_conv_keeps_the_parameter_strides():
     """A 1x1 conv on a channels-last-strided input (a UNet attention block's output) gets a
     weight gradient with strides DDP's reducer reports; the hook gives it the weight's."""
-    from distill.engines.diffusion_support import standard_grad_strides
+    from distill.engines.grad_strides import standard_grad_strides
     conv = torch.nn.Conv2d(32, 64, 1, bias=False)
     x = torch.randn(16, 4, 4, 32).permute(0, 3, 1, 2)
     conv(x).square().sum().backward()

@@ -158,7 +158,7 @@ def test_offline_two_processes_frozen_teacher(tiny_config, tmp_path):
     assert not list(output_dir.glob('checkpoint-*')) and not (output_dir / 'teacher').exists()
     # the frozen teacher is unchanged: its held-out error equals a fresh evaluation's
     from distill.adapters.diffusers import DiffusionAdapter
-    from distill.engines.diffusion_data import ShapesImages
+    from distill.data.images import ShapesImages
     from distill.engines.diffusion_eval import denoising_mse
     images = torch.stack([ShapesImages(8, 8, seed=1)[i]['pixel_values'] for i in range(8)])
     tiny = DiffusionAdapter(noise_scheduler=dict(type='DDPMScheduler', num_train_timesteps=100,
@@ -177,7 +177,7 @@ def write_images(folder, count, size=12):
 
 
 def test_image_folder_errors_name_the_culprit(tmp_path):
-    from distill.engines.diffusion_data import ImageFolderImages
+    from distill.data.images import ImageFolderImages
     (tmp_path / 'empty').mkdir()
     with pytest.raises(ValueError, match='holds no images'):
         ImageFolderImages(tmp_path / 'empty', 8)

@@ -24,12 +24,14 @@ from distill.distillers.base import build_network
 from distill.engines.diffusion_checkpoint import (check_fresh_output_dir, load_checkpoint_dir,
                                                  remove_orphan_temporaries, resolve_resume,
                                                  save_checkpoint)
-from distill.engines.diffusion_data import (EpochShuffleSampler, build_image_datasets,
-                                           random_flip)
+from distill.data.images import build_image_datasets
+from distill.engines.diffusion_conditioning import Conditioning
+from distill.engines.diffusion_config import config_for_trackers
 from distill.engines.diffusion_eval import (ddim_sample, denoising_mse, fid, image_grid,
                                            teacher_agreement)
-from distill.engines.diffusion_support import (Conditioning, LatentCodec, config_for_trackers,
-                                              standard_grad_strides)
+from distill.engines.diffusion_latents import LatentCodec
+from distill.engines.diffusion_randomness import EpochShuffleSampler, random_flip
+from distill.engines.grad_strides import standard_grad_strides
 from distill.engines.guards import check_finite_state, check_finite_terms
 from distill.engines.metrics import MetricsFile
 
@@ -271,11 +273,11 @@ class DiffusionRun:
             grid = image_grid([samples['teacher'], samples['student']])
             folder = self.output_dir / 'validation'
             folder.mkdir(parents=True, exist_ok=True)
-            from PIL import Image
-            Image.fromarray(grid).save(folder / f'step-{step:06d}.png')
+            grid.save(folder / f'step-{step:06d}.png')
             if 'tensorboard' in (cfg.get('report_to') or ''):
+                import numpy as np
                 tracker = self.accelerator.get_tracker('tensorboard', unwrap=True)
-                tracker.add_image('validation/teacher_over_student', grid, step,
+                tracker.add_image('validation/teacher_over_student', np.asarray(grid), step,
                                   dataformats='HWC')
             agreement = teacher_agreement(samples['teacher'], samples['student'])
             self.accelerator.log({'val/agreement_mse': agreement}, step=step)

@@ -80,8 +80,8 @@ SWITCHES = dict(use_ema=('use_ema', 'keep an EMA of the student (the saved stude
                                       'start afresh in an output_dir that holds an earlier run, '
                                       'deleting its checkpoints, metrics, pipeline and logs'))
 # the keys of the sections the engine reads (beside the distiller, which build_distiller
-# checks): data (diffusion_data.build_image_datasets, random_flip), evaluation
-# (DiffusionRun.evaluate), conditioning / vae (diffusion_support), noise_scheduler (its own,
+# checks): data (distill.data.images.build_image_datasets, random_flip), evaluation
+# (DiffusionRun.evaluate), conditioning (diffusion_conditioning), vae (diffusion_latents), noise_scheduler (its own,
 # plus the scheduler class's arguments: adapters.diffusers.build_noise_scheduler); student
 # and teacher UNet configs are checked against the diffusers class in check_sections
 SECTION_KEYS = dict(
@@ -208,3 +208,20 @@ def load_config(args: argparse.Namespace):
         raise ValueError(f"mixed_precision must be 'no', 'fp16' or 'bf16', got "
                          f'{cfg.mixed_precision!r}')
     return cfg
+
+
+def config_for_trackers(cfg) -> dict:
+    """Scalars of the config, flattened (``distiller.loss_weights.co``): TensorBoard's hparams
+    take only numbers, strings and booleans."""
+    flat = {}
+
+    def walk(prefix, value):
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(f'{prefix}.{key}' if prefix else str(key), item)
+        elif isinstance(value, (int, float, str, bool)):
+            flat[prefix] = value
+        elif value is None:
+            flat[prefix] = 'None'
+    walk('', cfg.to_dict() if hasattr(cfg, 'to_dict') else dict(cfg))
+    return flat

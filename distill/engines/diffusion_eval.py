@@ -90,20 +90,23 @@ def teacher_agreement(teacher_samples: torch.Tensor, student_samples: torch.Tens
     return float(((teacher_samples.clamp(-1, 1) - student_samples.clamp(-1, 1)) ** 2).mean())
 
 
-def image_grid(rows: list[torch.Tensor], min_tile: int = 64) -> 'numpy.ndarray':
-    """One row of images per tensor (N,C,H,W) in [-1, 1] -> uint8 (H_total, W_total, 3);
-    small images are enlarged (nearest) to at least ``min_tile`` pixels to be visible."""
-    import numpy as np
+def image_grid(rows: list[torch.Tensor], min_tile: int = 64):
+    """One row of images per tensor (N,C,H,W) in [-1, 1] (teacher over student) -> an RGB PIL
+    image, laid out by diffusers' ``make_image_grid``. Small images are first enlarged (nearest,
+    where ``make_image_grid``'s ``resize`` would blur them) to at least ``min_tile`` pixels;
+    latents show their first three channels."""
+    from diffusers.utils import make_image_grid
+    from PIL import Image
     tiles = []
     for row in rows:
         row = ((row.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().byte()
-        scale = max(1, min_tile // row.shape[-1])
-        row = row.repeat_interleave(scale, dim=-1).repeat_interleave(scale, dim=-2)
-        if row.shape[1] == 1:
-            row = row.expand(-1, 3, -1, -1)
-        row = row[:, :3]  # latents: show the first three channels
-        tiles.append(torch.cat(list(row), dim=2))  # (C, H, N*W)
-    return np.ascontiguousarray(torch.cat(tiles, dim=1).permute(1, 2, 0).numpy())
+        row = (row.expand(-1, 3, -1, -1) if row.shape[1] == 1 else row[:, :3])
+        tiles += [Image.fromarray(image.permute(1, 2, 0).numpy()) for image in row]
+    scale = max(1, min_tile // tiles[0].width)
+    if scale > 1:
+        tiles = [tile.resize((tile.width * scale, tile.height * scale), Image.NEAREST)
+                 for tile in tiles]
+    return make_image_grid(tiles, rows=len(rows), cols=len(tiles) // len(rows))
 
 
 def fid(real: torch.Tensor, fake: torch.Tensor, inception_weights: str | None):

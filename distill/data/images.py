@@ -1,8 +1,10 @@
 """Images for diffusion training: a folder of the user's images or the synthetic shapes.
 
 Both datasets give ``dict(pixel_values=float Tensor[3,H,W] in [-1, 1])`` and are pure functions
-of the index (no random augmentation here): the random flip is drawn by the engine from its own
-generator, so a resumed run sees exactly the data an uninterrupted one would.
+of the index (no random augmentation here): the shuffling and the random flip are drawn by the
+engine (``distill.engines.diffusion_randomness``) from generators it saves in its checkpoints,
+so a resumed run sees exactly the data an uninterrupted one would. 16-bit images are scaled to
+8 bits as the classification folders do (``folders._to_rgb``), not clipped to white.
 """
 from __future__ import annotations
 
@@ -10,7 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset
+
+from .folders import _to_rgb
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.webp', '.gif', '.tif', '.tiff')
 
@@ -25,7 +29,7 @@ def resize_and_crop(image, resolution: int, center_crop: bool = True):
     """PIL image -> RGB, shorter side resized to ``resolution``, then a centre (or top-left)
     square crop: what diffusers' example does with torchvision transforms."""
     from PIL import Image
-    image = image.convert('RGB')
+    image = _to_rgb(image)
     width, height = image.size
     scale = resolution / min(width, height)
     new_size = (max(resolution, round(width * scale)), max(resolution, round(height * scale)))
@@ -95,29 +99,6 @@ class ShapesImages(Dataset):
         return dict(pixel_values=to_model_range(sample['image']))
 
 
-class EpochShuffleSampler(Sampler):
-    """A permutation that is a function of ``(seed, epoch)`` only: the order after a resume is
-    the order of the uninterrupted run, whatever the global RNG did in between."""
-
-    def __init__(self, num_samples: int, seed: int = 0, shuffle: bool = True):
-        self.num_samples = num_samples
-        self.seed = seed
-        self.shuffle = shuffle
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self):
-        return self.num_samples
-
-    def __iter__(self):
-        if not self.shuffle:
-            return iter(range(self.num_samples))
-        generator = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
-        return iter(torch.randperm(self.num_samples, generator=generator).tolist())
-
-
 def build_image_datasets(data: dict, train_data_dir: str | None = None):
     """(train, held-out) datasets from the config's ``data`` dict.
 
@@ -139,11 +120,3 @@ def build_image_datasets(data: dict, train_data_dir: str | None = None):
                    num_objects=data.get('num_objects', 1))
     return (ShapesImages(int(data.get('num_samples', 1024)), seed=seed, **options),
             ShapesImages(num_heldout, seed=seed + 1, **options))
-
-
-def random_flip(pixel_values: torch.Tensor, generator: torch.Generator | None,
-                probability: float = 0.5) -> torch.Tensor:
-    """Flip each image left-right with ``probability``, drawn from ``generator`` (CPU)."""
-    flips = torch.rand(pixel_values.shape[0], generator=generator) < probability
-    flips = flips.to(pixel_values.device).view(-1, 1, 1, 1)
-    return torch.where(flips, pixel_values.flip(-1), pixel_values)

@@ -1,0 +1,44 @@
+"""The diffusion image datasets (distill.data.images) and the validation grid."""
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip('diffusers')
+
+
+def test_grid_is_teacher_row_over_student_row_enlarged_nearest():
+    from distill.engines.diffusion_eval import image_grid
+    teacher = -torch.ones(3, 3, 8, 8)  # black
+    student = torch.ones(3, 3, 8, 8)   # white
+    student[1, :, :4] = -1             # the middle student image: top half black
+    grid = np.asarray(image_grid([teacher, student], min_tile=32))
+    assert grid.shape == (64, 96, 3)  # 2 rows of 32-pixel tiles, 3 columns
+    assert (grid[:32] == 0).all()
+    assert (grid[32:, :32] == 255).all() and (grid[32:, 64:] == 255).all()
+    # nearest enlargement: the half-black tile stays two flat halves, no blurred edge
+    assert (grid[32:48, 32:64] == 0).all() and (grid[48:, 32:64] == 255).all()
+
+
+def test_latent_and_grey_rows_show_three_channels():
+    from distill.engines.diffusion_eval import image_grid
+    grid = image_grid([torch.zeros(2, 4, 16, 16), torch.zeros(2, 1, 16, 16)], min_tile=16)
+    assert grid.size == (32, 32) and grid.mode == 'RGB'
+
+
+def test_sixteen_bit_grey_image_is_scaled_not_clipped(tmp_path):
+    from PIL import Image
+
+    from distill.data.images import ImageFolderImages
+    values = np.full((8, 8), 32768, dtype=np.uint16)  # mid grey in 16 bits
+    Image.fromarray(values).save(tmp_path / 'grey16.png')
+    pixels = ImageFolderImages(tmp_path, 8)[0]['pixel_values']
+    assert pixels.shape == (3, 8, 8)
+    assert pixels.abs().max() < 0.02  # mid grey is 0 in [-1, 1], not white (1)
+
+
+def test_shapes_images_are_a_function_of_the_index():
+    from distill.data.images import build_image_datasets
+    train, heldout = build_image_datasets(dict(resolution=8, num_samples=4, num_heldout=2))
+    assert len(train) == 4 and len(heldout) == 2
+    assert torch.equal(train[1]['pixel_values'], train[1]['pixel_values'])
+    assert not torch.equal(train[0]['pixel_values'], heldout[0]['pixel_values'])
