@@ -107,3 +107,55 @@ def test_train_script_refuses_then_overwrites_an_earlier_run(tmp_path):
     assert result.returncode == 0, result.stderr[-4000:]
     assert not (output_dir / 'checkpoint-2').exists() and (output_dir / 'notes.txt').is_file()
     assert '"step": 1' in (output_dir / 'metrics.json').read_text()
+
+
+def test_resume_latest_without_a_checkpoint_refuses_an_earlier_run(tmp_path):
+    """'latest' with no complete checkpoint would start a new run: it refuses a folder holding
+    an earlier run's metrics.json as a fresh run does, instead of appending to that file."""
+    config = tmp_path / 'tiny.py'
+    config.write_text(TINY_CONFIG)
+    output_dir = tmp_path / 'run'
+    output_dir.mkdir()
+    (output_dir / 'metrics.json').write_text('[{"kind": "train", "step": 1, "loss": 1.0}]')
+    (output_dir / 'checkpoint-2').mkdir()  # killed before its state file: not complete
+    before = snapshot(output_dir)
+    result = run_train(config, '--output_dir', output_dir, '--resume_from_checkpoint', 'latest')
+    assert result.returncode != 0
+    assert 'no complete checkpoint to resume from' in result.stderr, result.stderr[-3000:]
+    assert snapshot(output_dir) == before
+
+
+def test_run_hyperparameters_go_on_top_of_the_restored_optimiser_state():
+    import torch
+    from diffusers.optimization import get_scheduler
+
+    from distill.engines.diffusion_checkpoint import apply_run_hyperparameters
+    param = torch.nn.Parameter(torch.ones(2))
+
+    def build(lr, decay):
+        optimizer = torch.optim.AdamW([param], lr=lr, weight_decay=decay)
+        return optimizer, get_scheduler('linear', optimizer, num_warmup_steps=0,
+                                        num_training_steps=10)
+    optimizer, schedule = build(1e-3, 0.01)
+    for _ in range(4):
+        param.grad = torch.ones(2)
+        optimizer.step()
+        schedule.step()
+    restored = optimizer.state_dict(), schedule.state_dict()
+    # the resumed run, built with other values, then given the checkpoint's state
+    optimizer, schedule = build(5e-3, 0.3)
+    optimizer.load_state_dict(restored[0])
+    schedule.load_state_dict(restored[1])
+    assert optimizer.param_groups[0]['lr'] == pytest.approx(6e-4)  # the earlier run's
+    notes = apply_run_hyperparameters(optimizer, schedule, dict(
+        learning_rate=5e-3, adam_weight_decay=0.3, adam_beta1=0.9, adam_beta2=0.999))
+    assert optimizer.param_groups[0]['lr'] == pytest.approx(5e-3 * 0.6)
+    assert schedule.get_last_lr() == [pytest.approx(3e-3)]
+    assert optimizer.param_groups[0]['weight_decay'] == 0.3
+    assert len(notes) == 2 and notes[0].startswith('learning_rate=0.005 (this run) replaces 0.001')
+    assert 'adam_weight_decay=0.3' in notes[1]
+    param.grad = torch.ones(2)
+    optimizer.step()
+    schedule.step()
+    assert optimizer.param_groups[0]['lr'] == pytest.approx(5e-3 * 0.5)  # the new peak decays
+    assert apply_run_hyperparameters(optimizer, schedule, dict(learning_rate=5e-3)) == []

@@ -129,6 +129,22 @@ def test_resume_matches_uninterrupted(online_run, tiny_config, tmp_path):
         assert all(torch.equal(expected[k], got[k]) for k in expected), name
 
 
+def test_resume_applies_a_new_learning_rate_and_weight_decay(online_run, tiny_config, tmp_path):
+    """load_state restores the earlier lr and weight decay; the ones given on resume win."""
+    output_dir, _ = online_run
+    resumed = tmp_path / 'resumed'
+    shutil.copytree(output_dir / 'checkpoint-3', resumed / 'checkpoint-3')
+    metrics = launch(tiny_config, resumed, '--resume_from_checkpoint', 'latest',
+                     '--learning_rate', '2e-3', '--adam_weight_decay', '0.5',
+                     '--max_train_steps', '5', '--validation_steps', '0')
+    # linear decay to step 5 (2 processes: the schedule counts 10): 2e-3 * (1 - 8/10) at step 4
+    lrs = {r['step']: r['lr'] for r in metrics if r['kind'] == 'train'}
+    assert lrs[4] == pytest.approx(4e-4) and lrs[5] == pytest.approx(0.0)
+    optimizer = torch.load(resumed / 'checkpoint-4' / 'optimizer.bin', weights_only=True)
+    assert {g['weight_decay'] for g in optimizer['param_groups']} == {0.5}
+    assert {g['initial_lr'] for g in optimizer['param_groups']} == {2e-3}
+
+
 def test_output_dir_is_a_ddpm_pipeline_of_the_student(online_run):
     from diffusers import DDPMPipeline
     output_dir, _ = online_run

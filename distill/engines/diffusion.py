@@ -21,7 +21,8 @@ from torch.utils.data import DataLoader
 from distill import build_distiller
 from distill.adapters.diffusers import DiffusionAdapter, model_sample_size
 from distill.distillers.base import build_network
-from distill.engines.diffusion_checkpoint import (check_fresh_output_dir, load_checkpoint_dir,
+from distill.engines.diffusion_checkpoint import (apply_run_hyperparameters,
+                                                 check_fresh_output_dir, load_checkpoint_dir,
                                                  remove_orphan_temporaries, resolve_resume,
                                                  save_checkpoint)
 from distill.data.images import build_image_datasets
@@ -55,12 +56,22 @@ class DiffusionRun:
                 project_dir=str(self.output_dir),
                 logging_dir=str(self.output_dir / cfg.get('logging_dir', 'logs'))))
         self.main = self.accelerator.is_main_process
-        # a fresh run does not write over an earlier one: refused before anything is written,
-        # or (overwrite_output_dir) deleted once the networks are built
-        fresh = not cfg.get('resume_from_checkpoint')
+        # the checkpoint to resume from, after removing what a save killed mid-write left
+        resume_flag = cfg.get('resume_from_checkpoint')
+        if resume_flag and self.main:
+            remove_orphan_temporaries(self.output_dir)
+        self.accelerator.wait_for_everyone()
+        self.resume = resolve_resume(self.output_dir, resume_flag)
+        if resume_flag and self.resume is None:
+            self.accelerator.print(f'--resume_from_checkpoint {resume_flag}: no complete '
+                                   f'checkpoint in {self.output_dir}: starting a new run')
+        # a fresh run (also 'latest' with no checkpoint) does not write over an earlier one:
+        # refused before anything is written, or (overwrite_output_dir) deleted once the
+        # networks are built; so a new run never appends to an earlier run's metrics.json
+        fresh = self.resume is None
         overwrite = fresh and bool(cfg.get('overwrite_output_dir'))
         if fresh and not overwrite:
-            check_fresh_output_dir(self.output_dir)
+            check_fresh_output_dir(self.output_dir, resuming=bool(resume_flag))
         set_seed(cfg.seed)  # the same on every process: identical initial weights and EMA
         self.build_models()
         if overwrite:
@@ -139,15 +150,17 @@ class DiffusionRun:
                                       config=config_for_trackers(cfg))
 
         global_step, first_epoch, skip_batches = 0, 0, 0
-        if cfg.get('resume_from_checkpoint') and self.main:
-            remove_orphan_temporaries(self.output_dir)  # of a save killed mid-write
-        accelerator.wait_for_everyone()
-        resume = resolve_resume(self.output_dir, cfg.get('resume_from_checkpoint'))
-        if cfg.get('resume_from_checkpoint') and resume is None:
-            accelerator.print(f"no complete checkpoint in {self.output_dir}: starting a new run")
+        resume = self.resume
         if resume is not None:
             accelerator.print(f'resuming from {resume}')
             state = load_checkpoint_dir(accelerator, resume, self.noise_generator, self.ema)
+            # the restored optimiser state holds the earlier run's lr and weight decay: this
+            # run's values (config file, --cfg-options, flags) are put on top, and said
+            for note in apply_run_hyperparameters(optimizer, lr_scheduler, dict(
+                    learning_rate=cfg.learning_rate, adam_weight_decay=cfg.adam_weight_decay,
+                    adam_beta1=cfg.adam_beta1, adam_beta2=cfg.adam_beta2,
+                    adam_epsilon=cfg.adam_epsilon)):
+                accelerator.print(f'{resume.name}: {note}')
             if self.ema is not None:
                 self.ema.to(accelerator.device)
             global_step, first_epoch = state['global_step'], state['epoch']

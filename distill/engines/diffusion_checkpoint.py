@@ -174,16 +174,20 @@ def earlier_run_entries(output_dir) -> list[Path]:
 
 
 def check_fresh_output_dir(output_dir, logging_dir: str = 'logs', overwrite: bool = False,
-                           delete: bool = True) -> None:
+                           delete: bool = True, resuming: bool = False) -> None:
     """``FileExistsError`` (nothing changed) if ``output_dir`` holds an earlier run, unless
     ``overwrite``: then (with ``delete``: on one process) its entries, ``logging_dir`` and any
-    ``.*.tmp`` are deleted, and nothing else."""
+    ``.*.tmp`` are deleted, and nothing else. ``resuming``: a resume found no complete
+    checkpoint there, so it would start a new run."""
     found = earlier_run_entries(output_dir)
     if found and not overwrite:
         shown = ', '.join(p.name for p in found[:6]) + (', ...' if len(found) > 6 else '')
+        how = (' but no complete checkpoint to resume from, so this would be a new run '
+               'on top of it; nothing was changed. Pass '
+               if resuming else '; nothing was changed. Pass --resume_from_checkpoint latest '
+                                'to continue it, ')
         raise FileExistsError(
-            f'output_dir {output_dir} already holds an earlier run ({shown}); nothing was '
-            f'changed. Pass --resume_from_checkpoint latest to continue it, '
+            f'output_dir {output_dir} already holds an earlier run ({shown}){how}'
             f'--overwrite_output_dir to delete it and start again, or another --output_dir')
     if not (overwrite and delete):
         return
@@ -211,3 +215,54 @@ def remove_orphan_temporaries(output_dir) -> list[Path]:
         if folder.is_dir():
             removed += remove_in(folder)
     return removed
+
+
+# the run's key -> the optimiser's param_group entry it sets (AdamW)
+OPTIMISER_KEYS = dict(learning_rate='lr', adam_weight_decay='weight_decay', adam_beta1='betas.0',
+                      adam_beta2='betas.1', adam_epsilon='eps')
+
+
+def apply_run_hyperparameters(optimizer, lr_scheduler, values: dict) -> list[str]:
+    """After ``load_state``: put this run's ``values`` (``OPTIMISER_KEYS``) on top of the
+    optimiser state restored from the checkpoint, where they differ, and return one line per
+    change naming the key, both values and what was applied.
+
+    ``load_state`` restores every ``param_group`` entry and the schedule's ``base_lrs``, so a
+    ``--learning_rate`` or ``--adam_weight_decay`` given on resume would otherwise be silently
+    dropped. A new learning rate becomes the schedule's peak (``base_lrs``); the schedule
+    continues from the restored step, so the lr is the new peak times the schedule's factor
+    at that step. The moments (Adam's ``exp_avg``) are kept."""
+    groups = optimizer.param_groups
+    schedule = getattr(lr_scheduler, 'scheduler', lr_scheduler)  # Accelerate's wrapper
+    notes = []
+    for key, value in values.items():
+        entry = OPTIMISER_KEYS[key]
+        if entry == 'lr':
+            restored = schedule.base_lrs[0]
+        elif entry.startswith('betas.'):
+            restored = groups[0]['betas'][int(entry[-1])]
+        else:
+            restored = groups[0][entry]
+        if float(restored) == float(value):
+            continue
+        if entry == 'lr':
+            schedule.base_lrs = [float(value)] * len(groups)
+            factors = [fn(schedule.last_epoch) for fn in schedule.lr_lambdas]
+            for group, factor in zip(groups, factors):
+                group['initial_lr'] = float(value)
+                group['lr'] = float(value) * factor
+            schedule._last_lr = [group['lr'] for group in groups]
+            applied = f"the schedule's peak; lr now {groups[0]['lr']:.6g}"
+        elif entry.startswith('betas.'):
+            for group in groups:
+                betas = list(group['betas'])
+                betas[int(entry[-1])] = float(value)
+                group['betas'] = tuple(betas)
+            applied = 'applied'
+        else:
+            for group in groups:
+                group[entry] = float(value)
+            applied = 'applied'
+        notes.append(f'{key}={value:g} (this run) replaces {restored:g} restored from the '
+                     f'optimiser state: {applied}')
+    return notes
