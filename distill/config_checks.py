@@ -172,8 +172,8 @@ def _probe_logits(distiller, model):
     inputs = torch.zeros(2, channels, size, size,
                          device=param.device if param is not None else 'cpu')
     out = []
-    distiller._probe(model, lambda m: out.append(adapter.run(m, dict(inputs=inputs),
-                                                             compute_loss=False).outputs))
+    distiller.probe_forward(model, lambda m: out.append(
+        adapter.run(m, dict(inputs=inputs), compute_loss=False).outputs))
     return out[0]
 
 

@@ -218,20 +218,35 @@ def test_frozen_teacher_outputs_are_reused_after_the_arch_step():
         torch.testing.assert_close(reused[term], value)
     distiller(data)
     assert calls == [1]  # the cache serves one step only
-    # not the dict object: the same tensors in a rebuilt dict hit (mmengine, DDP) ...
+    # keyed on the values, not the objects: a rebuilt dict of copied tensors hits (mmengine
+    # and DDP rebuild the inputs between the arch step and the step) ...
     distiller.arch_backward(data, batch(1))
     calls.clear()
-    distiller(dict(inputs=data['inputs'], labels=data['labels']))
+    distiller(dict(inputs=data['inputs'].clone(), labels=data['labels'].clone()))
     assert calls == []
-    # ... other storage, or the same tensor changed in place, miss
+    # ... other values miss, also when the batch was changed in place after the arch step
     distiller.arch_backward(data, batch(1))
     calls.clear()
-    distiller(dict(inputs=data['inputs'].clone(), labels=data['labels']))
+    distiller(batch(2))
     assert calls == [1]
     distiller.arch_backward(data, batch(1))
-    data['inputs'].mul_(1.0)
+    data['inputs'].mul_(0.5)
     calls.clear()
     distiller(data)
+    assert calls == [1]
+    distiller.arch_backward(data, batch(1))  # a label changed: another batch
+    calls.clear()
+    distiller(dict(inputs=data['inputs'], labels=data['labels'].roll(1)))
+    assert calls == [1]
+
+
+def test_an_online_teacher_is_never_reused():
+    distiller = make('ADM').train()
+    calls = []
+    distiller.teacher.register_forward_hook(lambda *args: calls.append(1))
+    distiller.arch_backward(batch(0), batch(1))
+    calls.clear()
+    distiller(batch(0))
     assert calls == [1]
 
 
@@ -254,8 +269,8 @@ def test_anchor_boxes_from_the_adapter_or_the_cam():
     per_class = make('KD', dam=dict(channels=8, num_classes=6))
     terms = per_class(data)
     assert torch.isfinite(terms['dam.anchor'])
-    _, _, _, _, _, heads, _ = per_class._run(data)
-    boxes, labels = per_class._anchor_boxes(data, (4, 4), heads[1])
+    _, _, teacher = per_class._run(data)
+    boxes, labels = per_class._anchor_boxes(data, (4, 4), teacher.head)
     assert len(boxes) == 8 and all(b.shape == (1, 4) for b in boxes)
     assert [int(label) for label in labels] == data['labels'].tolist()
 

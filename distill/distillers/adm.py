@@ -22,7 +22,6 @@ class ADM(Distiller):
     default_online = True
     default_loss_weights = dict(task=1.0, kd=1.0, co=1.0, di=1.0)
     uses_taps = True
-    #: the student feature term that ``location_distance`` averages to (used by SoKD)
     feature_term = 'co'
 
     def __init__(self, *args, tau: float = 1.0, tau_schedule: dict | None = None,
@@ -70,7 +69,7 @@ class ADM(Distiller):
         names = {'co': 'student.co', 'di': 'teacher.di'}
         return {names[name]: value for name, value in totals.items()}
 
-    # ------------------------------------------------------------ hooks for SoKD (DESIGN 1.2)
+    # ------------------------------------------------ the per-location protocol (SoKD, DESIGN 1.2)
     def location_distance(self, gs, ft, detach_target: bool = True):
         """Per-location consensus loss (B,H,W), ``H*W * w_co * (1 - cos)``: its mean over the
         locations is one tap's L_co, so SoKD can mask it."""
@@ -80,9 +79,9 @@ class ADM(Distiller):
         locations = weights.shape[-2] * weights.shape[-1]
         return locations * weights * consensus_distance(gs, ft, detach_target)
 
-    def divergence_term(self, aligned) -> dict:
+    def teacher_feature_terms(self, aligned) -> dict:
         """``teacher.di`` from ``(tap pair, gs, ft)`` triples (online, weight > 0; else empty);
-        used by SoKD, which refines ``ft`` only for the consensus term."""
+        SoKD refines ``ft`` only for the consensus term and passes the raw one here."""
         if not self.online or self.loss_weights['di'] == 0:
             return {}
         tau, weight = self.current_tau(), self.loss_weights['di']

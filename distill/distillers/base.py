@@ -11,6 +11,7 @@ teacher is frozen, kept in eval mode and run under ``no_grad``; only student ter
 from __future__ import annotations
 
 import contextlib
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -18,6 +19,7 @@ from torch import nn
 from distill.checkpoint import load_model_weights
 from distill.connectors import build_connector, check_alignable
 from distill.adapters import build_adapter
+from distill.losses.logits import kd_loss
 from distill.taps import FeatureTaps, TapSpec, find_auto_taps, probe_strides
 
 
@@ -36,12 +38,33 @@ def _tap_side(pair: dict, side: str) -> TapSpec:
     return TapSpec.parse(spec)
 
 
+class NetworkRun(NamedTuple):
+    """One run of both networks: the prepared batch, each network's ``ModelOutput`` and its
+    tapped features (``{tap key: tensor}``, empty without taps)."""
+    batch: object
+    student_out: object
+    teacher_out: object
+    student_feats: dict
+    teacher_feats: dict
+
+
 class Distiller(nn.Module):
-    """Base class. Subclasses add ``feature_terms``; this class does task and logits terms."""
+    """Base class. Subclasses add ``feature_terms``; this class does task and logits terms.
+
+    Its public methods are also the protocol a wrapper such as SoKD composes (DESIGN 1.2):
+    ``run_student``/``run_teacher``/``run_networks`` (the outputs and tapped features of one
+    run), ``aligned_features``, ``student_features``, ``teacher_features`` and
+    ``tap_channels`` (the tap pairs), ``location_distance`` (the per-location feature distance,
+    where ``feature_term`` says the base has one), ``teacher_feature_terms``, ``logits_loss``,
+    ``output_terms``, ``ramp`` and ``apply_warmup``, ``probe_forward``, ``set_progress``.
+    """
 
     default_online = True
     default_loss_weights = dict(task=1.0, kd=1.0)
     uses_taps = False
+    #: the student feature term whose per-location form ``location_distance`` gives (its mean
+    #: over the locations is one tap's term); None: the base has no per-location feature loss
+    feature_term: str | None = None
 
     def __init__(self, student, teacher, adapter=dict(type='ClassifierAdapter'),
                  online: bool | None = None, loss_weights: dict | None = None,
@@ -83,7 +106,8 @@ class Distiller(nn.Module):
             self._build_taps(taps, connector)
 
     # ---------------------------------------------------------------- construction
-    def _probe(self, model: nn.Module, run) -> None:
+    def probe_forward(self, model: nn.Module, run) -> None:
+        """``run(model)`` in eval mode without gradient (shape probes), mode restored."""
         was_training = model.training
         model.eval()
         try:
@@ -109,7 +133,7 @@ class Distiller(nn.Module):
         for model, model_taps in ((self.student, self.student_taps),
                                   (self.teacher, self.teacher_taps)):
             with model_taps.recording() as feats:
-                self._probe(model, self.adapter.probe)
+                self.probe_forward(model, self.adapter.probe)
             shapes.append({key: tuple(feat.shape) for key, feat in feats.items()})
         for pair, s_spec, t_spec in zip(taps, self.student_taps.specs, self.teacher_taps.specs):
             s_shape, t_shape = shapes[0].get(s_spec.key), shapes[1].get(t_spec.key)
@@ -140,16 +164,30 @@ class Distiller(nn.Module):
             self.teacher.eval()
         return self
 
-    def _run_networks(self, batch):
-        batch = self.adapter.prepare(batch)
-        taps = self.uses_taps
-        with (self.student_taps.recording() if taps else contextlib.nullcontext({})) as s_feats:
-            student_out = self.adapter.run(self.student, batch)
+    def run_student(self, batch, model=None):
+        """``(output, tapped features)`` of the student on a prepared batch; ``model``: a
+        stand-in for the student with other parameters (its taps still fire)."""
+        model = self.student if model is None else model
+        with (self.student_taps.recording() if self.uses_taps
+              else contextlib.nullcontext({})) as feats:
+            out = self.adapter.run(model, batch)
+        return out, feats
+
+    def run_teacher(self, batch):
+        """``(output, tapped features)`` of the teacher on a prepared batch (offline: frozen,
+        under ``no_grad``, no task loss)."""
         teacher_grad = contextlib.nullcontext() if self.online else torch.no_grad()
-        with teacher_grad, (self.teacher_taps.recording() if taps
-                            else contextlib.nullcontext({})) as t_feats:
-            teacher_out = self.adapter.run(self.teacher, batch, compute_loss=self.online)
-        return batch, student_out, teacher_out, s_feats, t_feats
+        with teacher_grad, (self.teacher_taps.recording() if self.uses_taps
+                            else contextlib.nullcontext({})) as feats:
+            out = self.adapter.run(self.teacher, batch, compute_loss=self.online)
+        return out, feats
+
+    def run_networks(self, batch) -> NetworkRun:
+        """Both networks once on ``batch`` (prepared here by the adapter)."""
+        batch = self.adapter.prepare(batch)
+        student_out, student_feats = self.run_student(batch)
+        teacher_out, teacher_feats = self.run_teacher(batch)
+        return NetworkRun(batch, student_out, teacher_out, student_feats, teacher_feats)
 
     def aligned_features(self, student_feats: dict, teacher_feats: dict):
         """Yield ``(tap pair, aligned student feature, teacher feature)`` for every tap."""
@@ -158,8 +196,21 @@ class Distiller(nn.Module):
             check_alignable(fs, ft, f"{pair['student']} -> {pair['teacher']}")
             yield pair, connector(fs, ft.shape[-2:]), ft
 
+    def student_features(self, student_feats: dict) -> list[torch.Tensor]:
+        """The student's raw tapped features, in tap-pair order."""
+        return [student_feats[pair['student']] for pair in self.tap_pairs]
+
+    def teacher_features(self, teacher_feats: dict) -> list[torch.Tensor]:
+        """The teacher's tapped features, in tap-pair order."""
+        return [teacher_feats[pair['teacher']] for pair in self.tap_pairs]
+
+    def tap_channels(self, index: int = -1) -> tuple[int, int]:
+        """``(student channels, teacher channels)`` of one tap pair (the last by default)."""
+        pair = self.tap_pairs[index]
+        return pair['student_shape'][0], pair['teacher_shape'][0]
+
     def forward(self, batch) -> dict[str, torch.Tensor]:
-        batch, student_out, teacher_out, s_feats, t_feats = self._run_networks(batch)
+        batch, student_out, teacher_out, s_feats, t_feats = self.run_networks(batch)
         weights = self.loss_weights
         terms = {'student.task': weights['task'] * student_out.task_loss}
         if self.online:
@@ -167,11 +218,16 @@ class Distiller(nn.Module):
         if weights.get('kd', 0):
             terms.update(self.output_terms(student_out, teacher_out, batch))
         terms.update(self.feature_terms(s_feats, t_feats, batch))
+        return self.apply_warmup(terms)
+
+    def apply_warmup(self, terms: dict, exempt=()) -> dict[str, torch.Tensor]:
+        """During warm-up every term but the task losses (and the names in ``exempt``) is
+        scaled by ``ramp()``."""
         ramp = self.ramp()
-        if ramp < 1.0:  # during warm-up every term but the task losses is scaled down
-            terms = {name: value if name.endswith('.task') else value * ramp
-                     for name, value in terms.items()}
-        return terms
+        if ramp >= 1.0:
+            return terms
+        return {name: value if name.endswith('.task') or name in exempt else value * ramp
+                for name, value in terms.items()}
 
     def ramp(self) -> float:
         """The factor of the distillation terms: linear from 0 to 1 over the first ``warmup``
@@ -190,7 +246,25 @@ class Distiller(nn.Module):
                                                                        batch, temp)
         return terms
 
+    def logits_loss(self, student_logits, target_logits, batch,
+                    detach_target: bool = True) -> torch.Tensor:
+        """The (unweighted) logits distillation loss of classifier logits: KD at this
+        distiller's temperature. ``detach_target=False`` keeps the target's graph."""
+        return kd_loss(student_logits, target_logits, self.temperature,
+                       detach_target=detach_target)
+
     def feature_terms(self, student_feats, teacher_feats, batch) -> dict[str, torch.Tensor]:
+        return {}
+
+    def location_distance(self, gs, ft, detach_target: bool = True) -> torch.Tensor:
+        """Per-location distance (B,H,W) of an aligned student feature ``gs`` to a teacher
+        feature ``ft``, whose mean is one tap's ``feature_term`` (before its weights)."""
+        raise NotImplementedError(f'{type(self).__name__} has no per-location feature loss '
+                                  f'(feature_term is None)')
+
+    def teacher_feature_terms(self, aligned) -> dict[str, torch.Tensor]:
+        """The feature terms that train the teacher (ADM's ``teacher.di``) from
+        ``(tap pair, gs, ft)`` triples; none by default."""
         return {}
 
     def set_progress(self, progress: float) -> None:

@@ -13,11 +13,10 @@ class FitNet(Distiller):
     default_online = False
     default_loss_weights = dict(task=1.0, kd=0.0, fitnet=1.0)
     uses_taps = True
-    #: the student feature term that ``location_distance`` averages to (used by SoKD)
     feature_term = 'fitnet'
 
     def location_distance(self, gs, ft, detach_target: bool = True):
-        """Per-location FitNet distance (B,H,W) whose mean is one tap's term (SoKD masks it)."""
+        """Per-location FitNet distance (B,H,W) whose mean is one tap's MSE (SoKD masks it)."""
         return fitnet_distance(gs, ft, detach_target)
 
     def feature_terms(self, student_feats, teacher_feats, batch):

@@ -28,14 +28,18 @@ class DKD(KD):
         super().__init__(*args, **kwargs)
         self.alpha, self.beta = alpha, beta
 
-    def output_terms(self, student_out, teacher_out, batch):
+    def logits_loss(self, student_logits, target_logits, batch, detach_target: bool = True):
         labels = self.adapter.labels(batch)
         if labels is None:
             raise ValueError('DKD needs class labels; this task adapter gives none')
-        w, temp = self.loss_weights['kd'], self.temperature
-        terms = {'student.kd': w * dkd_loss(student_out.outputs, teacher_out.outputs, labels,
-                                            self.alpha, self.beta, temp)}
+        return dkd_loss(student_logits, target_logits, labels, self.alpha, self.beta,
+                        self.temperature, detach_target=detach_target)
+
+    def output_terms(self, student_out, teacher_out, batch):
+        w = self.loss_weights['kd']
+        terms = {'student.kd': w * self.logits_loss(student_out.outputs, teacher_out.outputs,
+                                                    batch)}
         if self.online:
-            terms['teacher.kd'] = w * dkd_loss(teacher_out.outputs, student_out.outputs,
-                                               labels, self.alpha, self.beta, temp)
+            terms['teacher.kd'] = w * self.logits_loss(teacher_out.outputs, student_out.outputs,
+                                                       batch)
         return terms

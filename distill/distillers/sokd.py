@@ -20,41 +20,52 @@ SoKD changes what the student is taught:
 
 ``dafa=None`` or ``dam=None`` switches a part off (the ablations are config changes).
 
+SoKD composes the base's public protocol (``Distiller``: ``run_student``/``run_teacher``, the
+tap pairs, ``location_distance`` where the base declares a ``feature_term``, ``logits_loss``,
+``teacher_feature_terms``, ``output_terms``, ``apply_warmup``); it reads nothing private of the
+base. DAM's pass is ``distill/sokd/dam_terms.py``, the bi-level search ``distill/sokd/search.py``.
+
 Engine protocol (duck-typed): ``arch_parameters()`` (keep them out of the main optimiser; step
 them with their own), ``wants_arch_step(epoch, step_in_epoch)`` (epochs counted from 1, as the
 classification engine does), ``arch_backward(train_batch, val_batch)`` (fills their ``.grad``;
-a frozen teacher's outputs on ``train_batch`` are kept for the step that follows on the same
-batch, so the teacher runs once), ``policy()`` and ``policy_scalars()`` (for the logs).
+a frozen teacher's outputs on ``train_batch`` are kept for the training forward that follows on
+the same batch, matched by value: ``distill/sokd/teacher_cache.py``), ``set_progress(p)``,
+``policy()`` and ``policy_scalars()`` (for the logs).
 """
 from __future__ import annotations
 
 import contextlib
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from distill.adapters.base import ModelOutput
-from distill.connectors import resize_to
-from distill.distillers.logits import DKD
-from distill.losses.logits import dkd_loss, kd_loss
 from distill.registry import DISTILLERS
 from distill.sokd.dafa import DAFA
-from distill.sokd.dam import (DAM, activation_map, anchoring_loss, boxes_to_mask,
-                              centernet_targets, consistency_loss, decode_boxes,
-                              largest_component_boxes, masked_mean, scale_boxes)
+from distill.sokd.dam import DAM, masked_mean
+from distill.sokd.dam_terms import DAM_DEFAULTS, DAMTerms, check_dam_cfg
 from distill.sokd.hypergrad import HYPERGRAD_METHODS
 from distill.sokd.search import BiLevelSearch
+from distill.sokd.teacher_cache import TeacherCache
 from distill.taps import FeatureTaps
+
+__all__ = ['SoKD', 'ARCH_OPTIMIZER', 'DAM_DEFAULTS']
 
 #: the recommended optimiser of ``arch_parameters()``: Adam, no weight decay (see ``SoKD``);
 #: Adam moves each logit by about ``lr`` per arch step: lower it for searches of thousands
 ARCH_OPTIMIZER = dict(type='Adam', lr=0.05, betas=(0.5, 0.999), weight_decay=0.0)
-DAM_DEFAULTS = dict(channels=64, num_classes=1, top_k=8, score_threshold=0.3, beta=0.1,
-                    mask='mutual', cam_threshold=0.5, interval=1, anchor_interval=1)
+
+
+class NetworkPass(NamedTuple):
+    """One network's run: its ``ModelOutput``, the base's tapped features and the feature
+    where its classifier head takes over (None without head taps)."""
+    out: object
+    feats: dict
+    head: torch.Tensor | None
 
 
 @DISTILLERS.register_module()
-class SoKD(BiLevelSearch, nn.Module):
+class SoKD(DAMTerms, BiLevelSearch, nn.Module):
     """Args:
         base: config (or module) of the base distiller.
         dafa: ``dict(ops=..., init_magnitude=0.2, sample=True)`` or None (off); ``sample``:
@@ -102,22 +113,18 @@ class SoKD(BiLevelSearch, nn.Module):
         self.loss_weights = {'dam': 1.0, 'anchor': 1.0, **(loss_weights or {})}
         self.arch_interval, self.search_epochs = arch_interval, search_epochs
         self.hypergrad, self.xi, self.hypergrad_eps = hypergrad, xi, float(hypergrad_eps)
-        self.feature_base = bool(self.base.uses_taps)
-        if self.feature_base and not hasattr(self.base, 'location_distance'):
-            raise TypeError(f'{type(self.base).__name__} has taps but no location_distance(); '
-                            f'SoKD wraps FitNet, ADM, KD and DKD')
+        # the capability the base declares: a per-location feature loss (FitNet, ADM) or none
+        # (KD, DKD: SoKD then refines the teacher's head feature and distils its logits)
+        self.feature_base = self.base.feature_term is not None
+        if self.base.uses_taps and not self.feature_base:
+            raise TypeError(f'{type(self.base).__name__} has taps but no per-location feature '
+                            f'loss (feature_term is None); SoKD wraps FitNet, ADM, KD and DKD')
         dafa = None if dafa is None else dict(dafa)
         self.sample_ops = bool(dafa.pop('sample', True)) if dafa is not None else False
         self.dafa = None if dafa is None else DAFA(**dafa)
-        self.dam_cfg = None if dam is None else {**DAM_DEFAULTS, **dam}
-        for key in ('interval', 'anchor_interval'):
-            if self.dam_cfg and (not isinstance(self.dam_cfg[key], int)
-                                 or self.dam_cfg[key] < 1):
-                raise ValueError(f"dam {key} must be an int >= 1, got {self.dam_cfg[key]!r}")
+        self.dam_cfg = check_dam_cfg(dam)
         self._dam_step = 0  # training forwards so far, for the DAM intervals
-        if self.dam_cfg and self.dam_cfg['mask'] not in ('mutual', 'teacher', 'student'):
-            raise ValueError(f"dam mask is 'mutual', 'teacher' or 'student', got "
-                             f"{self.dam_cfg['mask']!r}")
+        self.teacher_cache = TeacherCache()
         self._build_head_taps()
         self.dam = None
         if self.dam_cfg is not None:
@@ -145,7 +152,7 @@ class SoKD(BiLevelSearch, nn.Module):
     def _build_head_taps(self) -> None:
         """Tap both networks where the classifier head takes over: the refined feature of a
         logits base, and the teacher feature whose CAM gives classification pseudo-boxes."""
-        self.head_shapes = None
+        self.head_taps = None
         needs_head = not self.feature_base or (self.dam_cfg is not None
                                                and hasattr(self.adapter, 'head'))
         if not needs_head:
@@ -155,21 +162,17 @@ class SoKD(BiLevelSearch, nn.Module):
                             f'adapter); {type(self.adapter).__name__} has none')
         s_path, _ = self.adapter.head(self.student)
         t_path, self.teacher_head = self.adapter.head(self.teacher)
-        self.student_head_taps = FeatureTaps(self.student, [s_path], owner='student')
-        self.teacher_head_taps = FeatureTaps(self.teacher, [t_path], owner='teacher')
-        self.head_paths = (s_path, t_path)
-        shapes = []
-        for model, taps in ((self.student, self.student_head_taps),
-                            (self.teacher, self.teacher_head_taps)):
+        self.head_taps = (FeatureTaps(self.student, [s_path], owner='student'),
+                          FeatureTaps(self.teacher, [t_path], owner='teacher'))
+        self.head_shapes = []
+        for model, taps in zip((self.student, self.teacher), self.head_taps):
             with taps.recording() as feats:
-                self.base._probe(model, self.adapter.probe)
-            shapes.append(tuple(feats[taps.specs[0].key].shape[1:]))
-        self.head_shapes = shapes
+                self.base.probe_forward(model, self.adapter.probe)
+            self.head_shapes.append(tuple(feats[taps.specs[0].key].shape[1:]))
 
     def _dam_channels(self):
         if self.feature_base:
-            pair = self.base.tap_pairs[-1]
-            return pair['student_shape'][0], pair['teacher_shape'][0]
+            return self.base.tap_channels(-1)
         return self.head_shapes[0][0], self.head_shapes[1][0]
 
     # ---------------------------------------------------------------- engine protocol
@@ -195,149 +198,46 @@ class SoKD(BiLevelSearch, nn.Module):
             scalars.update({prefix + name: value for name, value in policy[key].items()})
         return scalars
 
-    def _probe(self, model, run) -> None:  # config checks probe through the wrapper
-        self.base._probe(model, run)
+    def probe_forward(self, model, run) -> None:  # config checks probe through the wrapper
+        self.base.probe_forward(model, run)
 
     def set_progress(self, progress: float) -> None:
         self.base.set_progress(progress)
 
     # ---------------------------------------------------------------- running
     def _run(self, batch):
-        """Both networks with the base's taps and the head taps (as ``Distiller.
-        _run_networks``); a frozen teacher's outputs are reused from the arch step on the same
-        batch (the engine runs the arch step, then the step, on one batch)."""
+        """``(prepared batch, student pass, teacher pass)``: both networks with the base's
+        taps and the head taps; a frozen teacher's outputs come from the arch step's cache
+        when it ran on a batch of the same values."""
         batch = self.adapter.prepare(batch)
-        head = self.head_shapes is not None
-        s_out, s_feats, s_head = self._run_student(self.student, batch)
-        teacher = self._take_teacher_cache(batch)
-        if teacher is None:
-            teacher = self._run_teacher(batch)
-        t_out, t_feats, t_head = teacher
-        heads = (s_head.get(self.head_paths[0]), t_head.get(self.head_paths[1])) if head \
-            else None
-        return batch, s_out, t_out, s_feats, t_feats, heads, teacher
+        student = self._run_student(batch)
+        teacher = self.teacher_cache.take(batch) if not self.online else None
+        return batch, student, teacher or self._run_teacher(batch)
 
-    def _run_student(self, student, batch, head: bool | None = None):
-        """``(output, base-tap features, head-tap features)`` of ``student`` (the module or a
-        stand-in with other parameters) on a prepared batch."""
-        head = self.head_shapes is not None if head is None else head
-        with (self.base.student_taps.recording() if self.base.uses_taps
-              else contextlib.nullcontext({})) as s_feats, \
-                (self.student_head_taps.recording() if head
-                 else contextlib.nullcontext({})) as s_head:
-            s_out = self.adapter.run(student, batch)
-        return s_out, s_feats, s_head
+    def _run_student(self, batch, model=None, head: bool = True) -> NetworkPass:
+        """The student (or a stand-in ``model`` with other parameters) on a prepared batch;
+        ``head=False`` skips the head tap."""
+        head_taps = self.head_taps[0] if head and self.head_taps else None
+        with (head_taps.recording() if head_taps else contextlib.nullcontext({})) as heads:
+            out, feats = self.base.run_student(batch, model)
+        return NetworkPass(out, feats, heads.get(head_taps.specs[0].key) if head_taps else None)
 
-    def _run_teacher(self, batch):
-        head = self.head_shapes is not None
-        with (contextlib.nullcontext() if self.online else torch.no_grad()), \
-                (self.base.teacher_taps.recording() if self.base.uses_taps
-                 else contextlib.nullcontext({})) as t_feats, \
-                (self.teacher_head_taps.recording() if head
-                 else contextlib.nullcontext({})) as t_head:
-            t_out = self.adapter.run(self.teacher, batch, compute_loss=self.online)
-        return t_out, t_feats, t_head
+    def _run_teacher(self, batch) -> NetworkPass:
+        head_taps = self.head_taps[1] if self.head_taps else None
+        with (head_taps.recording() if head_taps else contextlib.nullcontext({})) as heads:
+            out, feats = self.base.run_teacher(batch)
+        return NetworkPass(out, feats, heads.get(head_taps.specs[0].key) if head_taps else None)
 
-    @staticmethod
-    def _batch_key(batch):
-        """What identifies a batch for the teacher cache: the storage, shape, dtype and
-        in-place version of its tensors, not the dict object (mmengine and DDP pass the same
-        tensors in a rebuilt dict). The cache holds the tensors, so their storage cannot pass
-        to another batch while it lives."""
-        if not isinstance(batch, dict):
-            return None
-        key = tuple((name, v.data_ptr(), v.device, tuple(v.shape), v.dtype, v._version)
-                    for name, v in batch.items() if torch.is_tensor(v))
-        return key or None
-
-    def _keep_teacher_cache(self, batch, teacher) -> None:
-        """Remember a frozen teacher's outputs on ``batch`` for the step that follows."""
-        self._teacher_cache = None
-        key = self._batch_key(batch)
-        if not self.online and key is not None and self.adapter.prepare(batch) is batch:
-            self._teacher_cache = (key, batch, teacher)
-
-    def _take_teacher_cache(self, batch):
-        """The kept teacher outputs if ``batch`` holds the same, unchanged tensors (else
-        None: another batch, or one changed in place); the cache serves one step."""
-        cache, self._teacher_cache = getattr(self, '_teacher_cache', None), None
-        if cache is None or self.online:
-            return None
-        return cache[2] if self._batch_key(batch) == cache[0] else None
+    def _keep_teacher(self, batch, teacher: NetworkPass) -> None:
+        """Keep a frozen teacher's pass on the prepared ``batch`` for the next forward."""
+        if not self.online:
+            self.teacher_cache.keep(batch, teacher)
 
     def _refine(self, feature, generator=None, sample: bool = False):
         """DAFA's mixture of ``feature`` (the search), or one op drawn from the policy."""
         if self.dafa is None:
             return feature
         return self.dafa.sample(feature, generator) if sample else self.dafa(feature, generator)
-
-    def _anchor_boxes(self, batch, grid, teacher_head_feat):
-        """``(boxes, labels)`` on the DAM grid: the adapter's boxes (class-agnostic: labels
-        None), or the largest component of the teacher's CAM of the true class (one box per
-        image, labelled with that class)."""
-        boxes = self.adapter.anchor_boxes(batch)
-        if boxes is not None:
-            return scale_boxes(boxes, self.adapter.input_size(batch), grid), None
-        if teacher_head_feat is None:
-            raise ValueError(f'{type(self.adapter).__name__} gives no anchor boxes and has no '
-                             f'classifier head for CAM pseudo-boxes; switch DAM off (dam=None)')
-        fc = getattr(self.teacher, 'fc', None)
-        cam = activation_map(teacher_head_feat, self.adapter.labels(batch),
-                             fc.weight if isinstance(fc, nn.Linear) else None)
-        cam_boxes = largest_component_boxes(cam, self.dam_cfg['cam_threshold'])
-        labels = self.adapter.labels(batch)
-        return (scale_boxes(cam_boxes[:, None], tuple(cam.shape[-2:]), grid),
-                None if labels is None else labels[:, None])
-
-    def _dam_schedule(self) -> tuple[bool, bool]:
-        """``(run DAM, compute its anchoring term)`` in this forward (see ``interval``)."""
-        if not self.training:
-            return True, True
-        step, self._dam_step = self._dam_step, self._dam_step + 1
-        run = step % self.dam_cfg['interval'] == 0
-        return run, run and step % self.dam_cfg['anchor_interval'] == 0
-
-    def _dam_off_terms(self) -> dict[str, torch.Tensor]:
-        """Zero DAM terms that still touch every DAM parameter (DDP expects them used)."""
-        zero = 0.0 * sum(p.sum() for p in self.dam.parameters())
-        return {'student.dam': zero, 'dam.anchor': zero}
-
-    def _dam_pass(self, batch, student_feat, refined_teacher_feat, teacher_head_feat,
-                  terms: bool = True, anchor: bool = True):
-        """DAM's terms and the decoded mask (B,1,H,W) on the teacher grid (DESIGN 1.2);
-        ``terms=False``: the mask alone; ``anchor=False``: ``dam.anchor`` is 0."""
-        cfg = self.dam_cfg
-        grid = tuple(refined_teacher_feat.shape[-2:])
-        teacher_side, student_side = self.dam.both(refined_teacher_feat.detach(),
-                                                   resize_to(student_feat, grid))
-        if not terms:
-            return {}, self.decode_mask(teacher_side, student_side)
-        terms = {'student.dam': self.loss_weights['dam'] * consistency_loss(student_side,
-                                                                            teacher_side)}
-        if anchor:
-            boxes, labels = self._anchor_boxes(batch, grid, teacher_head_feat)
-            targets = centernet_targets(boxes, labels, cfg['num_classes'], *grid)
-            terms['dam.anchor'] = self.loss_weights['anchor'] * anchoring_loss(teacher_side,
-                                                                               targets)
-        else:  # 0, in the graph of the heads: the term set and DDP's used parameters stay
-            terms['dam.anchor'] = 0.0 * teacher_side['heatmap'].sum()
-        return terms, self.decode_mask(teacher_side, student_side)
-
-    @torch.no_grad()
-    def decode_mask(self, teacher_side: dict, student_side: dict) -> torch.Tensor:
-        """Union of the boxes decoded from the chosen side(s); an image where no box passes
-        the score threshold keeps its whole map (the plain base loss)."""
-        cfg = self.dam_cfg
-        sides = dict(mutual=(teacher_side, student_side), teacher=(teacher_side,),
-                     student=(student_side,))[cfg['mask']]
-        h, w = teacher_side['heatmap'].shape[-2:]
-        stacked = {key: torch.cat([side[key] for side in sides]) for key in sides[0]}
-        boxes, _, keep = decode_boxes(torch.sigmoid(stacked['heatmap'].float()), stacked['size'],
-                                      stacked['offset'], cfg['top_k'], cfg['score_threshold'])
-        mask = boxes_to_mask(boxes, keep, h, w)  # the sides stacked along the batch: union
-        mask = mask.reshape(len(sides), -1, *mask.shape[1:]).amax(dim=0)
-        empty = mask.flatten(1).sum(dim=1).eq(0).reshape(-1, 1, 1, 1)
-        return torch.where(empty, torch.ones_like(mask), mask)
 
     def _feature_loss(self, aligned, refined, mask, detach_target=True):
         """Sum over taps of the (masked) per-location base loss against refined features."""
@@ -349,57 +249,43 @@ class SoKD(BiLevelSearch, nn.Module):
             total = total + pair['weight'] * loss
         return self.base.loss_weights[self.base.feature_term] * total
 
-    def _logits_loss(self, student_logits, refined_logits, batch):
-        """The base's KD (or DKD) of the refined logits, target kept in the graph."""
-        base, temp = self.base, self.base.temperature
-        if isinstance(base, DKD):
-            loss = dkd_loss(student_logits, refined_logits, self.adapter.labels(batch),
-                            base.alpha, base.beta, temp, detach_target=False)
-        else:
-            loss = kd_loss(student_logits, refined_logits, temp, detach_target=False)
-        return base.loss_weights['kd'] * loss
+    def _logits_loss(self, student_logits, refined_feat, batch, detach_target=True):
+        """The base's weighted logits loss of the student to the refined teacher logits."""
+        refined_logits = self.teacher_head(refined_feat)
+        return self.base.loss_weights['kd'] * self.base.logits_loss(
+            student_logits, refined_logits, batch, detach_target=detach_target)
 
     def forward(self, batch) -> dict[str, torch.Tensor]:
-        batch, s_out, t_out, s_feats, t_feats, heads, _ = self._run(batch)
+        batch, student, teacher = self._run(batch)
         base = self.base
-        terms = {'student.task': base.loss_weights['task'] * s_out.task_loss}
+        terms = {'student.task': base.loss_weights['task'] * student.out.task_loss}
         if self.online:
-            terms['teacher.task'] = base.loss_weights['task'] * t_out.task_loss
+            terms['teacher.task'] = base.loss_weights['task'] * teacher.out.task_loss
+        distils_logits = bool(base.loss_weights.get('kd', 0))
         if self.feature_base:
-            aligned = list(base.aligned_features(s_feats, t_feats))
+            aligned = list(base.aligned_features(student.feats, teacher.feats))
             refined = [self._refine(ft, sample=self.sample_ops) for _, _, ft in aligned]
             mask = None
             if self.dam is not None:
-                run, anchor = self._dam_schedule()
-                dam_terms, mask = self._dam_pass(
-                    batch, s_feats[base.tap_pairs[-1]['student']], refined[-1],
-                    heads and heads[1], anchor=anchor) if run else (self._dam_off_terms(), None)
+                dam_terms, mask = self._dam_step_terms(
+                    batch, base.student_features(student.feats)[-1], refined[-1], teacher.head)
                 terms.update(dam_terms)
             terms[f'student.{base.feature_term}'] = self._feature_loss(aligned, refined, mask)
-            if hasattr(base, 'divergence_term'):  # ADM online: raw teacher feature
-                terms.update(base.divergence_term(aligned))
-            if base.loss_weights.get('kd', 0):
-                terms.update(base.output_terms(s_out, t_out, batch))
+            terms.update(base.teacher_feature_terms(aligned))  # on the raw teacher feature
+            if distils_logits:
+                terms.update(base.output_terms(student.out, teacher.out, batch))
         else:
-            refined_feat = self._refine(heads[1], sample=self.sample_ops)
+            refined_feat = self._refine(teacher.head, sample=self.sample_ops)
             if self.dam is not None:
-                run, anchor = self._dam_schedule()
-                terms.update(self._dam_pass(batch, heads[0], refined_feat, heads[1],
-                                            anchor=anchor)[0] if run else self._dam_off_terms())
-            if base.loss_weights.get('kd', 0):
-                refined_out = ModelOutput(outputs=self.teacher_head(refined_feat))
-                student_terms = base.output_terms(s_out, refined_out, batch)
-                terms.update({k: v for k, v in student_terms.items() if k.startswith('student.')})
+                terms.update(self._dam_step_terms(batch, student.head, refined_feat,
+                                                  teacher.head)[0])
+            if distils_logits:
+                terms['student.kd'] = self._logits_loss(student.out.outputs, refined_feat, batch)
                 if self.online:  # the teacher's own mirror term sees the student, not DAFA
-                    teacher_terms = base.output_terms(s_out, t_out, batch)
-                    terms.update({k: v for k, v in teacher_terms.items()
-                                  if k.startswith('teacher.')})
-        ramp = base.ramp() if hasattr(base, 'ramp') else 1.0
-        if ramp < 1.0:  # the base's warm-up, as Distiller.forward applies it; DAM's anchoring
-            # trains DAM alone and is not scaled
-            terms = {name: value if name.endswith('.task') or name == 'dam.anchor'
-                     else value * ramp for name, value in terms.items()}
-        return terms
+                    mirror = base.output_terms(student.out, teacher.out, batch)
+                    terms.update({k: v for k, v in mirror.items() if k.startswith('teacher.')})
+        # the base's warm-up, as Distiller.forward applies it; DAM's anchoring trains DAM alone
+        return base.apply_warmup(terms, exempt=('dam.anchor',))
 
     # ---------------------------------------------------------------- inspection
     @torch.no_grad()
@@ -407,21 +293,10 @@ class SoKD(BiLevelSearch, nn.Module):
         """DAM's decoded boxes (grid cells) and masks of both sides, for ``sokd.viz``."""
         if self.dam is None:
             raise ValueError('DAM is switched off (dam=None)')
-        _, _, _, s_feats, t_feats, heads, _ = self._run(batch)
+        _, student, teacher = self._run(batch)
         if self.feature_base:
-            pair = self.base.tap_pairs[-1]
-            fs, ft = s_feats[pair['student']], t_feats[pair['teacher']]
+            fs = self.base.student_features(student.feats)[-1]
+            ft = self.base.teacher_features(teacher.feats)[-1]
         else:
-            fs, ft = heads
-        ft_ref = self._refine(ft)
-        grid = tuple(ft_ref.shape[-2:])
-        result = dict(grid=grid)
-        for name, side in (('teacher', self.dam(ft_ref, 'teacher')),
-                           ('student', self.dam(resize_to(fs, grid), 'student'))):
-            boxes, scores, keep = decode_boxes(torch.sigmoid(side['heatmap'].float()),
-                                               side['size'], side['offset'],
-                                               self.dam_cfg['top_k'],
-                                               self.dam_cfg['score_threshold'])
-            result[name] = dict(boxes=boxes, scores=scores, keep=keep,
-                                mask=boxes_to_mask(boxes, keep, *grid))
-        return result
+            fs, ft = student.head, teacher.head
+        return self.dam_boxes(fs, self._refine(ft))

@@ -6,8 +6,6 @@ DAFA, DAM and base loss; see ``distill/sokd/hypergrad.py`` for the maths.
 """
 from __future__ import annotations
 
-import contextlib
-
 import torch
 
 from distill.sokd.hypergrad import (factored_hypergradient, preserved_buffers,
@@ -46,41 +44,34 @@ class BiLevelSearch:
         teacher's features and DAM's mask are computed once, without gradient."""
         base, adapter = self.base, self.adapter
         with torch.no_grad():
-            batch, _, _, s_feats, t_feats, heads, teacher = self._run(train_batch)
-            self._keep_teacher_cache(train_batch, teacher)
+            batch, student, teacher = self._run(train_batch)
+            self._keep_teacher(batch, teacher)
             seed = int(torch.randint(0, 2 ** 62, ()))
             mask = None
             if self.feature_base:
-                aligned = list(base.aligned_features(s_feats, t_feats))
-                teacher_feats = [ft.detach() for _, _, ft in aligned]
+                teacher_feats = [ft.detach() for ft in base.teacher_features(teacher.feats)]
                 if self.dam is not None:  # the mask of the refined feature L_train sees
                     generator = torch.Generator(device=teacher_feats[0].device)
                     refined = [self._refine(ft, generator.manual_seed(seed)) if i == 0 else
                                self._refine(ft, generator) for i, ft in enumerate(teacher_feats)]
-                    _, mask = self._dam_pass(batch, s_feats[base.tap_pairs[-1]['student']],
-                                             refined[-1], heads and heads[1], terms=False)
+                    _, mask = self._dam_pass(batch, base.student_features(student.feats)[-1],
+                                             refined[-1], teacher.head, terms=False)
             else:
-                teacher_feats = [heads[1].detach()]
+                teacher_feats = [teacher.head.detach()]
         device = teacher_feats[0].device
 
         def train_loss(student):
             # the same augmentation draws at every call (finite differences need them)
             generator = torch.Generator(device=device).manual_seed(seed)
             refined = [self._refine(ft, generator) for ft in teacher_feats]
-            taps = base.student_taps.recording() if self.feature_base else \
-                contextlib.nullcontext({})
-            with taps as feats:
-                out = adapter.run(student, batch)
+            out, feats = base.run_student(batch, student)
             loss = base.loss_weights['task'] * out.task_loss
             if self.feature_base:
-                gs = [connector(feats[pair['student']], ft.shape[-2:]) for pair, connector, ft
-                      in zip(base.tap_pairs, base.connectors, teacher_feats)]
-                aligned_now = [(pair, g, None) for pair, g in zip(base.tap_pairs, gs)]
-                return loss + self._feature_loss(aligned_now, refined, mask,
-                                                 detach_target=False)
+                aligned = list(base.aligned_features(feats, teacher.feats))
+                return loss + self._feature_loss(aligned, refined, mask, detach_target=False)
             if base.loss_weights.get('kd', 0):
-                loss = loss + self._logits_loss(out.outputs, self.teacher_head(refined[0]),
-                                                batch)
+                loss = loss + self._logits_loss(out.outputs, refined[0], batch,
+                                                detach_target=False)
             return loss
 
         def val_loss(student):
@@ -97,13 +88,13 @@ class BiLevelSearch:
         base, adapter = self.base, self.adapter
         batch = adapter.prepare(train_batch)
         with torch.no_grad():
-            teacher = self._take_teacher_cache(train_batch) or self._run_teacher(batch)
-        self._keep_teacher_cache(train_batch, teacher)
-        _, t_feats, t_head = teacher
+            teacher = (None if self.online else self.teacher_cache.take(batch)) \
+                or self._run_teacher(batch)
+        self._keep_teacher(batch, teacher)
         if self.feature_base:
-            teacher_feats = [t_feats[pair['teacher']].detach() for pair in base.tap_pairs]
+            teacher_feats = [ft.detach() for ft in base.teacher_features(teacher.feats)]
         else:
-            teacher_feats = [t_head[self.head_paths[1]].detach()]
+            teacher_feats = [teacher.head.detach()]
         generator = torch.Generator(device=teacher_feats[0].device).manual_seed(
             int(torch.randint(0, 2 ** 62, ())))
         refined = [self._refine(ft, generator) for ft in teacher_feats]  # graph to alpha
@@ -112,11 +103,12 @@ class BiLevelSearch:
 
         def features(student):
             # the DAM mask needs the raw last student tap: only the first (with grad) call
-            out, s_feats, _ = self._run_student(student, batch, head=False)
+            out, s_feats = base.run_student(batch, student)
             if self.feature_base:
-                gs = [connector(s_feats[pair['student']], ft.shape[-2:]) for pair, connector, ft
-                      in zip(base.tap_pairs, base.connectors, teacher_feats)]
-                state.setdefault('last_tap', s_feats[base.tap_pairs[-1]['student']].detach())
+                aligned = list(base.aligned_features(s_feats, teacher.feats))
+                gs = [g for _, g, _ in aligned]
+                state.setdefault('pairs', [pair for pair, _, _ in aligned])
+                state.setdefault('last_tap', base.student_features(s_feats)[-1].detach())
             else:
                 gs = [out.outputs]
             return weight_task * out.task_loss, gs
@@ -126,16 +118,15 @@ class BiLevelSearch:
             if not self.feature_base:
                 if not base.loss_weights.get('kd', 0):
                     return 0.0
-                return self._logits_loss(feats[0], self.teacher_head(targets[0]), batch)
+                return self._logits_loss(feats[0], targets[0], batch, detach_target=False)
             if 'mask' not in state:
                 state['mask'] = None
                 if self.dam is not None:
                     with torch.no_grad():
-                        _, state['mask'] = self._dam_pass(
-                            batch, state['last_tap'], refined[-1].detach(),
-                            t_head.get(self.head_paths[1]) if self.head_shapes else None,
-                            terms=False)
-            aligned = [(pair, g, None) for pair, g in zip(base.tap_pairs, feats)]
+                        _, state['mask'] = self._dam_pass(batch, state['last_tap'],
+                                                          refined[-1].detach(), teacher.head,
+                                                          terms=False)
+            aligned = [(pair, g, None) for pair, g in zip(state['pairs'], feats)]
             return self._feature_loss(aligned, targets, state['mask'], detach_target=False)
 
         def val_loss(student):

@@ -1,0 +1,127 @@
+"""DAM's pass inside SoKD (DESIGN 1.2), as a mixin of ``distill.distillers.SoKD``: the two
+terms (``student.dam`` consistency, ``dam.anchor`` anchoring), the anchor boxes (the task's, or
+the teacher's CAM pseudo-box for classification), the decoded mask that weights the base loss
+per location, the cost schedule (``dam.interval``, ``dam.anchor_interval``) and the boxes for
+``sokd.viz``. The heads and losses themselves are ``distill/sokd/dam.py``.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from distill.connectors import resize_to
+from distill.sokd.dam import (activation_map, anchoring_loss, boxes_to_mask, centernet_targets,
+                              consistency_loss, decode_boxes, largest_component_boxes,
+                              scale_boxes)
+
+DAM_DEFAULTS = dict(channels=64, num_classes=1, top_k=8, score_threshold=0.3, beta=0.1,
+                    mask='mutual', cam_threshold=0.5, interval=1, anchor_interval=1)
+
+
+def check_dam_cfg(dam: dict | None) -> dict | None:
+    """DAM's settings with the defaults filled in (None: DAM off)."""
+    if dam is None:
+        return None
+    cfg = {**DAM_DEFAULTS, **dam}
+    for key in ('interval', 'anchor_interval'):
+        if isinstance(cfg[key], bool) or not isinstance(cfg[key], int) or cfg[key] < 1:
+            raise ValueError(f'dam {key} must be an int >= 1, got {cfg[key]!r}')
+    if cfg['mask'] not in ('mutual', 'teacher', 'student'):
+        raise ValueError(f"dam mask is 'mutual', 'teacher' or 'student', got {cfg['mask']!r}")
+    return cfg
+
+
+class DAMTerms:
+    """Mixin: needs ``dam`` (the ``DAM`` module), ``dam_cfg``, ``loss_weights``, ``adapter``,
+    ``teacher``, ``training`` and a ``_dam_step`` counter of training forwards."""
+
+    def _anchor_boxes(self, batch, grid, teacher_head_feat):
+        """``(boxes, labels)`` on the DAM grid: the adapter's boxes (class-agnostic: labels
+        None), or the largest component of the teacher's CAM of the true class (one box per
+        image, labelled with that class)."""
+        boxes = self.adapter.anchor_boxes(batch)
+        if boxes is not None:
+            return scale_boxes(boxes, self.adapter.input_size(batch), grid), None
+        if teacher_head_feat is None:
+            raise ValueError(f'{type(self.adapter).__name__} gives no anchor boxes and has no '
+                             f'classifier head for CAM pseudo-boxes; switch DAM off (dam=None)')
+        fc = getattr(self.teacher, 'fc', None)
+        labels = self.adapter.labels(batch)
+        cam = activation_map(teacher_head_feat, labels,
+                             fc.weight if isinstance(fc, nn.Linear) else None)
+        cam_boxes = largest_component_boxes(cam, self.dam_cfg['cam_threshold'])
+        return (scale_boxes(cam_boxes[:, None], tuple(cam.shape[-2:]), grid),
+                None if labels is None else labels[:, None])
+
+    def _dam_schedule(self) -> tuple[bool, bool]:
+        """``(run DAM, compute its anchoring term)`` in this forward (see ``interval``)."""
+        if not self.training:
+            return True, True
+        step, self._dam_step = self._dam_step, self._dam_step + 1
+        run = step % self.dam_cfg['interval'] == 0
+        return run, run and step % self.dam_cfg['anchor_interval'] == 0
+
+    def _dam_off_terms(self) -> dict[str, torch.Tensor]:
+        """Zero DAM terms that still touch every DAM parameter (DDP expects them used)."""
+        zero = 0.0 * sum(p.sum() for p in self.dam.parameters())
+        return {'student.dam': zero, 'dam.anchor': zero}
+
+    def _dam_step_terms(self, batch, student_feat, refined_teacher_feat, teacher_head_feat):
+        """A training forward's ``(DAM terms, mask or None)``, as the schedule says."""
+        run, anchor = self._dam_schedule()
+        if not run:  # the base loss unmasked in this step
+            return self._dam_off_terms(), None
+        return self._dam_pass(batch, student_feat, refined_teacher_feat, teacher_head_feat,
+                              anchor=anchor)
+
+    def _dam_pass(self, batch, student_feat, refined_teacher_feat, teacher_head_feat,
+                  terms: bool = True, anchor: bool = True):
+        """DAM's terms and the decoded mask (B,1,H,W) on the teacher grid (DESIGN 1.2);
+        ``terms=False``: the mask alone; ``anchor=False``: ``dam.anchor`` is 0."""
+        cfg = self.dam_cfg
+        grid = tuple(refined_teacher_feat.shape[-2:])
+        teacher_side, student_side = self.dam.both(refined_teacher_feat.detach(),
+                                                   resize_to(student_feat, grid))
+        if not terms:
+            return {}, self.decode_mask(teacher_side, student_side)
+        terms = {'student.dam': self.loss_weights['dam'] * consistency_loss(student_side,
+                                                                            teacher_side)}
+        if anchor:
+            boxes, labels = self._anchor_boxes(batch, grid, teacher_head_feat)
+            targets = centernet_targets(boxes, labels, cfg['num_classes'], *grid)
+            terms['dam.anchor'] = self.loss_weights['anchor'] * anchoring_loss(teacher_side,
+                                                                               targets)
+        else:  # 0, in the graph of the heads: the term set and DDP's used parameters stay
+            terms['dam.anchor'] = 0.0 * teacher_side['heatmap'].sum()
+        return terms, self.decode_mask(teacher_side, student_side)
+
+    @torch.no_grad()
+    def decode_mask(self, teacher_side: dict, student_side: dict) -> torch.Tensor:
+        """Union of the boxes decoded from the chosen side(s); an image where no box passes
+        the score threshold keeps its whole map (the plain base loss)."""
+        cfg = self.dam_cfg
+        sides = dict(mutual=(teacher_side, student_side), teacher=(teacher_side,),
+                     student=(student_side,))[cfg['mask']]
+        h, w = teacher_side['heatmap'].shape[-2:]
+        stacked = {key: torch.cat([side[key] for side in sides]) for key in sides[0]}
+        boxes, _, keep = decode_boxes(torch.sigmoid(stacked['heatmap'].float()), stacked['size'],
+                                      stacked['offset'], cfg['top_k'], cfg['score_threshold'])
+        mask = boxes_to_mask(boxes, keep, h, w)  # the sides stacked along the batch: union
+        mask = mask.reshape(len(sides), -1, *mask.shape[1:]).amax(dim=0)
+        empty = mask.flatten(1).sum(dim=1).eq(0).reshape(-1, 1, 1, 1)
+        return torch.where(empty, torch.ones_like(mask), mask)
+
+    @torch.no_grad()
+    def dam_boxes(self, student_feat, refined_teacher_feat) -> dict:
+        """DAM's decoded boxes (grid cells), scores and masks of both sides."""
+        grid = tuple(refined_teacher_feat.shape[-2:])
+        result = dict(grid=grid)
+        for name, side in (('teacher', self.dam(refined_teacher_feat, 'teacher')),
+                           ('student', self.dam(resize_to(student_feat, grid), 'student'))):
+            boxes, scores, keep = decode_boxes(torch.sigmoid(side['heatmap'].float()),
+                                               side['size'], side['offset'],
+                                               self.dam_cfg['top_k'],
+                                               self.dam_cfg['score_threshold'])
+            result[name] = dict(boxes=boxes, scores=scores, keep=keep,
+                                mask=boxes_to_mask(boxes, keep, *grid))
+        return result
