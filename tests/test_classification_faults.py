@@ -21,7 +21,8 @@ from distill.engines import NonFiniteLossError
 from distill.engines.classification import train_classification
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_classification_engine import tiny_cfg  # noqa: E402
+from test_classification_engine import (checkpoint_names, newest_checkpoint,  # noqa: E402
+                                        read_checkpoint, tiny_cfg)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,12 +62,11 @@ def test_inf_buffer_stops_the_run_at_its_step_and_no_checkpoint_holds_it(tmp_pat
                        match=r'student\.stage2\.1\.running_var became non-finite after the '
                              r'optimiser step at step 9 \(epoch 2\).*largest first: .*intact'):
         train_classification(cfg, work_dir=tmp_path)
-    assert sorted(p.name for p in tmp_path.glob('*.pth')) == ['epoch_1.pth', 'latest.pth']
-    for name in ('epoch_1.pth', 'latest.pth'):
-        state = load_checkpoint(tmp_path / name)
-        assert state['epoch'] == 1
-        assert all(torch.isfinite(v).all() for v in state['model'].values()
-                   if v.is_floating_point())
+    assert checkpoint_names(tmp_path) == ['checkpoint-6']  # epoch 1's
+    state = read_checkpoint(tmp_path / 'checkpoint-6')
+    assert state['epoch'] == 1
+    assert all(torch.isfinite(v).all() for v in state['model'].values()
+               if v.is_floating_point())
 
 
 def test_huge_loss_weight_names_the_term_that_blew_up(tmp_path):
@@ -77,7 +77,7 @@ def test_huge_loss_weight_names_the_term_that_blew_up(tmp_path):
     # the weights were thrown far by one step of a 1e30 term; the next forward is all NaN
     assert 'step 2 (epoch 1)' in message
     assert 'The step before, largest first: student.co=' in message
-    assert not list(tmp_path.glob('*.pth'))
+    assert not checkpoint_names(tmp_path)
 
 
 def test_epoch_mode_checks_state_before_the_checkpoint(tmp_path):
@@ -85,7 +85,7 @@ def test_epoch_mode_checks_state_before_the_checkpoint(tmp_path):
     cfg.train.check_finite = 'epoch'
     with pytest.raises(NonFiniteLossError, match=r'before writing the checkpoint of epoch 1'):
         train_classification(cfg, work_dir=tmp_path)
-    assert not list(tmp_path.glob('*.pth'))
+    assert not checkpoint_names(tmp_path)
 
 
 # ---------------------------------------------------------------------------- strict configs
@@ -184,11 +184,11 @@ def test_fresh_run_into_an_earlier_run_changes_nothing(tmp_path):
         train_classification(tiny_cfg(epochs=1, distiller_type='NaNFromStartDML'),
                              work_dir=tmp_path)
     assert snapshot(tmp_path) == before  # byte-identical, train.log included
-    # --overwrite replaces the run: no epoch_2.pth of the old one is left behind
+    # --overwrite replaces the run: no checkpoint-12 of the old one is left behind
     train_classification(tiny_cfg(epochs=1, distiller_type='DML'), work_dir=tmp_path,
                          overwrite=True)
-    assert sorted(p.name for p in tmp_path.glob('*.pth')) == [
-        'epoch_1.pth', 'latest.pth', 'student.pth', 'teacher.pth']
+    assert checkpoint_names(tmp_path) == ['checkpoint-6']
+    assert sorted(p.name for p in tmp_path.glob('*.pth')) == ['student.pth', 'teacher.pth']
     assert [r['epoch'] for r in json.loads((tmp_path / 'metrics.json').read_text())] == [1]
 
 
@@ -209,20 +209,18 @@ import os, signal, sys
 import torch
 sys.path.insert(0, {tests!r})
 torch.set_num_threads(1)
+from accelerate import Accelerator
 from test_classification_engine import tiny_cfg
 from distill.engines.classification import train_classification
-real_save, calls = torch.save, []
-def dying_save(obj, f, *args, **kwargs):
-    if isinstance(obj, dict) and 'epoch' in obj:
-        calls.append(obj['epoch'])
-        if len(calls) == 6:  # epoch_1, latest, epoch_2, latest, epoch_3, latest <- here
-            real_save(obj, f)
-            f.flush()
-            f.truncate(f.tell() // 2)
-            f.flush()
-            os.kill(os.getpid(), signal.SIGKILL)
-    return real_save(obj, f, *args, **kwargs)
-torch.save = dying_save
+real_save_state, calls = Accelerator.save_state, []
+def dying_save_state(self, output_dir, *args, **kwargs):
+    calls.append(output_dir)
+    real_save_state(self, output_dir, *args, **kwargs)
+    if len(calls) == 3:  # the checkpoint of epoch 3, half written: killed
+        weights = os.path.join(output_dir, 'model.safetensors')
+        os.truncate(weights, os.path.getsize(weights) // 2)
+        os.kill(os.getpid(), signal.SIGKILL)
+Accelerator.save_state = dying_save_state
 train_classification(tiny_cfg(epochs=4), work_dir=sys.argv[1])
 '''
 
@@ -234,19 +232,19 @@ def test_kill_during_checkpoint_write_and_flipped_bytes_resume_exactly(tmp_path)
     proc = subprocess.run([sys.executable, '-c', KILLED_RUN.format(tests=str(ROOT / 'tests')),
                            str(run)], env=env, cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
-    orphans = list(run.glob('.latest.pth.*.tmp'))
-    assert len(orphans) == 1  # the half-written latest.pth of epoch 3
-    assert load_checkpoint(run / 'latest.pth')['epoch'] == 2  # the rename never happened
-    epoch_3 = load_checkpoint(run / 'epoch_3.pth')
-    flip_tensor_bytes(run / 'epoch_3.pth', epoch_3['model']['teacher.stage3.3.weight'])
-    with pytest.raises(CorruptCheckpointError, match=r'epoch_3\.pth does not match its '
-                                                     r'checksum'):
-        train_classification(tiny_cfg(epochs=4), work_dir=run, resume=str(run / 'epoch_3.pth'))
+    assert [p.name for p in run.glob('.*.tmp')] == ['.checkpoint-18.tmp']  # never renamed
+    assert checkpoint_names(run) == ['checkpoint-6', 'checkpoint-12']
+    weights = run / 'checkpoint-12' / 'model.safetensors'
+    flip_tensor_bytes(weights, read_checkpoint(run / 'checkpoint-12')['model'][
+        'teacher.stage3.3.weight'])
+    with pytest.raises(CorruptCheckpointError, match=r'checkpoint-12/model\.safetensors does '
+                                                     r'not match its checksum'):
+        train_classification(tiny_cfg(epochs=4), work_dir=run, resume=str(run / 'checkpoint-12'))
 
     resumed = train_classification(tiny_cfg(epochs=4), work_dir=run, resume=True)
     log = (run / 'train.log').read_text()
-    assert 'skipping ' + str(run / 'epoch_3.pth') in log and 'checksum' in log
-    assert 'resumed from ' + str(run / 'latest.pth') + ' at epoch 3' in log
+    assert f'skipping {run / "checkpoint-12"}' in log and 'checksum' in log
+    assert f'resumed from {run / "checkpoint-6"} at epoch 2' in log
     assert not list(run.glob('.*.tmp'))  # the orphan was removed
     assert_same_weights(full.distiller.state_dict(), resumed.distiller.state_dict())
     strip = [{k: v for k, v in r.items() if k != 'epoch_time_s'}
@@ -254,24 +252,27 @@ def test_kill_during_checkpoint_write_and_flipped_bytes_resume_exactly(tmp_path)
     assert strip == [{k: v for k, v in r.items() if k != 'epoch_time_s'} for r in full.records]
 
 
-def test_truncated_latest_falls_back_and_never_suggests_unpickling(tmp_path):
+def test_truncated_checkpoint_falls_back_and_never_suggests_unpickling(tmp_path):
     full = train_classification(tiny_cfg(epochs=3), work_dir=tmp_path / 'full')
     run = tmp_path / 'run'
     train_classification(tiny_cfg(epochs=2), work_dir=run)
-    latest = run / 'latest.pth'
-    latest.write_bytes(latest.read_bytes()[:2000])
+    student = run / 'student.pth'
+    student.write_bytes(student.read_bytes()[:2000])
     with pytest.raises(CorruptCheckpointError) as info:
-        load_checkpoint(latest)
-    assert str(latest) in str(info.value) and 'allow_pickle' not in str(info.value)
+        load_checkpoint(student)
+    assert str(student) in str(info.value) and 'allow_pickle' not in str(info.value)
+    newest = run / 'checkpoint-12'
+    optimizer = newest / 'optimizer.bin'
+    optimizer.write_bytes(optimizer.read_bytes()[:2000])
     resumed = train_classification(tiny_cfg(epochs=3), work_dir=run, resume=True)
     log = (run / 'train.log').read_text()
-    assert f'skipping {latest}' in log and 'allow_pickle' not in log
-    assert f"resumed from {run / 'epoch_2.pth'} at epoch 3" in log
+    assert f'skipping {newest}' in log and 'allow_pickle' not in log
+    assert f"resumed from {run / 'checkpoint-6'} at epoch 2" in log
     assert_same_weights(full.distiller.state_dict(), resumed.distiller.state_dict())
-    # nothing valid left: an error naming the damaged files, not a silent fresh start
-    for path in run.glob('*.pth'):
+    # nothing valid left: an error naming the damaged checkpoints, not a silent fresh start
+    for path in run.rglob('model.safetensors'):
         path.write_bytes(b'garbage')
-    with pytest.raises(CorruptCheckpointError, match=r'no valid checkpoint.*latest\.pth'):
+    with pytest.raises(CorruptCheckpointError, match=r'no valid checkpoint.*checkpoint-18'):
         train_classification(tiny_cfg(epochs=4), work_dir=run, resume=True)
 
 
@@ -281,7 +282,7 @@ def test_resume_applies_the_configs_lr_over_the_restored_optimiser(tmp_path):
     cfg.optimizer.lr = 0.01  # what --cfg-options optimizer.lr=0.01 does
     cfg.optimizer.weight_decay = 1e-4
     train_classification(cfg, work_dir=tmp_path, resume=True)
-    group = load_checkpoint(tmp_path / 'latest.pth')['optimizer']['param_groups'][0]
+    group = newest_checkpoint(tmp_path)['optimizer']['param_groups'][0]
     assert group['lr'] == 0.01 and group['initial_lr'] == 0.01
     assert group['weight_decay'] == 1e-4
     log = (tmp_path / 'train.log').read_text()
@@ -299,10 +300,10 @@ def test_train_script_takes_the_flags_of_mm_tools_train(tmp_path, monkeypatch):
     monkeypatch.setenv('LOCAL_RANK', '0')  # parse_args exports --local_rank unless set
     args = script.parse_args(['c.py', '--resume'])
     assert args.resume == 'auto' and not args.amp and args.launcher == 'none'
-    args = script.parse_args(['c.py', '--resume', 'w/epoch_3.pth', '--amp', '--launcher',
+    args = script.parse_args(['c.py', '--resume', 'w/checkpoint-18', '--amp', '--launcher',
                               'none', '--local-rank', '0', '--work-dir', 'w',
                               '--cfg-options', 'optimizer.lr=0.01', 'schedule.epochs=3'])
-    assert args.resume == 'w/epoch_3.pth' and args.amp and args.local_rank == 0
+    assert args.resume == 'w/checkpoint-18' and args.amp and args.local_rank == 0
     assert args.cfg_options == {'optimizer.lr': 0.01, 'schedule.epochs': 3}
     assert script.parse_args(['c.py', '--local_rank', '1']).local_rank == 1
     for bad in (['--resume', '--overwrite'], ['--launcher', 'slurm']):

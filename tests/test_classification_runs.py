@@ -54,7 +54,7 @@ def test_two_processes_through_accelerate_launch(tmp_path):
     # 96 images, 2 processes x batches of 16: 3 steps per epoch on each
     assert records[-1]['global_step'] == 6
     assert all(r['val/num_samples'] == 40 for r in records)  # shards reduced, none twice
-    assert (tmp_path / 'run' / 'latest.pth').is_file()
+    assert (tmp_path / 'run' / 'checkpoint-6' / 'training_state.json').is_file()
     assert 'seed=3' in (tmp_path / 'run' / 'config.py').read_text().replace(' ', '')
 
 

@@ -234,12 +234,14 @@ def earlier_run_entries(work_dir, run_entries) -> list[Path]:
     return sorted(found)
 
 
-def check_fresh_work_dir(work_dir, run_entries, overwrite: bool = False,
+def check_fresh_work_dir(work_dir, run_entries, overwrite: bool = False, logs=(),
                          hint: str = 'Pass --resume to continue it, --overwrite to delete it '
                                      'and start again, or another work dir') -> None:
     """A fresh run refuses a work dir holding an earlier run (``FileExistsError``, nothing
-    changed); with ``overwrite`` that run's entries and any ``.*.tmp`` are deleted, nothing
-    else. Call the deleting form on one process."""
+    changed); with ``overwrite`` that run's entries, its ``logs`` (names or patterns: a log
+    file, a tracker folder, which alone, as a run that failed before its first step leaves
+    them, do not make an earlier run) and any ``.*.tmp`` are deleted, nothing else. Call the
+    deleting form on one process."""
     found = earlier_run_entries(work_dir, run_entries)
     if found and not overwrite:
         shown = ', '.join(p.name for p in found[:6]) + (', ...' if len(found) > 6 else '')
@@ -247,7 +249,11 @@ def check_fresh_work_dir(work_dir, run_entries, overwrite: bool = False,
                               f'nothing was changed. {hint}')
     if not overwrite:
         return
-    for path in found + sorted(Path(work_dir).glob('.*.tmp')):
+    work_dir = Path(work_dir)
+    root = work_dir.resolve()  # never a folder outside the work dir, nor the work dir itself
+    extra = [p for pattern in logs for p in work_dir.glob(pattern)
+             if p.resolve().is_relative_to(root) and p.resolve() != root]
+    for path in found + extra + sorted(work_dir.glob('.*.tmp')):
         if path.is_dir():
             shutil.rmtree(path)
         elif path.exists():

@@ -12,13 +12,14 @@ from __future__ import annotations
 import difflib
 
 from distill.config_checks import (ConfigError, accepted_kwargs, check_keys, check_number,
-                                   check_registered, closest)
+                                   check_registered)
+from distill.engines.optimizers import check_optimizer_cfg
 
 SECTIONS = ('distiller', 'data', 'optimizer', 'schedule', 'train', 'arch_optimizer',
             'work_dir')
 DATA_KEYS = ('train', 'val', 'batch_size', 'val_batch_size', 'num_workers', 'augment',
              'normalize')
-SCHEDULE_KEYS = ('epochs', 'milestones', 'gamma')
+SCHEDULE_KEYS = ('epochs', 'milestones', 'gamma', 'param_scheduler')
 # where a key given at the top level by mistake belongs (--cfg-options loss_weights.co=0.1)
 KNOWN_SUBKEYS = dict(
     distiller=('type', 'student', 'teacher', 'adapter', 'online', 'loss_weights', 'temperature',
@@ -80,6 +81,20 @@ def check_schedule(schedule) -> None:
     for i, epoch in enumerate(milestones):
         _check_int(f'schedule.milestones[{i}]', epoch, 1)
     check_number('schedule.gamma', schedule.get('gamma', 0.1), positive=True)
+    given = schedule.get('param_scheduler')
+    if given is None:
+        return
+    if 'milestones' in schedule or 'gamma' in schedule:
+        raise ConfigError('schedule: give either milestones/gamma (a step decay) or '
+                          'param_scheduler, not both')
+    import mmengine.optim  # noqa: F401  (registers the schedulers)
+    from mmengine.registry import PARAM_SCHEDULERS
+    for i, item in enumerate(given if isinstance(given, (list, tuple)) else [given]):
+        key = f'schedule.param_scheduler[{i}]'
+        if not isinstance(item, dict) or 'type' not in item:
+            raise ConfigError(f"{key} must be a dict with a 'type' (e.g. "
+                              f"dict(type='CosineAnnealingLR', T_max=10)), got {item!r}")
+        check_registered(f'{key}.type', PARAM_SCHEDULERS, item['type'])
 
 
 def check_train(train, defaults: dict) -> None:
@@ -145,24 +160,4 @@ def check_classification_config(cfg, train_defaults: dict, prebuilt_datasets: bo
     check_train(cfg.get('train'), train_defaults)
     check_data(cfg.get('data'), prebuilt_datasets)
     for section in ('optimizer', 'arch_optimizer'):
-        check_optimizer(section, _as_dict(section, cfg.get(section)))
-
-
-def check_optimizer(section: str, cfg: dict) -> None:
-    """``type`` a ``torch.optim`` class, every other key one of its arguments."""
-    import torch
-    if not cfg:
-        return
-    optim_class = getattr(torch.optim, str(cfg.get('type')), None)
-    if not (isinstance(optim_class, type) and issubclass(optim_class, torch.optim.Optimizer)):
-        names = [n for n in dir(torch.optim) if isinstance(getattr(torch.optim, n), type)
-                 and issubclass(getattr(torch.optim, n), torch.optim.Optimizer)
-                 and n != 'Optimizer']
-        near = closest(str(cfg.get('type')), names)
-        hint = f'; did you mean {" or ".join(near)}?' if near else '.'
-        raise ConfigError(f'{section}.type={cfg.get("type")!r} is not an optimiser of '
-                          f'torch.optim{hint} Some are: SGD, Adam, AdamW')
-    check_keys(section, [k for k in cfg if k != 'type'], accepted_kwargs(optim_class) or cfg)
-    for key in ('lr', 'weight_decay', 'momentum'):
-        if key in cfg:
-            check_number(f'{section}.{key}', cfg[key])
+        check_optimizer_cfg(section, _as_dict(section, cfg.get(section)))

@@ -9,23 +9,11 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from distill.data.transforms import normalize, random_crop_flip
-
-
-def derive_seed(seed: int, *parts) -> int:
-    """A 63-bit seed from ``seed`` and any ints/strings (``epoch``, a stream name, a rank)."""
-    words = [int(seed)]
-    for part in parts:
-        if isinstance(part, str):
-            words.extend(part.encode())
-        else:
-            words.append(int(part))
-    state = np.random.SeedSequence(words).generate_state(1, dtype=np.uint64)
-    return int(state[0]) & (2**63 - 1)
+from distill.engines.task import derive_seed
 
 
 def seeded_generator(seed: int, device='cpu') -> torch.Generator:
@@ -80,28 +68,34 @@ class DataLoadError(RuntimeError):
     """A batch could not be read; the message names the batch, the epoch and the cause."""
 
 
-def read_batches(loader, what: str, epoch: int):
-    """Iterate a loader, turning a failure to read a batch into an error that says which (the
-    dataset's own message names the file)."""
-    iterator = iter(loader)
-    step = 0
-    while True:
+class _NamedSamples(Dataset):
+    """Reads sample ``i`` of batch ``n`` from the index ``(n, i)``, so that a failure names the
+    batch and the epoch (the dataset's own message names the file), in the main process or a
+    worker alike."""
+
+    def __init__(self, dataset, what: str, epoch: int):
+        self.dataset, self.what, self.epoch = dataset, what, epoch
+
+    def __getitem__(self, item):
+        number, index = item
         try:
-            batch = next(iterator)
-        except StopIteration:
-            return
+            return self.dataset[index]
         except Exception as err:
-            raise DataLoadError(f'could not load {what} batch {step} of epoch {epoch}: '
-                                f'{err}') from err
-        yield batch
-        step += 1
+            raise DataLoadError(f'could not load {self.what} batch {number} of epoch '
+                                f'{self.epoch}: {err}') from err
+
+    def __len__(self):
+        return len(self.dataset)
 
 
-def make_loader(dataset, batch_lists, num_workers: int = 0, pin_memory: bool = False):
+def make_loader(dataset, batch_lists, what: str, epoch: int, num_workers: int = 0,
+                pin_memory: bool = False):
     """A ``DataLoader`` that reads exactly ``batch_lists`` (lists of indices), in order."""
     from distill.data import collate_classification
-    return DataLoader(dataset, batch_sampler=batch_lists, num_workers=num_workers,
-                      collate_fn=collate_classification, pin_memory=pin_memory)
+    named = [[(number, index) for index in batch] for number, batch in enumerate(batch_lists)]
+    return DataLoader(_NamedSamples(dataset, what, epoch), batch_sampler=named,
+                      num_workers=num_workers, collate_fn=collate_classification,
+                      pin_memory=pin_memory)
 
 
 class BatchPreparer:

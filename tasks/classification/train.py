@@ -83,7 +83,6 @@ def set_amp(cfg) -> None:
 def main(argv=None):
     from mmengine.config import Config
 
-    from distill.dist import close_process_group
     from distill.engines.classification import DEFAULT_TRAIN, train_classification
     from distill.engines.classification_config import check_cfg_options
 
@@ -97,8 +96,9 @@ def main(argv=None):
     work_dir = args.work_dir or cfg.get('work_dir') or str(Path('work_dirs')
                                                            / Path(args.config).stem)
     cfg.work_dir = work_dir
-    train_classification(cfg, work_dir=work_dir, resume=args.resume, overwrite=args.overwrite)
-    close_process_group()
+    # close_process_group: the group ends with the run (Accelerate's end_training)
+    train_classification(cfg, work_dir=work_dir, resume=args.resume, overwrite=args.overwrite,
+                         close_process_group=True)
 
 
 if __name__ == '__main__':

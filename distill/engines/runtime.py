@@ -1,0 +1,71 @@
+"""The runtime around a run of the Accelerate engines: its Accelerator and its log file."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from pathlib import Path
+
+import torch
+
+# the loggers whose lines go to train.log: the trainer core's and the tasks'
+RUN_LOGGERS = ('distill.trainer', 'distill.classification', 'distill.diffusion')
+
+
+@contextlib.contextmanager
+def log_to(work_dir: Path, enabled: bool, names=RUN_LOGGERS, file_name: str = 'train.log'):
+    """Log lines of this run to stdout and ``work_dir/train.log`` (main process only)."""
+    handlers, loggers = [], [logging.getLogger(name) for name in names]
+    if enabled:
+        Path(work_dir).mkdir(parents=True, exist_ok=True)
+        fmt = logging.Formatter('%(asctime)s %(levelname)s %(message)s', '%H:%M:%S')
+        handlers = [logging.StreamHandler(sys.stdout),
+                    logging.FileHandler(Path(work_dir) / file_name)]
+        for handler in handlers:
+            handler.setFormatter(fmt)
+        for logger in loggers:
+            for handler in handlers:
+                logger.addHandler(handler)
+            logger.setLevel(logging.INFO)
+            logger.propagate = False
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            for handler in handlers:
+                logger.removeHandler(handler)
+        for handler in handlers:
+            handler.close()
+
+
+def tensorboard_available() -> bool:
+    try:
+        import tensorboard  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+def make_accelerator(work_dir, mixed_precision: str = 'no', gradient_accumulation_steps: int = 1,
+                     cpu: bool = False, find_unused_parameters: bool = False,
+                     log_with: str | None = 'tensorboard', logging_dir: str = 'tensorboard'):
+    """An ``Accelerator`` whose trackers write under ``work_dir/logging_dir``. Without a GPU it
+    runs on the CPU, so that ``accelerate launch --multi_gpu --num_processes N`` gives N CPU
+    processes (DDP over gloo). ``log_with='tensorboard'`` is dropped (with a warning) when
+    tensorboard is not installed."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
+
+    if log_with == 'tensorboard' and not tensorboard_available():
+        logging.getLogger('distill.trainer').warning(
+            'tensorboard is not installed: no TensorBoard logs')
+        log_with = None
+    ddp_kwargs = DistributedDataParallelKwargs(find_unused_parameters=bool(find_unused_parameters))
+    return Accelerator(
+        mixed_precision=mixed_precision,
+        gradient_accumulation_steps=int(gradient_accumulation_steps),
+        cpu=bool(cpu) or not torch.cuda.is_available(),
+        log_with=None if log_with in (None, 'none') else log_with,
+        project_config=ProjectConfiguration(project_dir=str(work_dir),
+                                            logging_dir=str(Path(work_dir) / logging_dir)),
+        kwargs_handlers=[ddp_kwargs])
