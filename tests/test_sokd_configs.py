@@ -74,7 +74,8 @@ def test_shapes_demo_through_the_engine(tmp_path):
     assert 'epoch/policy/entropy' in accumulator.Tags()['scalars']
     assert any(key.endswith('arch.val_loss') for key in record), sorted(record)
     assert any(key.endswith('student.dam') for key in record), sorted(record)
-    state = torch.load(tmp_path / 'latest.pth', weights_only=True)
+    from test_classification_engine import newest_checkpoint
+    state = newest_checkpoint(tmp_path)  # checkpoint-N: weights, optimisers, weights-only
     torch.testing.assert_close(state['model']['dafa.alpha'],
                                result.distiller.dafa.alpha.detach())
     assert state['arch_optimizer'] is not None

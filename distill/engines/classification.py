@@ -90,7 +90,7 @@ def _run(cfg, work_dir: Path, resume, datasets, accelerator, close_group) -> Tra
         check_finite=train_cfg['check_finite'], keep_checkpoints=train_cfg['keep_checkpoints'],
         log_every_steps=int(train_cfg['log_interval']),
         progress_bar=bool(train_cfg['progress_bar']), close_process_group=close_group,
-        project_name='classification')
+        project_name='tensorboard')  # the trackers' folder in the work dir
     task = ClassificationTask(datasets, data_cfg, seed, accelerator, work_dir)
     trainer = Trainer(task, distiller, accelerator, settings, work_dir,
                       _cfg_dict(cfg, 'optimizer', DEFAULT_OPTIMIZER), scheduler_configs(schedule),

@@ -48,8 +48,10 @@ def tensorboard_available() -> bool:
 
 def make_accelerator(work_dir, mixed_precision: str = 'no', gradient_accumulation_steps: int = 1,
                      cpu: bool = False, find_unused_parameters: bool = False,
-                     log_with: str | None = 'tensorboard', logging_dir: str = 'tensorboard'):
-    """An ``Accelerator`` whose trackers write under ``work_dir/logging_dir``. Without a GPU it
+                     log_with: str | None = 'tensorboard', logging_dir: str = '.'):
+    """An ``Accelerator`` whose trackers write under ``work_dir/logging_dir``, in a folder
+    named by ``init_trackers``'s project name (``TrainSettings.project_name``: classification's
+    is 'tensorboard', so its events land in ``work_dir/tensorboard``). Without a GPU it
     runs on the CPU, so that ``accelerate launch --multi_gpu --num_processes N`` gives N CPU
     processes (DDP over gloo). ``log_with='tensorboard'`` is dropped (with a warning) when
     tensorboard is not installed."""

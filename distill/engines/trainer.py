@@ -50,7 +50,7 @@ from torch import nn
 from distill.engines import checkpoints as ckpt
 from distill.engines.task import Task, TrainSettings, derive_seed, flat_config  # noqa: F401
 from distill.engines.guards import check_finite_state, check_finite_terms
-from distill.engines.metrics import MetricsFile
+from distill.engines.metrics_file import MetricsFile
 from distill.engines.optimizers import (DEFAULT_ARCH_OPTIMIZER, build_optimizer,
                                         build_schedulers, restore_schedule, split_arch_parameters,
                                         step_schedulers)
@@ -268,7 +268,8 @@ class Trainer:
         self.records.append(record)
         if self.metrics is not None:
             self.metrics.append(record)
-        numbers = {(k if '/' in k else f'epoch/{k}'): v for k, v in record.items()
+        prefix = f"{record.get('kind', 'epoch')}/"  # 'val/...' entries keep their name
+        numbers = {(k if k.startswith('val/') else prefix + k): v for k, v in record.items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool)
                    and k not in ('epoch', 'global_step', 'step')}
         if record.get('kind') != 'train':

@@ -32,7 +32,7 @@ def parse_args(argv=None):
     parser.add_argument('--resume', nargs='?', type=str, const='auto', default=None,
                         metavar='CHECKPOINT',
                         help="continue from the work dir's newest valid checkpoint "
-                        "(latest.pth, else the newest good epoch_N.pth), or from CHECKPOINT")
+                        "(its newest intact checkpoint-N folder), or from CHECKPOINT")
     parser.add_argument('--overwrite', action='store_true',
                         help="start afresh in a work dir that holds an earlier run, deleting "
                         "that run's checkpoints, metrics and logs (without it such a run "
