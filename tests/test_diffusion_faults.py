@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from distill.config_checks import ConfigError
-from distill.engines.diffusion_checkpoint import (check_fresh_output_dir,
-                                                 remove_orphan_temporaries, resolve_resume)
-from test_diffusion_checkpoint_integrity import fake_checkpoint
+from distill.engines.checkpoints import remove_orphan_temporaries
+from distill.engines.diffusion_output import check_fresh_output_dir
+from test_diffusion_checkpoint_integrity import fake_checkpoint, resolve
 from test_diffusion_train import SCRIPT, TINY_CONFIG
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,17 +52,16 @@ def test_fresh_output_dir_refused_and_overwrite_deletes_only_the_run(tmp_path):
 
 def test_orphan_temporaries_of_an_interrupted_save_are_removed(tmp_path, caplog):
     path = fake_checkpoint(tmp_path, 3)
-    (path / '.ema.pt.abc123.tmp').write_bytes(b'half')
-    (tmp_path / 'checkpoint-4').mkdir()  # the save killed before its state file
-    (tmp_path / 'checkpoint-4' / '.noise_generator_0.pt.x.tmp').write_bytes(b'half')
-    (tmp_path / 'checkpoint-4' / '.training_state.json.tmp').write_text('{')
+    half = tmp_path / '.checkpoint-4.tmp'  # the save of checkpoint-4 killed mid-write
+    half.mkdir()
+    (half / 'model.safetensors').write_bytes(b'half')
+    (tmp_path / '.metrics.json.tmp').write_text('[')
     with caplog.at_level(logging.WARNING):
         removed = remove_orphan_temporaries(tmp_path)
-    assert sorted(p.name for p in removed) == ['.ema.pt.abc123.tmp', '.noise_generator_0.pt.x.tmp',
-                                               '.training_state.json.tmp']
-    assert '.ema.pt.abc123.tmp' in caplog.text
+    assert sorted(p.name for p in removed) == ['.checkpoint-4.tmp', '.metrics.json.tmp']
+    assert '.checkpoint-4.tmp' in caplog.text
     assert not list(tmp_path.rglob('*.tmp'))
-    assert resolve_resume(tmp_path, 'latest') == path
+    assert resolve(tmp_path, 'latest') == path
 
 
 @pytest.mark.parametrize('option, message', [
@@ -106,7 +105,7 @@ def test_train_script_refuses_then_overwrites_an_earlier_run(tmp_path):
                        '--no-use_ema')
     assert result.returncode == 0, result.stderr[-4000:]
     assert not (output_dir / 'checkpoint-2').exists() and (output_dir / 'notes.txt').is_file()
-    assert '"step": 1' in (output_dir / 'metrics.json').read_text()
+    assert '"global_step": 1' in (output_dir / 'metrics.json').read_text()
 
 
 def test_resume_latest_without_a_checkpoint_refuses_an_earlier_run(tmp_path):
@@ -117,7 +116,7 @@ def test_resume_latest_without_a_checkpoint_refuses_an_earlier_run(tmp_path):
     output_dir = tmp_path / 'run'
     output_dir.mkdir()
     (output_dir / 'metrics.json').write_text('[{"kind": "train", "step": 1, "loss": 1.0}]')
-    (output_dir / 'checkpoint-2').mkdir()  # killed before its state file: not complete
+    (output_dir / '.checkpoint-2.tmp').mkdir()  # a save killed mid-write: no checkpoint
     before = snapshot(output_dir)
     result = run_train(config, '--output_dir', output_dir, '--resume_from_checkpoint', 'latest')
     assert result.returncode != 0
@@ -125,37 +124,36 @@ def test_resume_latest_without_a_checkpoint_refuses_an_earlier_run(tmp_path):
     assert snapshot(output_dir) == before
 
 
-def test_run_hyperparameters_go_on_top_of_the_restored_optimiser_state():
+@pytest.mark.parametrize('name, warmup', [('linear', 0), ('linear', 3), ('cosine', 0),
+                                          ('cosine', 3), ('constant_with_warmup', 3),
+                                          ('constant', 3)])
+def test_lr_schedule_follows_diffusers_get_scheduler(name, warmup):
+    """The mmengine schedules of --lr_scheduler give diffusers' lr after every optimiser step;
+    only the warm-up differs by design (from lr / (warmup + 1), not 0): checked against its
+    own formula."""
+    import warnings
+
     import torch
     from diffusers.optimization import get_scheduler
 
-    from distill.engines.diffusion_checkpoint import apply_run_hyperparameters
-    param = torch.nn.Parameter(torch.ones(2))
+    from distill.engines.diffusion_config import lr_schedule
+    from distill.engines.optimizers import build_schedulers, step_schedulers
+    total, base = 10, 1e-3
+    ours = torch.optim.AdamW([torch.nn.Parameter(torch.ones(1))], lr=base)
+    schedulers = build_schedulers(lr_schedule(name, warmup, total), ours, by_epoch=False)
+    theirs = torch.optim.AdamW([torch.nn.Parameter(torch.ones(1))], lr=base)
+    reference = get_scheduler(name, theirs, num_warmup_steps=warmup, num_training_steps=total)
+    for step in range(1, total + 1):
+        step_schedulers(schedulers)
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            reference.step()
+        expected = (base * (step + 1) / (warmup + 1) if step < warmup and name != 'constant'
+                    else reference.get_last_lr()[0])
+        assert ours.param_groups[0]['lr'] == pytest.approx(expected, abs=1e-12), step
 
-    def build(lr, decay):
-        optimizer = torch.optim.AdamW([param], lr=lr, weight_decay=decay)
-        return optimizer, get_scheduler('linear', optimizer, num_warmup_steps=0,
-                                        num_training_steps=10)
-    optimizer, schedule = build(1e-3, 0.01)
-    for _ in range(4):
-        param.grad = torch.ones(2)
-        optimizer.step()
-        schedule.step()
-    restored = optimizer.state_dict(), schedule.state_dict()
-    # the resumed run, built with other values, then given the checkpoint's state
-    optimizer, schedule = build(5e-3, 0.3)
-    optimizer.load_state_dict(restored[0])
-    schedule.load_state_dict(restored[1])
-    assert optimizer.param_groups[0]['lr'] == pytest.approx(6e-4)  # the earlier run's
-    notes = apply_run_hyperparameters(optimizer, schedule, dict(
-        learning_rate=5e-3, adam_weight_decay=0.3, adam_beta1=0.9, adam_beta2=0.999))
-    assert optimizer.param_groups[0]['lr'] == pytest.approx(5e-3 * 0.6)
-    assert schedule.get_last_lr() == [pytest.approx(3e-3)]
-    assert optimizer.param_groups[0]['weight_decay'] == 0.3
-    assert len(notes) == 2 and notes[0].startswith('learning_rate=0.005 (this run) replaces 0.001')
-    assert 'adam_weight_decay=0.3' in notes[1]
-    param.grad = torch.ones(2)
-    optimizer.step()
-    schedule.step()
-    assert optimizer.param_groups[0]['lr'] == pytest.approx(5e-3 * 0.5)  # the new peak decays
-    assert apply_run_hyperparameters(optimizer, schedule, dict(learning_rate=5e-3)) == []
+
+def test_unknown_lr_scheduler_is_named():
+    from distill.engines.diffusion_config import lr_schedule
+    with pytest.raises(ConfigError, match="lr_scheduler='cosin'.*did you mean cosine"):
+        lr_schedule('cosin', 0, 10)

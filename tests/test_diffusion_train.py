@@ -91,9 +91,9 @@ def test_online_two_processes_with_accumulation(online_run):
     output_dir, metrics = online_run
     record = final(metrics)
     assert record['num_processes'] == 2 and record['online'] is True
-    assert record['step'] == 4
+    assert record['global_step'] == 4
     train_terms = [r for r in metrics if r['kind'] == 'train']
-    assert [r['step'] for r in train_terms] == [1, 2, 3, 4]
+    assert [r['global_step'] for r in train_terms] == [1, 2, 3, 4]
     assert {'student.task', 'student.kd', 'student.co', 'teacher.task', 'teacher.kd',
             'teacher.di'} <= set(train_terms[0])
     # linear decay over 4 optimiser steps, whatever the processes and accumulation
@@ -114,9 +114,9 @@ def test_checkpoints_total_limit_prunes(online_run):
 
 def test_resume_matches_uninterrupted(online_run, tiny_config, tmp_path):
     output_dir, _ = online_run
-    # checkpoint-3 is mid-epoch (epoch 1, 2 of 3 micro-batches consumed)
+    # checkpoint-3 is mid-epoch (the second epoch, 2 of 3 micro-batches consumed)
     state = json.loads((output_dir / 'checkpoint-3' / 'training_state.json').read_text())
-    assert (state['epoch'], state['batches_in_epoch']) == (1, 2)
+    assert (state['epoch'], state['batches_in_epoch']) == (2, 2)
     resumed = tmp_path / 'resumed'
     shutil.copytree(output_dir / 'checkpoint-3', resumed / 'checkpoint-3')
     metrics = launch(tiny_config, resumed, '--resume_from_checkpoint', 'latest')
@@ -137,8 +137,8 @@ def test_resume_applies_a_new_learning_rate_and_weight_decay(online_run, tiny_co
     metrics = launch(tiny_config, resumed, '--resume_from_checkpoint', 'latest',
                      '--learning_rate', '2e-3', '--adam_weight_decay', '0.5',
                      '--max_train_steps', '5', '--validation_steps', '0')
-    # linear decay to step 5 (2 processes: the schedule counts 10): 2e-3 * (1 - 8/10) at step 4
-    lrs = {r['step']: r['lr'] for r in metrics if r['kind'] == 'train'}
+    # linear decay to step 5, replayed from the new peak: 2e-3 * (1 - 4/5) at step 4
+    lrs = {r['global_step']: r['lr'] for r in metrics if r['kind'] == 'train'}
     assert lrs[4] == pytest.approx(4e-4) and lrs[5] == pytest.approx(0.0)
     optimizer = torch.load(resumed / 'checkpoint-4' / 'optimizer.bin', weights_only=True)
     assert {g['weight_decay'] for g in optimizer['param_groups']} == {0.5}
@@ -223,6 +223,6 @@ def test_plain_python_on_a_user_image_folder(tiny_config, tmp_path):
     assert result.returncode == 0, result.stderr[-4000:]
     record = final(json.loads((output_dir / 'metrics.json').read_text()))
     assert record['num_processes'] == 1 and record['heldout_images'] == 4
-    assert record['step'] == 2  # one epoch: 16 training images, batches of 8
+    assert record['global_step'] == 2  # one epoch: 16 training images, batches of 8
     assert (output_dir / 'unet' / 'diffusion_pytorch_model.safetensors').is_file()
     assert (output_dir / 'model_index.json').is_file() and (output_dir / 'tb').is_dir()

@@ -1,16 +1,25 @@
-"""Diffusion distillation on Accelerate, shaped like diffusers'
-``examples/unconditional_image_generation/train_unconditional.py``.
+"""Diffusion distillation on the trainer core (``distill.engines.trainer``), shaped like
+diffusers' ``examples/unconditional_image_generation/train_unconditional.py``.
 
-One ``nn.Module``, the distiller (student, teacher, connectors), is prepared by Accelerate with
-the optimiser, data loader and lr schedule. Each optimiser step: ``distiller(batch)`` -> named
-loss terms -> ``check_finite_terms`` -> one backward. Then EMA of the student, logging, every
-``checkpointing_steps`` a ``checkpoint-N`` (on every process), every ``validation_steps`` a
-DDIM grid, teacher row over student row from the same noise. At the end: evaluation into
-``metrics.json``, and ``output_dir`` made a ``DDPMPipeline`` folder of the (EMA) student
-(``model_index.json``, ``unet/``, ``scheduler/``; ``teacher/`` beside them when online).
+The loop, gradient accumulation, NaN guard, lr schedule, ``checkpoint-N`` folders (rotation,
+checksums, resume), ``metrics.json``, trackers, progress bar and seeding are the core's, shared
+with classification. What is diffusion's own is ``DiffusionTask``, the core's hooks:
+
+* ``train_loader``: this process's share of the images in an order that is a function of
+  ``(seed, epoch)``; at the start of each epoch the per-process generator of noise, timesteps
+  and flips is seeded by ``derive_seed(seed, epoch, 'noise', rank)`` (the core's rule), and it
+  is saved in every checkpoint (``noise_generator_{rank}.pt``) for a mid-epoch resume;
+* ``prepare_batch``: to the device, flip, encode to latents (optional VAE), add conditioning;
+* ``after_optimizer_step``: the student's EMA (saved as ``ema.pt``);
+* ``evaluate`` (every ``validation_steps``): a DDIM grid, teacher row over student row from the
+  same noise (PNG and TensorBoard), and their agreement;
+* ``finish``: denoising MSE per timestep bucket, agreement, FID if possible, into the final
+  record, and ``output_dir`` made a pipeline folder of the (EMA) student
+  (``diffusion_output.save_student_pipeline``; ``teacher/`` beside it when online).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from pathlib import Path
@@ -20,73 +29,39 @@ from torch.utils.data import DataLoader
 
 from distill import build_distiller
 from distill.adapters.diffusers import DiffusionAdapter, model_sample_size
-from distill.distillers.base import build_network
-from distill.engines.diffusion_checkpoint import (apply_run_hyperparameters,
-                                                 check_fresh_output_dir, load_checkpoint_dir,
-                                                 remove_orphan_temporaries, resolve_resume,
-                                                 save_checkpoint)
 from distill.data.images import build_image_datasets
+from distill.distillers.base import build_network
+from distill.engines import checkpoints as ckpt
 from distill.engines.diffusion_conditioning import Conditioning
-from distill.engines.diffusion_config import config_for_trackers
+from distill.engines.diffusion_config import lr_schedule, optimizer_config
 from distill.engines.diffusion_eval import (ddim_sample, denoising_mse, fid, image_grid,
                                            teacher_agreement)
 from distill.engines.diffusion_latents import LatentCodec
+from distill.engines.diffusion_output import check_fresh_output_dir, save_student_pipeline
 from distill.engines.diffusion_randomness import EpochShuffleSampler, random_flip
 from distill.engines.grad_strides import standard_grad_strides
-from distill.engines.guards import check_finite_state, check_finite_terms
-from distill.engines.metrics import MetricsFile
+from distill.engines.task import Task, TrainSettings, derive_seed, flat_config
+from distill.engines.trainer import Trainer
 
 WEIGHT_DTYPES = dict(fp16=torch.float16, bf16=torch.bfloat16)
 
 
-class DiffusionRun:
-    """State of one run; ``train()`` does everything and returns the final metrics record."""
+class DiffusionTask(Task):
+    """The networks, data and artefacts of one diffusion run; the hooks of the core."""
 
-    def __init__(self, cfg):
-        from accelerate import Accelerator
-        from accelerate.utils import ProjectConfiguration, set_seed
-        self.cfg = cfg
+    def __init__(self, cfg, accelerator):
+        self.cfg, self.accelerator = cfg, accelerator
         self.output_dir = Path(cfg.output_dir)
-        report_to = cfg.get('report_to') or 'none'
-        self.accelerator = Accelerator(
-            gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-            mixed_precision=cfg.mixed_precision,
-            log_with=None if report_to == 'none' else report_to,
-            project_config=ProjectConfiguration(
-                project_dir=str(self.output_dir),
-                logging_dir=str(self.output_dir / cfg.get('logging_dir', 'logs'))))
-        self.main = self.accelerator.is_main_process
-        # the checkpoint to resume from, after removing what a save killed mid-write left
-        resume_flag = cfg.get('resume_from_checkpoint')
-        if resume_flag and self.main:
-            remove_orphan_temporaries(self.output_dir)
-        self.accelerator.wait_for_everyone()
-        self.resume = resolve_resume(self.output_dir, resume_flag)
-        if resume_flag and self.resume is None:
-            self.accelerator.print(f'--resume_from_checkpoint {resume_flag}: no complete '
-                                   f'checkpoint in {self.output_dir}: starting a new run')
-        # a fresh run (also 'latest' with no checkpoint) does not write over an earlier one:
-        # refused before anything is written, or (overwrite_output_dir) deleted once the
-        # networks are built; so a new run never appends to an earlier run's metrics.json
-        fresh = self.resume is None
-        overwrite = fresh and bool(cfg.get('overwrite_output_dir'))
-        if fresh and not overwrite:
-            check_fresh_output_dir(self.output_dir, resuming=bool(resume_flag))
-        set_seed(cfg.seed)  # the same on every process: identical initial weights and EMA
+        self.main = accelerator.is_main_process
         self.build_models()
-        if overwrite:
-            check_fresh_output_dir(self.output_dir, cfg.get('logging_dir', 'logs'),
-                                   overwrite=True, delete=self.main)
-            self.accelerator.wait_for_everyone()
-        # noise, timesteps and flips: a CPU generator per process, saved in checkpoints
-        self.noise_generator = torch.Generator().manual_seed(
-            cfg.seed * 1000 + self.accelerator.process_index)
+        self.train_set, self.heldout_set = build_image_datasets(dict(cfg.data),
+                                                                cfg.get('train_data_dir'))
+        self.noise_generator = torch.Generator()  # noise, timesteps and flips
         self.adapter.generator = self.noise_generator
         self.conditioning = Conditioning(cfg.get('conditioning'), self.student)
         self.codec = LatentCodec(cfg.get('vae'), self.weight_dtype)
-        self.metrics = MetricsFile(self.output_dir / 'metrics.json') if self.main else None
+        self.step_times, self.step_start = [], None
 
-    # ------------------------------------------------------------------ construction
     def build_models(self):
         cfg = self.cfg
         student = build_network(dict(cfg.student))
@@ -108,137 +83,29 @@ class DiffusionRun:
                                 power=cfg.ema_power, model_cls=type(student),
                                 model_config=student.config)
 
-    def build_loader(self):
-        cfg = self.cfg
-        train_set, heldout_set = build_image_datasets(dict(cfg.data), cfg.get('train_data_dir'))
-        self.heldout_set = heldout_set
-        self.sampler = EpochShuffleSampler(len(train_set), seed=cfg.seed)
-        return DataLoader(train_set, batch_size=cfg.train_batch_size, sampler=self.sampler,
-                          num_workers=cfg.get('dataloader_num_workers', 0), drop_last=True)
+    # ------------------------------------------------------------------ the core's hooks
+    def sampler(self, epoch: int) -> EpochShuffleSampler:
+        return EpochShuffleSampler(len(self.train_set), seed=self.cfg.seed, epoch=epoch,
+                                   batch_size=self.cfg.train_batch_size,
+                                   rank=self.accelerator.process_index,
+                                   num_processes=self.accelerator.num_processes)
 
-    # ------------------------------------------------------------------ training
-    def train(self) -> dict:
-        cfg, accelerator = self.cfg, self.accelerator
-        from diffusers.optimization import get_scheduler
-        params = [p for p in self.distiller.parameters() if p.requires_grad]
-        if accelerator.num_processes > 1:
-            standard_grad_strides(params)
-        optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate,
-                                      betas=(cfg.adam_beta1, cfg.adam_beta2),
-                                      weight_decay=cfg.adam_weight_decay, eps=cfg.adam_epsilon)
-        loader = accelerator.prepare(self.build_loader())  # its per-process length first
-        if len(loader) < cfg.gradient_accumulation_steps:
-            raise ValueError(f'{len(self.sampler)} training images give {len(loader)} batches '
-                             f'per process per epoch, fewer than gradient_accumulation_steps='
-                             f'{cfg.gradient_accumulation_steps}: use more images or smaller '
-                             f'train_batch_size')
-        if cfg.get('num_epochs'):  # diffusers' --num_epochs: optimiser steps of that many
-            cfg.max_train_steps = cfg.num_epochs * math.ceil(
-                len(loader) / cfg.gradient_accumulation_steps)
-        # the prepared schedule steps once per process at each optimiser step: scale by them
-        lr_scheduler = get_scheduler(
-            cfg.lr_scheduler, optimizer,
-            num_warmup_steps=cfg.lr_warmup_steps * accelerator.num_processes,
-            num_training_steps=cfg.max_train_steps * accelerator.num_processes)
-        distiller, optimizer, lr_scheduler = accelerator.prepare(
-            self.distiller, optimizer, lr_scheduler)
-        if self.ema is not None:
-            self.ema.to(accelerator.device)
-        self.codec.to(accelerator.device)
-        if accelerator.log_with:
-            accelerator.init_trackers(cfg.get('tracker_project_name', 'distill-diffusion'),
-                                      config=config_for_trackers(cfg))
+    def batches_per_epoch(self) -> int:
+        return len(self.sampler(1)) // self.cfg.train_batch_size
 
-        global_step, first_epoch, skip_batches = 0, 0, 0
-        resume = self.resume
-        if resume is not None:
-            accelerator.print(f'resuming from {resume}')
-            state = load_checkpoint_dir(accelerator, resume, self.noise_generator, self.ema)
-            # the restored optimiser state holds the earlier run's lr and weight decay: this
-            # run's values (config file, --cfg-options, flags) are put on top, and said
-            for note in apply_run_hyperparameters(optimizer, lr_scheduler, dict(
-                    learning_rate=cfg.learning_rate, adam_weight_decay=cfg.adam_weight_decay,
-                    adam_beta1=cfg.adam_beta1, adam_beta2=cfg.adam_beta2,
-                    adam_epsilon=cfg.adam_epsilon)):
-                accelerator.print(f'{resume.name}: {note}')
-            if self.ema is not None:
-                self.ema.to(accelerator.device)
-            global_step, first_epoch = state['global_step'], state['epoch']
-            skip_batches = state['batches_in_epoch']
-            if skip_batches >= len(loader):  # saved at the end of an epoch
-                first_epoch, skip_batches = first_epoch + 1, 0
-            if self.main:
-                self.metrics.truncate('step', global_step)
+    def train_loader(self, trainer, epoch: int):
+        if trainer.batches_in_epoch == 0:  # a new epoch (a resumed one keeps the restored state)
+            self.noise_generator.manual_seed(derive_seed(self.cfg.seed, epoch, 'noise',
+                                                         trainer.rank))
+        return DataLoader(self.train_set, batch_size=self.cfg.train_batch_size,
+                          sampler=self.sampler(epoch), drop_last=True,
+                          num_workers=self.cfg.get('dataloader_num_workers', 0))
 
-        from tqdm.auto import tqdm
-        progress = tqdm(total=cfg.max_train_steps, initial=global_step, desc='steps',
-                        disable=not self.main)
-        step_times, running, micro_batches = [], {}, 0
-        step_start = time.perf_counter()
-        epoch = first_epoch
-        while global_step < cfg.max_train_steps:
-            epoch_loader = loader
-            if epoch == first_epoch and skip_batches:
-                epoch_loader = accelerator.skip_first_batches(loader, skip_batches)
-            epoch_loader.set_epoch(epoch)  # accelerate's iteration count, then ours:
-            self.sampler.set_epoch(epoch)  # the order is a function of (seed, epoch)
-            batches_in_epoch = skip_batches if epoch == first_epoch else 0
-            for batch in epoch_loader:
-                batches_in_epoch += 1
-                with accelerator.accumulate(distiller):
-                    terms = distiller(self.make_batch(batch))
-                    values = check_finite_terms(terms, global_step + 1, epoch)
-                    accelerator.backward(sum(terms.values()))
-                    if accelerator.sync_gradients and cfg.max_grad_norm:
-                        accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
-                    optimizer.step()
-                    lr_scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
-                for name, value in values.items():
-                    running[name] = running.get(name, 0.0) + value
-                micro_batches += 1
-                if not accelerator.sync_gradients:
-                    continue
-                global_step += 1
-                # weights and buffers finite after the step: no checkpoint-N from inf state
-                check_finite_state(accelerator.unwrap_model(distiller), global_step, epoch,
-                                   values, reduce=(lambda t: accelerator.reduce(t, 'sum'))
-                                   if accelerator.num_processes > 1 else None)
-                if self.ema is not None:
-                    self.ema.step(self.student.parameters())
-                self.distiller.set_progress(global_step / cfg.max_train_steps)
-                step_times.append(time.perf_counter() - step_start)
-                logs = {name: total / micro_batches for name, total in running.items()}
-                logs['loss'] = sum(logs.values())
-                logs['lr'] = lr_scheduler.get_last_lr()[0]
-                running, micro_batches = {}, 0
-                accelerator.log(logs, step=global_step)
-                progress.update(1)
-                progress.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{logs['lr']:.2e}")
-                if self.main and global_step % cfg.get('logging_steps', 50) == 0:
-                    self.metrics.append(dict(step=global_step, kind='train', **logs))
-                if cfg.checkpointing_steps and global_step % cfg.checkpointing_steps == 0:
-                    save_checkpoint(accelerator, self.output_dir, global_step, epoch,
-                                    batches_in_epoch, self.noise_generator, self.ema,
-                                    cfg.checkpoints_total_limit)
-                if cfg.validation_steps and global_step % cfg.validation_steps == 0:
-                    self.validate(global_step, lr=logs['lr'])
-                step_start = time.perf_counter()
-                if global_step >= cfg.max_train_steps:
-                    break
-            epoch += 1
-        progress.close()
-        accelerator.wait_for_everyone()
-        record = None
-        if self.main:
-            record = self.finish(global_step, step_times)
-        accelerator.wait_for_everyone()
-        accelerator.end_training()
-        return record
-
-    def make_batch(self, batch):
-        """Flip (from this process's generator), encode to latents, add conditioning."""
-        pixel_values = batch['pixel_values']
+    def prepare_batch(self, trainer, batch):
+        """To the device, flip (from this process's generator), encode, add conditioning."""
+        if self.step_start is None:
+            self.step_start = time.perf_counter()
+        pixel_values = batch['pixel_values'].to(self.accelerator.device)
         if self.cfg.data.get('random_flip', True):
             pixel_values = random_flip(pixel_values, self.noise_generator)
         batch = dict(pixel_values=self.codec.encode(pixel_values))
@@ -247,7 +114,71 @@ class DiffusionRun:
             batch['encoder_hidden_states'] = states
         return batch
 
-    # ------------------------------------------------------------------ validation, end
+    def after_optimizer_step(self, trainer) -> None:
+        if self.ema is not None:
+            self.ema.step(self.student.parameters())
+        # from the step's first batch to its end: the loop, not validation nor checkpoints
+        self.step_times.append(time.perf_counter() - self.step_start)
+        self.step_start = None
+
+    def main_states(self, trainer) -> dict:
+        return {'ema': self.ema.state_dict()} if self.ema is not None else {}
+
+    def process_states(self, trainer) -> dict:
+        return {'noise_generator': self.noise_generator.get_state()}
+
+    def load_states(self, trainer, main: dict, per_process: dict) -> None:
+        if self.ema is not None:
+            self.ema.load_state_dict(main['ema'])
+            self.ema.to(self.accelerator.device)
+        self.noise_generator.set_state(per_process['noise_generator'])
+
+    def evaluate(self, trainer) -> dict:
+        """Every ``validation_steps``: the teacher-over-student DDIM grid and the agreement."""
+        cfg, record = self.cfg, {}
+        if self.main:
+            samples = self.sample_pair(cfg.num_validation_images, cfg.num_inference_steps,
+                                       seed=cfg.seed)
+            grid = image_grid([samples['teacher'], samples['student']])
+            folder = self.output_dir / 'validation'
+            folder.mkdir(parents=True, exist_ok=True)
+            grid.save(folder / f'step-{trainer.global_step:06d}.png')
+            if 'tensorboard' in (cfg.get('report_to') or ''):
+                import numpy as np
+                tracker = self.accelerator.get_tracker('tensorboard', unwrap=True)
+                tracker.add_image('validation/teacher_over_student', np.asarray(grid),
+                                  trainer.global_step, dataformats='HWC')
+            record = {'kind': 'validation', 'lr': trainer.lr,
+                      'val/agreement_mse': teacher_agreement(samples['teacher'],
+                                                             samples['student'])}
+        self.accelerator.wait_for_everyone()
+        return record
+
+    def finish(self, trainer) -> dict | None:
+        if not self.main:
+            return None
+        cfg, times = self.cfg, self.step_times
+        record = dict(kind='final', num_processes=self.accelerator.num_processes,
+                      online=self.online, distiller=cfg.distiller['type'],
+                      mean_step_time_s=sum(times) / len(times) if times else None,
+                      median_step_time_s=sorted(times)[len(times) // 2] if times else None)
+        if not cfg.evaluation.get('skip', False):
+            record.update(self.final_evaluation())
+        student = self.accelerator.unwrap_model(self.student)
+        with self.ema_weights(True):  # the saved student is the EMA one, as in diffusers
+            pipeline = save_student_pipeline(
+                self.output_dir, student, self.adapter.noise_scheduler, self.codec.vae is not None,
+                (cfg.get('vae') or {}).get('pretrained'))
+        if self.online:
+            self.teacher.save_pretrained(self.output_dir / 'teacher', safe_serialization=True)
+        where = (f'a {pipeline} folder ({pipeline}.from_pretrained({str(self.output_dir)!r}))'
+                 if pipeline else f"{self.output_dir / 'unet'} and "
+                                  f"{self.output_dir / 'scheduler'}")
+        self.accelerator.print(f'student written to {where}; metrics in '
+                               f"{self.output_dir / 'metrics.json'}")
+        return record
+
+    # ------------------------------------------------------------------ sampling, evaluation
     def sample_pair(self, count: int, num_inference_steps: int, seed: int):
         """DDIM samples of teacher and student (its EMA weights) from the same noise."""
         channels = self.student.config.in_channels
@@ -264,7 +195,6 @@ class DiffusionRun:
         return samples
 
     def ema_weights(self, active: bool):
-        import contextlib
         if not active or self.ema is None:
             return contextlib.nullcontext()
 
@@ -278,27 +208,7 @@ class DiffusionRun:
                 self.ema.restore(self.student.parameters())
         return swapped()
 
-    def validate(self, step: int, lr: float | None = None) -> None:
-        cfg = self.cfg
-        if self.main:
-            samples = self.sample_pair(cfg.num_validation_images, cfg.num_inference_steps,
-                                       seed=cfg.seed)
-            grid = image_grid([samples['teacher'], samples['student']])
-            folder = self.output_dir / 'validation'
-            folder.mkdir(parents=True, exist_ok=True)
-            grid.save(folder / f'step-{step:06d}.png')
-            if 'tensorboard' in (cfg.get('report_to') or ''):
-                import numpy as np
-                tracker = self.accelerator.get_tracker('tensorboard', unwrap=True)
-                tracker.add_image('validation/teacher_over_student', np.asarray(grid), step,
-                                  dataformats='HWC')
-            agreement = teacher_agreement(samples['teacher'], samples['student'])
-            self.accelerator.log({'val/agreement_mse': agreement}, step=step)
-            self.metrics.append(dict(step=step, kind='validation', agreement_mse=agreement,
-                                     lr=lr))
-        self.accelerator.wait_for_everyone()
-
-    def evaluate(self) -> dict:
+    def final_evaluation(self) -> dict:
         """Denoising MSE per timestep bucket (held-out), teacher agreement, FID if possible."""
         cfg, evaluation = self.cfg, dict(self.cfg.evaluation)
         count = min(int(evaluation.get('num_images', 64)), len(self.heldout_set))
@@ -324,50 +234,82 @@ class DiffusionRun:
             self.accelerator.print(f'FID skipped: {reason}')
         return result
 
-    def finish(self, global_step: int, step_times: list[float]) -> dict:
-        cfg = self.cfg
-        record = dict(step=global_step, kind='final', num_processes=self.accelerator.num_processes,
-                      online=self.online, distiller=cfg.distiller['type'],
-                      mean_step_time_s=(sum(step_times) / len(step_times)) if step_times
-                      else None,
-                      median_step_time_s=(sorted(step_times)[len(step_times) // 2]
-                                          if step_times else None))
-        if not cfg.evaluation.get('skip', False):
-            record.update(self.evaluate())
-        self.metrics.append(record)
-        student = self.accelerator.unwrap_model(self.student)
-        with self.ema_weights(True):  # the saved student is the EMA one, as in diffusers
-            pipeline = save_student_pipeline(self.output_dir, student,
-                                             self.adapter.noise_scheduler,
-                                             self.codec.vae is not None)
-        if self.online:
-            self.teacher.save_pretrained(self.output_dir / 'teacher', safe_serialization=True)
-        where = (f'a {pipeline} folder ({pipeline}.from_pretrained({str(self.output_dir)!r}))'
-                 if pipeline else f"{self.output_dir / 'unet'} and "
-                                  f"{self.output_dir / 'scheduler'}")
-        self.accelerator.print(f'student written to {where}; metrics in '
-                               f"{self.output_dir / 'metrics.json'}")
-        return record
+
+def build_accelerator(cfg):
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration
+    output_dir = Path(cfg.output_dir)
+    report_to = cfg.get('report_to') or 'none'
+    return Accelerator(
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        mixed_precision=cfg.mixed_precision,
+        log_with=None if report_to == 'none' else report_to,
+        project_config=ProjectConfiguration(
+            project_dir=str(output_dir),
+            logging_dir=str(output_dir / cfg.get('logging_dir', 'logs'))))
 
 
-def save_student_pipeline(output_dir, student, scheduler, latent: bool) -> str | None:
-    """``output_dir`` becomes a ``DDPMPipeline.from_pretrained`` folder (``model_index.json``,
-    ``unet/``, ``scheduler/``) for a pixel-space unconditional student, as diffusers'
-    train_unconditional.py writes; returns the pipeline's name. A latent or conditional
-    student needs the teacher pipeline's VAE / text encoder: ``unet/`` and ``scheduler/`` are
-    written for it, to pass as ``unet=`` to that pipeline's ``from_pretrained``; returns None."""
-    from diffusers import DDPMPipeline, UNet2DModel
-    output_dir = Path(output_dir)
-    if isinstance(student, UNet2DModel) and not latent:
-        DDPMPipeline(unet=student, scheduler=scheduler).save_pretrained(
-            output_dir, safe_serialization=True)
-        return 'DDPMPipeline'
-    student.save_pretrained(output_dir / 'unet', safe_serialization=True)
-    scheduler.save_pretrained(output_dir / 'scheduler')
-    return None
+def find_resume(cfg, accelerator) -> Path | None:
+    """The checkpoint ``--resume_from_checkpoint`` selects (None: a fresh run), after removing
+    what a save killed mid-write left. 'latest' with no complete checkpoint is a fresh run."""
+    flag, output_dir = cfg.get('resume_from_checkpoint'), Path(cfg.output_dir)
+    if flag and accelerator.is_main_process:
+        ckpt.remove_orphan_temporaries(output_dir)
+    accelerator.wait_for_everyone()
+    found = ckpt.find_resume_checkpoint(output_dir, flag)
+    if flag and found is None:
+        accelerator.print(f'--resume_from_checkpoint {flag}: no complete checkpoint in '
+                          f'{output_dir}: starting a new run')
+    return None if found is None else found[0]
 
 
 def train(cfg) -> dict | None:
     """Run the training described by an mmengine ``Config``; the final record on the main
     process (None on the others)."""
-    return DiffusionRun(cfg).train()
+    from accelerate.utils import set_seed
+    accelerator = build_accelerator(cfg)
+    resume = find_resume(cfg, accelerator)
+    # a fresh run (also 'latest' with no checkpoint) does not write over an earlier one:
+    # refused before anything is written, or (overwrite_output_dir) deleted once the networks
+    # are built; so a new run never appends to an earlier run's metrics.json
+    overwrite = resume is None and bool(cfg.get('overwrite_output_dir'))
+    if resume is None and not overwrite:
+        check_fresh_output_dir(cfg.output_dir, resuming=bool(cfg.get('resume_from_checkpoint')))
+    set_seed(cfg.seed)  # the same on every process: identical initial weights and EMA
+    task = DiffusionTask(cfg, accelerator)
+    if overwrite:
+        check_fresh_output_dir(cfg.output_dir, cfg.get('logging_dir', 'logs'), overwrite=True,
+                               delete=accelerator.is_main_process)
+        accelerator.wait_for_everyone()
+
+    batches = task.batches_per_epoch()
+    if batches < cfg.gradient_accumulation_steps:
+        raise ValueError(f'{len(task.train_set)} training images give {batches} batches per '
+                         f'process per epoch, fewer than gradient_accumulation_steps='
+                         f'{cfg.gradient_accumulation_steps}: use more images or smaller '
+                         f'train_batch_size')
+    if cfg.get('num_epochs'):  # diffusers' --num_epochs: optimiser steps of that many
+        cfg.max_train_steps = cfg.num_epochs * math.ceil(batches / cfg.gradient_accumulation_steps)
+    if accelerator.num_processes > 1:
+        standard_grad_strides(p for p in task.distiller.parameters() if p.requires_grad)
+    settings = TrainSettings(
+        seed=cfg.seed, max_steps=cfg.max_train_steps, grad_clip=cfg.max_grad_norm or None,
+        schedule_by_epoch=False, checkpoint_every_epochs=None,
+        checkpoint_every_steps=cfg.checkpointing_steps or None,
+        keep_checkpoints=cfg.checkpoints_total_limit, eval_every_epochs=None,
+        eval_every_steps=cfg.validation_steps or None, log_every_steps=1,
+        metrics_every_steps=cfg.get('logging_steps', 50), close_process_group=True,
+        project_name=cfg.get('tracker_project_name', 'distill-diffusion'))
+    trainer = Trainer(task, task.distiller, accelerator, settings, cfg.output_dir,
+                      optimizer_config(cfg),
+                      lr_schedule(cfg.lr_scheduler, cfg.lr_warmup_steps, cfg.max_train_steps),
+                      tracker_config=flat_config(cfg))
+    if task.ema is not None:
+        task.ema.to(accelerator.device)
+    task.codec.to(accelerator.device)
+    if resume is not None:
+        accelerator.print(f'resuming from {resume}')
+        trainer.resume(resume)
+    records = trainer.run()
+    finals = [r for r in records if r.get('kind') == 'final']
+    return finals[-1] if accelerator.is_main_process and finals else None

@@ -48,7 +48,8 @@ FLAGS = dict(
     max_train_steps=(int, 'optimiser steps'),
     train_batch_size=(int, 'images per process per micro-batch'),
     learning_rate=(float, 'peak learning rate'),
-    lr_scheduler=(str, 'diffusers get_scheduler name (cosine, linear, constant, ...)'),
+    lr_scheduler=(str, 'cosine, linear, constant or constant_with_warmup (as diffusers\' '
+                       'get_scheduler, on mmengine schedulers)'),
     lr_warmup_steps=(int, 'warm-up optimiser steps'),
     validation_steps=(int, 'DDIM grid every N steps (0: never)'),
     num_inference_steps=(int, 'DDIM steps for validation grids'),
@@ -204,24 +205,47 @@ def load_config(args: argparse.Namespace):
     if missing:
         raise KeyError(f'{args.config} lacks {missing}; see configs/diffusion/ for examples')
     check_sections(cfg)
+    lr_schedule(cfg.lr_scheduler, 0, 1)  # a name that is no schedule fails here, named
     if cfg.mixed_precision not in ('no', 'fp16', 'bf16'):
         raise ValueError(f"mixed_precision must be 'no', 'fp16' or 'bf16', got "
                          f'{cfg.mixed_precision!r}')
     return cfg
 
 
-def config_for_trackers(cfg) -> dict:
-    """Scalars of the config, flattened (``distiller.loss_weights.co``): TensorBoard's hparams
-    take only numbers, strings and booleans."""
-    flat = {}
+# diffusers' --lr_scheduler names that map onto mmengine's schedulers (the trainer core's)
+LR_SCHEDULERS = ('constant', 'constant_with_warmup', 'linear', 'cosine')
 
-    def walk(prefix, value):
-        if isinstance(value, dict):
-            for key, item in value.items():
-                walk(f'{prefix}.{key}' if prefix else str(key), item)
-        elif isinstance(value, (int, float, str, bool)):
-            flat[prefix] = value
-        elif value is None:
-            flat[prefix] = 'None'
-    walk('', cfg.to_dict() if hasattr(cfg, 'to_dict') else dict(cfg))
-    return flat
+
+def optimizer_config(cfg) -> dict:
+    """AdamW with the flags of train_unconditional.py, for mmengine's ``OPTIMIZERS``."""
+    return dict(type='AdamW', lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
+                weight_decay=cfg.adam_weight_decay, eps=cfg.adam_epsilon)
+
+
+def lr_schedule(name, warmup_steps: int, total_steps: int) -> list[dict]:
+    """diffusers' ``get_scheduler`` schedules as mmengine ``PARAM_SCHEDULERS`` configs stepped
+    per optimiser step (the trainer core replays them on resume): after step ``k`` the lr is
+    diffusers' value, but for the warm-up, which rises from ``lr / (warmup + 1)`` instead of
+    0 (``LinearLR`` needs a positive start; the first step is then not wasted). A list of
+    mmengine scheduler configs is used as it is."""
+    from distill.config_checks import ConfigError, closest
+    if isinstance(name, (list, tuple)):
+        return [dict(c) for c in name]
+    if name not in LR_SCHEDULERS:
+        near = closest(str(name), list(LR_SCHEDULERS))
+        raise ConfigError(f'lr_scheduler={name!r} is not one of {", ".join(LR_SCHEDULERS)}'
+                          + (f'; did you mean {" or ".join(near)}?' if near else '')
+                          + ' (or give a list of mmengine PARAM_SCHEDULERS configs)')
+    # mmengine's LinearLR reaches end_factor at end - 1: hence the + 1s
+    steps = dict(by_epoch=False)
+    schedule = []
+    if warmup_steps and name != 'constant':
+        schedule.append(dict(type='LinearLR', start_factor=1 / (warmup_steps + 1),
+                             end_factor=1.0, begin=0, end=warmup_steps + 1, **steps))
+    if name == 'linear':
+        schedule.append(dict(type='LinearLR', start_factor=1.0, end_factor=0.0,
+                             begin=warmup_steps, end=total_steps + 1, **steps))
+    elif name == 'cosine':
+        schedule.append(dict(type='CosineAnnealingLR', T_max=total_steps - warmup_steps,
+                             eta_min=0.0, begin=warmup_steps, end=total_steps + 1, **steps))
+    return schedule

@@ -13,28 +13,36 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Sampler
 
+from distill.engines.task import derive_seed
+
 
 class EpochShuffleSampler(Sampler):
-    """A permutation that is a function of ``(seed, epoch)`` only: the order after a resume is
-    the order of the uninterrupted run, whatever the global RNG did in between."""
+    """This process's share of a permutation that is a function of ``(seed, epoch)`` only
+    (``derive_seed(seed, epoch, 'shuffle')``, the trainer core's seeding rule): the order after
+    a resume is the order of the uninterrupted run, whatever the global RNG did in between.
 
-    def __init__(self, num_samples: int, seed: int = 0, shuffle: bool = True):
-        self.num_samples = num_samples
-        self.seed = seed
-        self.shuffle = shuffle
-        self.epoch = 0
+    The permutation is cut to a whole number of global batches (``batch_size`` images on each
+    of ``num_processes``), and process ``rank`` takes every ``num_processes``-th image of it,
+    so every process has the same number of batches (the trainer's loader is per process)."""
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def __init__(self, num_samples: int, seed: int = 0, epoch: int = 1, shuffle: bool = True,
+                 batch_size: int = 1, rank: int = 0, num_processes: int = 1):
+        self.num_samples, self.seed, self.epoch, self.shuffle = num_samples, seed, epoch, shuffle
+        self.rank, self.num_processes = rank, num_processes
+        per_global_batch = batch_size * num_processes
+        self.used = num_samples // per_global_batch * per_global_batch
 
     def __len__(self):
-        return self.num_samples
+        return self.used // self.num_processes
 
     def __iter__(self):
-        if not self.shuffle:
-            return iter(range(self.num_samples))
-        generator = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
-        return iter(torch.randperm(self.num_samples, generator=generator).tolist())
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch,
+                                                                  'shuffle'))
+            order = torch.randperm(self.num_samples, generator=generator).tolist()
+        else:
+            order = list(range(self.num_samples))
+        return iter(order[:self.used][self.rank::self.num_processes])
 
 
 def random_flip(pixel_values: torch.Tensor, generator: torch.Generator | None,

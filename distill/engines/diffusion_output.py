@@ -1,0 +1,77 @@
+"""What a diffusion run leaves in ``output_dir`` besides the trainer core's ``checkpoint-N``
+folders and ``metrics.json`` (``distill.engines.checkpoints``, ``trainer``): the student as a
+pipeline folder, and the rule that a fresh run does not write over an earlier one.
+
+* ``check_fresh_output_dir``: a fresh run (no ``--resume_from_checkpoint``, or ``latest`` with
+  no complete checkpoint) refuses an ``output_dir`` holding an earlier run, naming what is
+  there and the flags, unless ``--overwrite_output_dir``, which deletes that run (and its
+  ``logging_dir``) and nothing else. The core's ``check_fresh_work_dir`` with diffusers' flag
+  names; TensorBoard logs alone (a run that failed at its first step) are no earlier run.
+* ``save_student_pipeline``: ``output_dir`` as diffusers' training examples leave it.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from distill.engines.checkpoints import check_fresh_work_dir
+
+logger = logging.getLogger(__name__)
+
+# what a run writes in output_dir (besides checkpoint-N and its logging_dir)
+RUN_ENTRIES = ('metrics.json', 'model_index.json', 'unet', 'scheduler', 'teacher', 'validation',
+               'vae', 'text_encoder', 'tokenizer')
+
+
+def check_fresh_output_dir(output_dir, logging_dir: str = 'logs', overwrite: bool = False,
+                           delete: bool = True, resuming: bool = False) -> None:
+    """``FileExistsError`` (nothing changed) if ``output_dir`` holds an earlier run, unless
+    ``overwrite``: then (with ``delete``: on one process) its entries, ``logging_dir`` and any
+    ``.*.tmp`` are deleted, and nothing else. ``resuming``: a resume found no complete
+    checkpoint there, so it would start a new run on top of the earlier one."""
+    hint = ('It has no complete checkpoint to resume from, so this would be a new run on top '
+            'of it. ' if resuming else 'Pass --resume_from_checkpoint latest to continue it, ')
+    hint += '--overwrite_output_dir to delete it and start again, or another --output_dir'
+    if not overwrite:
+        check_fresh_work_dir(output_dir, RUN_ENTRIES, hint=hint)
+        return
+    if not delete:
+        return
+    output_dir = Path(output_dir)
+    entries = list(RUN_ENTRIES)
+    logs = (output_dir / logging_dir).resolve()
+    if logs != output_dir.resolve() and logs.is_relative_to(output_dir.resolve()):
+        entries.append(str(logs.relative_to(output_dir.resolve())))  # never a folder outside
+    check_fresh_work_dir(output_dir, entries, overwrite=True)
+
+
+def save_student_pipeline(output_dir, student, scheduler, latent: bool, vae_dir=None) -> str | None:
+    """Make ``output_dir`` what a diffusers user loads with ``from_pretrained``; return the
+    pipeline class written (None: ``unet/`` and ``scheduler/`` only).
+
+    * a pixel-space ``UNet2DModel``: a ``DDPMPipeline`` folder (``model_index.json``, ``unet/``,
+      ``scheduler/``), as train_unconditional.py writes;
+    * a latent student whose VAE comes from a pipeline folder (``vae.pretrained`` holding a
+      ``model_index.json``, e.g. Stable Diffusion): that pipeline with the student as its
+      ``unet`` and the run's scheduler, saved whole (VAE, text encoder, tokenizer, ... copied),
+      as train_text_to_image.py writes;
+    * otherwise ``unet/`` and ``scheduler/`` only: diffusers has no pipeline for a latent
+      ``UNet2DModel`` over an ``AutoencoderKL`` (``LDMPipeline`` takes a ``VQModel`` and no
+      scaling factor), and a VAE given as a bare folder names no pipeline. Load the student
+      into the teacher's pipeline: ``Pipeline.from_pretrained(TEACHER, unet=...)``.
+    """
+    from diffusers import DDPMPipeline, DiffusionPipeline, UNet2DModel
+    output_dir = Path(output_dir)
+    if isinstance(student, UNet2DModel) and not latent:
+        DDPMPipeline(unet=student, scheduler=scheduler).save_pretrained(
+            output_dir, safe_serialization=True)
+        return 'DDPMPipeline'
+    if latent and vae_dir and (Path(vae_dir) / 'model_index.json').is_file():
+        pipeline = DiffusionPipeline.from_pretrained(str(vae_dir), unet=student,
+                                                     scheduler=scheduler,
+                                                     local_files_only=True)
+        pipeline.save_pretrained(output_dir, safe_serialization=True)
+        return type(pipeline).__name__
+    student.save_pretrained(output_dir / 'unet', safe_serialization=True)
+    scheduler.save_pretrained(output_dir / 'scheduler')
+    return None
