@@ -189,15 +189,22 @@ class Trainer:
         from accelerate.data_loader import prepare_data_loader
         # one process's view: the task's loader is already this process's shard; the wrapper
         # marks the end of the epoch for accumulate() and supports skip_first_batches
-        loader = prepare_data_loader(self.task.train_loader(self, epoch), num_processes=1,
-                                     process_index=0, put_on_device=False, rng_types=[])
+        loader = self.task.train_loader(self, epoch)
+        if getattr(loader, 'generator', False) is None:
+            # the loader's base seed (worker seeds) drawn from its own generator, not the global
+            # one: a resumed run then continues the global RNG state that load_state restored
+            loader.generator = torch.Generator().manual_seed(
+                derive_seed(self.settings.seed, epoch, 'loader', self.rank))
+        loader = prepare_data_loader(loader, num_processes=1, process_index=0,
+                                     put_on_device=False, rng_types=[])
         if self.batches_in_epoch:  # resumed mid-epoch
             loader = self.accelerator.skip_first_batches(loader, self.batches_in_epoch)
         return loader
 
     def train_epoch(self, progress) -> dict:
         acc, model, epoch, settings = self.accelerator, self.model, self.epoch, self.settings
-        torch.manual_seed(derive_seed(settings.seed, epoch, 'global', self.rank))
+        if self.batches_in_epoch == 0:  # mid-epoch (resumed), load_state restored the RNGs
+            torch.manual_seed(derive_seed(settings.seed, epoch, 'global', self.rank))
         wants_arch = self.arch_optimizer is not None and hasattr(model, 'wants_arch_step')
         arch_source = self.task.arch_batches(self, epoch) if wants_arch else None
         wants_arch = wants_arch and arch_source is not None
