@@ -8,6 +8,7 @@ so ``from distill import DISTILLERS`` is cheap and needs no task framework.
 from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import DATASETS as MMENGINE_DATASETS
 from mmengine.registry import HOOKS as MMENGINE_HOOKS
+from mmengine.registry import METRICS as MMENGINE_METRICS
 from mmengine.registry import Registry
 
 DISTILLERS = Registry('distiller', scope='distill', locations=['distill.distillers'])
@@ -19,3 +20,5 @@ MODELS = Registry('model', parent=MMENGINE_MODELS, scope='distill',
 DATASETS = Registry('dataset', parent=MMENGINE_DATASETS, scope='distill',
                     locations=['distill.data'])
 HOOKS = Registry('hook', parent=MMENGINE_HOOKS, scope='distill', locations=['distill.engines.mmengine.hooks'])
+METRICS = Registry('metric', parent=MMENGINE_METRICS, scope='distill',
+                   locations=['distill.engines.mmengine.teacher_metric'])

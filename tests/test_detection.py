@@ -134,14 +134,20 @@ def test_sokd_step_with_crowd_and_empty_images(tmp_path):
     from mmdet.utils import register_all_modules
     register_all_modules()
     model = build_from_config(REPO / SHAPES / 'sokd_fitnet.py', {'model.teacher_ckpt': None})
+    from mmengine.dataset import pseudo_collate
+    from distill.engines.mmengine.sokd_search import ShuffledTrainBatches
     dataset, _ = _dataset_with_crowd_and_empty(tmp_path)
     data = model.data_preprocessor(
         dict(inputs=[dataset[i]['inputs'] for i in range(3)],
              data_samples=[dataset[i]['data_samples'] for i in range(3)]), True)
+    # the arch step's val batch: a shuffle of the same images (as ArchBatchesHook sets up)
+    model.arch_search.val_batches = ShuffledTrainBatches(
+        dataset, pseudo_collate, 3, seed=0, prepare=lambda d: model.data_preprocessor(d, True))
     terms = model(**data, mode='loss')
     assert {'student.task', 'student.fitnet', 'student.dam', 'dam.anchor'} <= set(terms)
     assert all(torch.isfinite(v) for v in terms.values())
     total, log_vars = model.parse_losses(terms)
+    assert 'arch.val_loss' in log_vars  # the arch step ran (iteration 0)
     total.backward()
 
 

@@ -98,7 +98,7 @@ def test_exported_student_config_is_plain_and_complete(config):
 
 
 def test_plain_metrics_unwraps_and_refuses_unknown_distill_types():
-    from distill.engines.mmengine.metrics import labelled_metrics, plain_metrics
+    from distill.engines.mmengine.teacher_metric import labelled_metrics, plain_metrics
     iou = dict(type='IoUMetric', iou_metrics=['mIoU'])
     assert plain_metrics([dict(type='distill.StudentMetric', metric=iou),
                           dict(type='distill.TeacherMetric', metric=iou)]) == [iou]

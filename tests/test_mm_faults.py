@@ -164,3 +164,22 @@ def test_runner_writes_no_checkpoint_from_non_finite_weights(tmp_path):
     allow_mmengine_checkpoint_globals()
     state = torch.load(work / 'iter_2.pth', weights_only=True)['state_dict']
     assert all(torch.isfinite(t).all() for t in state.values() if t.is_floating_point())
+
+
+def test_cfg_options_take_lists_of_dicts_and_name_the_key_of_an_unreadable_value(capsys):
+    """mmengine's DictAction recursed until RecursionError on ``taps=[dict(...)]``."""
+    from distill.engines.mmengine.launch import check_model_keys, load_config, parse_args
+    args = parse_args('t', [SEG, '--cfg-options', "model.distiller.taps=[dict(student="
+                            "'backbone.layer3', teacher='backbone.layer3')]", 'a.b=[1,(2,3)]',
+                            'c=x'])
+    assert args.cfg_options == {'model.distiller.taps': [dict(student='backbone.layer3',
+                                                              teacher='backbone.layer3')],
+                                'a.b': [1, (2, 3)], 'c': 'x'}  # DictAction's forms unchanged
+    check_model_keys(load_config(parse_args('t', [SEG, '--cfg-options', "model.distiller.taps="
+                                                  "[dict(student='backbone.layer3',"
+                                                  "teacher='backbone.layer3')]"])))
+    for bad in ("model.distiller.taps=[dict(student=open('x'))]",
+                "model.distiller.taps=[dict(student='a'"):
+        with pytest.raises(SystemExit):
+            parse_args('t', [SEG, '--cfg-options', bad])
+        assert '--cfg-options model.distiller.taps: cannot read the value' in capsys.readouterr().err

@@ -18,3 +18,6 @@ model = dict(
                   taps=fpn_taps),
         dafa=dict(), dam=dict(channels=64, top_k=8),
         arch_interval=10, search_epochs=1, xi=0.02))
+# SoKD's arch step draws its val batches from a second shuffle of the training set
+# (tasks/*/train.py add this hook anyway; a plain tools/train.py run needs it here)
+custom_hooks = [dict(type='distill.ArchBatchesHook')]

@@ -9,3 +9,6 @@ model = dict(
                   taps=[dict(student='backbone.layer4', teacher='backbone.layer4')]),
         dafa=dict(), dam=dict(channels=64, top_k=8),
         arch_interval=10, search_epochs=1, xi=0.01))
+# SoKD's arch step draws its val batches from a second shuffle of the training set
+# (tasks/*/train.py add this hook anyway; a plain tools/train.py run needs it here)
+custom_hooks = [dict(type='distill.ArchBatchesHook')]

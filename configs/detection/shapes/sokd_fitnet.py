@@ -11,3 +11,6 @@ model = dict(
         dafa=dict(), dam=dict(channels=32, top_k=4),
         arch_interval=5, search_epochs=1, xi=0.02))
 work_dir = 'work_dirs/shapes_det/sokd_fitnet'
+# SoKD's arch step draws its val batches from a second shuffle of the training set
+# (tasks/*/train.py add this hook anyway; a plain tools/train.py run needs it here)
+custom_hooks = [dict(type='distill.ArchBatchesHook')]

@@ -12,7 +12,7 @@ from distill.engines.mmengine.compat import patch_package_lookup
 
 patch_package_lookup()  # before any ``mmseg::`` config is read
 
-from distill.engines.mmengine.metrics import StudentMetric, TeacherMetric  # noqa: E402
+from distill.engines.mmengine.teacher_metric import StudentMetric, TeacherMetric  # noqa: E402
 from distill.engines.mmengine.export import export_student  # noqa: E402
 from distill.engines.mmengine.model import DistillationModel  # noqa: E402
 from distill.engines.mmengine.safe_load import allow_mmengine_checkpoint_globals  # noqa: E402

@@ -18,12 +18,13 @@ import os
 import os.path as osp
 import warnings
 
-from mmengine.config import Config, ConfigDict, DictAction
+from mmengine.config import Config, ConfigDict
 
 import distill.engines.mmengine  # noqa: F401  (distill.* types; the weights-only allow-list)
 from distill.dist import close_process_group
+from distill.engines.mmengine.cli_options import ConfigOptionsAction
 from distill.engines.mmengine.launch import prepare_data, setup_cpu_distributed
-from distill.engines.mmengine.metrics import TeacherMetric, labelled_metrics
+from distill.engines.mmengine.teacher_metric import TeacherMetric, labelled_metrics
 
 DISTILLATION_TYPES = ('distill.DistillationModel', 'DistillationModel')
 VISUALIZATION_HOOKS = dict(mmseg='SegVisualizationHook', mmdet='DetVisualizationHook')
@@ -44,7 +45,7 @@ def parse_args(description: str, argv=None):
     parser.add_argument('--show', action='store_true', help='show prediction results')
     parser.add_argument('--show-dir', help='directory where painted images will be saved')
     parser.add_argument('--wait-time', type=float, default=2, help='the interval of show (s)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+    parser.add_argument('--cfg-options', nargs='+', action=ConfigOptionsAction,
                         help='override settings of the config, key=value pairs')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher')

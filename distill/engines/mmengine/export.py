@@ -11,12 +11,13 @@ import re
 from collections import OrderedDict
 
 import torch
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
 from mmengine.logging import print_log
 
 from distill.checkpoint import save_atomic
+from distill.engines.mmengine.cli_options import ConfigOptionsAction
 from distill.engines.mmengine.build import load_model_cfg
-from distill.engines.mmengine.metrics import plain_metrics, single_or_list
+from distill.engines.mmengine.teacher_metric import plain_metrics, single_or_list
 from distill.engines.mmengine.safe_load import allow_mmengine_checkpoint_globals
 
 DISTILL_TYPE = re.compile(r"""['"](distill\.\w+)['"]""")
@@ -89,7 +90,7 @@ def export_main(description: str, argv=None):
     parser.add_argument('checkpoint', help='a DistillationModel checkpoint (iter_N.pth)')
     parser.add_argument('out', help='output checkpoint path (.pth); the student config is '
                                     'written beside it with the extension .py')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+    parser.add_argument('--cfg-options', nargs='+', action=ConfigOptionsAction,
                         help='override settings of the config (data roots, ...) before the '
                              'student config is written, key=value pairs')
     args = parser.parse_args(argv)

@@ -23,6 +23,9 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
 from distill.engines.guards import check_finite_state
+# the other distill.* hooks, registered when the HOOKS registry imports this module
+from distill.engines.mmengine.resume import ResumeHook  # noqa: F401
+from distill.engines.mmengine.sokd_search import ArchBatchesHook  # noqa: F401
 from distill.registry import HOOKS
 
 

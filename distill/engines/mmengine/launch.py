@@ -16,7 +16,11 @@ own ``tools/train.py`` (``CONFIG --work-dir --amp --auto-scale-lr --resume [CHEC
   earlier run (config dump, checkpoints, ``last_checkpoint``) unless ``--overwrite``, which
   deletes them (``distill/engines/mmengine/work_dir.py``);
 * ``distill.FiniteStateHook`` is added to ``custom_hooks``: a checkpoint is only written from
-  finite weights, and the iteration where one became NaN/inf is named (``distill/engines/mmengine/hooks.py``).
+  finite weights, and the iteration where one became NaN/inf is named (``hooks.py``);
+* so is ``distill.ResumeHook`` (``resume.py``): checkpoints are written atomically with a
+  ``.sha256`` beside them, ``--resume`` takes the newest one that verifies (warning about each
+  damaged one it skips), and the config's ``lr`` / ``weight_decay`` win over the restored ones;
+* and ``distill.ArchBatchesHook`` (``sokd_search.py``): SoKD's val batches for the arch step.
 """
 from __future__ import annotations
 
@@ -25,11 +29,12 @@ import logging
 import os
 import os.path as osp
 
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
 from mmengine.logging import print_log
 
 import distill.engines.mmengine  # noqa: F401  (registers distill.DistillationModel, distill.TeacherMetric)
 from distill.dist import close_process_group
+from distill.engines.mmengine.cli_options import ConfigOptionsAction
 from distill.engines.mmengine.safe_load import allow_mmengine_checkpoint_globals
 
 
@@ -47,7 +52,7 @@ def parse_args(description: str, argv=None):
     parser.add_argument('--overwrite', action='store_true',
                         help='start afresh in a work dir that holds an earlier run, deleting its '
                              'config dump, checkpoints, last_checkpoint and log folders first')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+    parser.add_argument('--cfg-options', nargs='+', action=ConfigOptionsAction,
                         help='override settings of the config, key=value pairs')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher')
@@ -86,9 +91,10 @@ def load_config(args) -> Config:
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
     hooks = list(cfg.get('custom_hooks') or [])
-    if not any(isinstance(h, dict) and str(h.get('type', '')).endswith('FiniteStateHook')
-               for h in hooks):
-        cfg.custom_hooks = hooks + [dict(type='distill.FiniteStateHook')]
+    for name in ('FiniteStateHook', 'ResumeHook', 'ArchBatchesHook'):
+        if not any(isinstance(h, dict) and str(h.get('type', '')).endswith(name) for h in hooks):
+            hooks.append(dict(type=f'distill.{name}'))
+    cfg.custom_hooks = hooks
     imports = list(cfg.get('custom_imports', {}).get('imports', []))
     if 'distill.engines.mmengine' not in imports:
         cfg.custom_imports = dict(imports=imports + ['distill.engines.mmengine'],
@@ -145,8 +151,7 @@ def check_model_keys(cfg) -> None:
     closest valid ones before the Runner is built (mmengine would give a bare TypeError from
     inside it, after creating the work dir)."""
     from distill.config_checks import check_distiller_cfg, check_kwargs
-    from distill.engines.mmengine.model import DEFAULT_ADAPTERS, DistillationModel, _import_adapters
-    from distill.registry import ADAPTERS
+    from distill.engines.mmengine.model import DEFAULT_ADAPTERS, DistillationModel, adapter_class
     model = cfg.get('model')
     if not isinstance(model, dict) or model.get('type') not in ('distill.DistillationModel',
                                                                 'DistillationModel'):
@@ -155,10 +160,9 @@ def check_model_keys(cfg) -> None:
     scope = model.get('scope', 'mmseg')
     adapter = model.get('adapter') or {}
     if scope in DEFAULT_ADAPTERS and isinstance(adapter, dict):
-        _import_adapters(scope)
-        adapter_class = ADAPTERS.get(adapter.get('type', DEFAULT_ADAPTERS[scope]))
-        if adapter_class is not None:
-            check_kwargs('model.adapter', adapter, adapter_class)
+        found = adapter_class(adapter, scope)
+        if found is not None:
+            check_kwargs('model.adapter', adapter, found)
     if isinstance(model.get('distiller'), dict):
         check_distiller_cfg(model['distiller'], 'model.distiller')
 

@@ -34,23 +34,27 @@ from mmengine.registry import DefaultScope
 from mmengine.runner.checkpoint import load_checkpoint
 
 from distill import build_distiller
-from distill.engines import check_finite_terms
+from distill.adapters import build_adapter
+from distill.engines.guards import check_finite_terms
 from distill.engines.mmengine.build import build_mm_model
-from distill.engines.mmengine.metrics import TEACHER_FIELD_PREFIX
+from distill.engines.mmengine.teacher_metric import TEACHER_FIELD_PREFIX
 from distill.engines.mmengine.safe_load import allow_mmengine_checkpoint_globals
-from distill.registry import ADAPTERS, MODELS
+from distill.registry import MODELS
 
 DEFAULT_ADAPTERS = dict(mmseg='MMSegAdapter', mmdet='MMDetAdapter')
 # SoKD's recommended one: no weight decay (it outweighs the ~1e-5 hypergradient)
 DEFAULT_ARCH_OPTIMIZER = dict(type='Adam', lr=0.05, betas=(0.5, 0.999), weight_decay=0.0)
 
 
-def _import_adapters(scope: str) -> None:
-    # adapters register themselves in ADAPTERS on import; they import their task package
-    if scope == 'mmseg':
-        import distill.adapters.mmseg  # noqa: F401
-    elif scope == 'mmdet':
-        import distill.adapters.mmdet  # noqa: F401
+def adapter_class(adapter_cfg: dict, scope: str):
+    """The class an adapter config builds (``build_adapter`` imports its module, so nothing
+    has to be imported beforehand); None for an unknown type."""
+    from distill.adapters import OPTIONAL_ADAPTERS
+    from distill.registry import ADAPTERS
+    name = str(adapter_cfg.get('type', DEFAULT_ADAPTERS[scope])).replace('distill.', '')
+    if name in OPTIONAL_ADAPTERS:
+        __import__(OPTIONAL_ADAPTERS[name])
+    return ADAPTERS.get(name)
 
 
 def loss_log_name(term: str) -> str:
@@ -114,7 +118,6 @@ class DistillationModel(BaseModel):
                  validate_teacher: bool | None = None,
                  search_iters: int | None = None, arch_optimizer: dict | None = None,
                  data_preprocessor=None, init_cfg=None):
-        _import_adapters(scope)
         student_model = build_mm_model(student, scope)
         # a teacher that gets its weights from teacher_ckpt needs no pretrained backbone
         teacher_model = build_mm_model(teacher, scope, drop_pretrained=bool(teacher_ckpt))
@@ -130,7 +133,7 @@ class DistillationModel(BaseModel):
         if scope == 'mmseg' and 'ignore_index' not in adapter_cfg:
             adapter_cfg['ignore_index'] = student_model.decode_head.ignore_index
         with DefaultScope.overwrite_default_scope('distill'):  # not the Runner's mmseg/mmdet
-            task_adapter = ADAPTERS.build(adapter_cfg)
+            task_adapter = build_adapter(adapter_cfg)
         task_adapter.convert_inputs.set_reference(self.data_preprocessor)
         task_adapter.convert_inputs.add_model(teacher_model)
 

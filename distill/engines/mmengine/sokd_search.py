@@ -1,43 +1,83 @@
 """SoKD's bi-level policy search on the mmengine Runner (``DistillationModel.arch_search``).
 
+The arch step follows the one protocol of both engines (the classification engine's):
+``distiller.arch_backward(train_batch, val_batch)`` with ``train_batch`` the current training
+batch and ``val_batch`` a batch of a second, separate shuffle of the training set, reseeded
+for every search epoch (``ShuffledTrainBatches``).
+
 * The arch step runs inside ``DistillationModel.forward(mode='loss')``, which the plain
   ``BaseModel.train_step`` and ``MMDistributedDataParallel.train_step`` both call, so the
   search runs in multi-process training too; the hypergradients are averaged over the
   processes before the optimiser step (every process steps at the same iterations).
-* The virtual step is taken on the current batch (so SoKD's teacher-output cache serves the
-  training step that follows), the held-out loss on the previous one. With no previous batch
-  (the first iteration of a run, or the first after ``--resume``) the current batch is split
-  in two halves instead, so that step is not skipped.
+* The val batch of (search epoch ``e``, step ``s``) is the ``s``-th batch of this process's
+  share of the permutation seeded by (Runner seed, ``e``): a pure function of the position, so
+  a resumed run draws the same val batches as an uninterrupted one, with nothing to replay,
+  and the processes of a run draw disjoint samples. ``distill.ArchBatchesHook`` gives the
+  search that source (the Runner's train dataset, collate function, batch size and seed, and
+  the model's data preprocessor) when training starts; ``tasks/*/train.py`` add the hook, a
+  plain ``tools/train.py`` run of a SoKD config gets it from the config's ``custom_hooks``.
 * The arch optimiser's state is part of the model's state dict (``arch_search._extra_state``:
   the optimiser's own ``state_dict`` serialised into a uint8 tensor, which loads with
   ``weights_only=True``), so Runner checkpoints save it and ``--resume`` restores it.
 """
 from __future__ import annotations
 
+import hashlib
 import io
+import logging
 
 import torch
-from mmengine.logging import MessageHub
+from mmengine.hooks import Hook
+from mmengine.logging import MessageHub, print_log
+from mmengine.model import is_model_wrapper
 from torch import nn
 
+from distill.registry import HOOKS
 
-def split_batch(batch: dict):
-    """``(first half, second half)`` of a batch of ``inputs`` and per-sample lists, or None
-    for a batch of one sample."""
-    size = len(batch['inputs'])
-    if size < 2:
-        return None
-    half = size // 2
-    return tuple({key: value if value is None else value[part]
-                  for key, value in batch.items()}
-                 for part in (slice(0, half), slice(half, size)))
+
+def epoch_seed(seed, epoch: int, stream: str = 'arch-val') -> int:
+    """A 63-bit seed for (run seed, epoch, stream), the same in every process and Python run
+    (``hash()`` of a string is not)."""
+    digest = hashlib.sha256(f'{seed}:{epoch}:{stream}'.encode()).digest()
+    return int.from_bytes(digest[:8], 'little') >> 1
+
+
+class ShuffledTrainBatches:
+    """``batches(epoch, step)``: the ``step``-th batch (wrapping around) of this process's share
+    of a permutation of ``dataset`` seeded by (``seed``, ``epoch``), collated and prepared
+    (``prepare``: the model's data preprocessor) like a training batch."""
+
+    def __init__(self, dataset, collate_fn, batch_size: int, seed, prepare,
+                 rank: int = 0, world_size: int = 1):
+        self.dataset, self.collate_fn, self.prepare = dataset, collate_fn, prepare
+        self.batch_size, self.seed = int(batch_size), seed
+        self.rank, self.world_size = rank, world_size
+        self._order = (None, [])
+
+    def order(self, epoch: int) -> list:
+        if self._order[0] != epoch:
+            generator = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
+            permutation = torch.randperm(len(self.dataset), generator=generator).tolist()
+            share = permutation[self.rank::self.world_size] or permutation
+            self._order = (epoch, share)
+        return self._order[1]
+
+    def indices(self, epoch: int, step: int) -> list:
+        order = self.order(epoch)
+        start = step * self.batch_size
+        return [order[(start + j) % len(order)] for j in range(self.batch_size)]
+
+    def __call__(self, epoch: int, step: int) -> dict:
+        samples = [self.dataset[index] for index in self.indices(epoch, step)]
+        return self.prepare(self.collate_fn(samples))
 
 
 class ArchSearch(nn.Module):
     """The arch optimiser of ``distiller.arch_parameters()`` and the search schedule.
 
     ``search_iters``: iterations per search "epoch" (``wants_arch_step(epoch, step)``); None
-    takes the Runner's epoch (epoch-based loops)."""
+    takes the Runner's epoch (epoch-based loops). ``val_batches(epoch, step)`` gives the val
+    batch of an arch step (set by ``ArchBatchesHook``)."""
 
     def __init__(self, distiller: nn.Module, optimizer_cfg: dict, search_iters=None):
         super().__init__()
@@ -46,7 +86,7 @@ class ArchSearch(nn.Module):
         self.optimizer = OPTIMIZERS.build(dict(optimizer_cfg, params=self.params))
         self._distiller = [distiller]  # a reference, not a second registration
         self.search_iters = search_iters
-        self.previous = None
+        self.val_batches = None
         self.stats = {}
         # off between arch steps: DDP ignores them and the main backward leaves them alone
         for param in self.params:
@@ -63,15 +103,17 @@ class ArchSearch(nn.Module):
     def maybe_step(self, batch: dict) -> None:
         """Before the training forward on ``batch``: an arch step if the schedule wants one
         (its logs in ``self.stats`` until ``pop_stats``)."""
-        previous, self.previous = self.previous, batch
-        if not self._distiller[0].wants_arch_step(*self.position()):
+        epoch, step = self.position()
+        if not self._distiller[0].wants_arch_step(epoch, step):
             return
-        pair = (batch, previous) if previous is not None else split_batch(batch)
-        if pair is None:
-            return
+        if self.val_batches is None:
+            raise RuntimeError("SoKD's arch step needs val batches from the training set: add "
+                               "dict(type='distill.ArchBatchesHook') to the config's "
+                               "custom_hooks (tasks/*/train.py adds it)")
+        val_batch = self.val_batches(epoch, step)
         device_type = batch['inputs'].device.type
         with torch.autocast(device_type, enabled=False):  # differences need float32
-            self.stats = self.step(*pair)
+            self.stats = self.step(batch, val_batch)
 
     def step(self, train_batch: dict, val_batch: dict) -> dict:
         """One outer step: the hypergradient of the student's task loss on ``val_batch``
@@ -108,6 +150,38 @@ class ArchSearch(nn.Module):
         if not torch.is_tensor(state) or state.dtype != torch.uint8:
             raise TypeError(f'arch_search._extra_state must be the uint8 tensor that '
                             f'get_extra_state writes, got {type(state).__name__}')
-        if state.numel():
-            saved = torch.load(io.BytesIO(state.cpu().numpy().tobytes()), weights_only=True)
-            self.optimizer.load_state_dict(saved)
+        if not state.numel():
+            return
+        saved = torch.load(io.BytesIO(state.cpu().numpy().tobytes()), weights_only=True)
+        # the config's settings (lr, betas, weight decay) win over the saved ones, as for the
+        # main optimiser (distill.ResumeHook): an override on resume is not dropped
+        configured = [{k: v for k, v in group.items() if k != 'params'}
+                      for group in self.optimizer.param_groups]
+        self.optimizer.load_state_dict(saved)
+        for group, settings in zip(self.optimizer.param_groups, configured):
+            changed = {k: (group.get(k), v) for k, v in settings.items() if group.get(k) != v}
+            if changed:
+                print_log('--resume: the arch optimiser keeps the config\'s '
+                          + ', '.join(f'model.arch_optimizer.{k}={new} (checkpoint: {old})'
+                                      for k, (old, new) in changed.items()),
+                          logger='current', level=logging.WARNING)
+                group.update(settings)
+
+
+@HOOKS.register_module()
+class ArchBatchesHook(Hook):
+    """Gives a SoKD model's ``arch_search`` its val batches (``ShuffledTrainBatches`` over the
+    Runner's train dataset) when training starts; nothing for other models."""
+
+    def before_train(self, runner) -> None:
+        from mmengine.dist import get_dist_info
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        search = getattr(model, 'arch_search', None)
+        if search is None:
+            return
+        loader = runner.train_dataloader
+        rank, world_size = get_dist_info()
+        search.val_batches = ShuffledTrainBatches(
+            loader.dataset, loader.collate_fn, loader.batch_size, runner.seed,
+            prepare=lambda data: model.data_preprocessor(data, True),
+            rank=rank, world_size=world_size)

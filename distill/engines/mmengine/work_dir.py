@@ -2,7 +2,8 @@
 
 The mmengine Runner writes, in ``work_dir``: the config (``<config name>.py``, written when the
 Runner is built), ``iter_N.pth`` / ``epoch_N.pth`` / ``best_*.pth`` checkpoints,
-``last_checkpoint`` and a ``YYYYMMDD_HHMMSS/`` folder of logs per run. A second fresh run into
+``last_checkpoint`` (with ``distill.ResumeHook``, a ``.sha256`` beside each checkpoint) and a
+``YYYYMMDD_HHMMSS/`` folder of logs per run. A second fresh run into
 the same folder would overwrite the first one's config, checkpoints and ``last_checkpoint``
 (which ``--resume`` then follows into the new run). So, as the classification engine's
 ``--overwrite`` (``distill.engines.classification_checkpoint.check_fresh_work_dir``):
@@ -33,7 +34,7 @@ def earlier_run_files(work_dir) -> list[Path]:
     if not work_dir.is_dir():
         return []
     return sorted(p for p in work_dir.iterdir() if p.is_file() and (
-        p.suffix in ('.py', '.pth') or p.name == 'last_checkpoint'))
+        p.suffix in ('.py', '.pth', '.sha256') or p.name == 'last_checkpoint'))
 
 
 def check_fresh_work_dir(work_dir, overwrite: bool = False, delete: bool = True) -> None:

@@ -20,9 +20,8 @@ import copy
 from mmengine.evaluator import BaseMetric
 from mmengine.logging import print_log
 from mmengine.registry import METRICS as MMENGINE_METRICS
-from mmengine.registry import Registry
 
-METRICS = Registry('metric', parent=MMENGINE_METRICS, scope='distill', locations=['distill.engines.mmengine'])
+from distill.registry import METRICS
 
 TEACHER_FIELD_PREFIX = 'teacher_'
 WRAPPER_TYPES = dict(student=('distill.StudentMetric', 'StudentMetric'),

@@ -1,0 +1,171 @@
+"""``distill.ResumeHook``: on the mmengine Runner, checkpoints carry a checksum, ``--resume``
+resumes from the newest checkpoint that verifies, and the config's optimiser settings win over
+the ones restored from the checkpoint.
+
+* ``before_run`` (before the Runner loads anything): every local ``CheckpointHook`` writes
+  through the ``distill_checksum`` file backend (atomic write + ``<name>.sha256``,
+  ``checkpoint_files.py``); on rank 0 the ``.<name>.*.tmp`` files of a killed write are deleted.
+  With ``resume=True`` and no file given (``--resume`` alone), the hook picks the checkpoint:
+  the newest that matches its checksum, skipping (with a warning naming it) a truncated or
+  changed one, where mmengine would follow ``last_checkpoint`` into the damaged file. A file
+  given explicitly (``--resume FILE``) is verified and refused if it does not match.
+* ``after_load_checkpoint`` (when resuming; mmengine calls it with the checkpoint dict before
+  it loads the optimiser and scheduler states from that same dict): an ``lr``,
+  ``weight_decay`` or ``momentum`` the config sets differently from the checkpoint (e.g.
+  ``--cfg-options optim_wrapper.optimizer.lr=0.01``) is written into the checkpoint's
+  optimiser state and its schedulers' base values, scaled so the schedule continues from the
+  new base value; each change is logged, naming the key. mmengine would otherwise restore the
+  old value and drop the override without a word. A change that cannot be applied (a
+  scheduled value whose checkpoint base is 0) is refused, naming the key.
+
+``tasks/{segmentation,detection}/train.py`` add it to ``custom_hooks``; a plain
+``tools/train.py`` run gets it with ``custom_hooks = [dict(type='distill.ResumeHook')]``. It
+reads the Runner's ``_resume`` / ``_load_from`` (mmengine 0.10 has no public accessor); the
+hook does nothing if they are missing.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+from mmengine.dist import is_main_process
+from mmengine.hooks import CheckpointHook, Hook
+from mmengine.logging import print_log
+
+from distill.engines.mmengine.checkpoint_files import (BACKEND_NAME, CorruptCheckpointError,
+                                                       check_loads, newest_valid_checkpoint,
+                                                       remove_orphan_temporaries,
+                                                       verify_checkpoint)
+from distill.registry import HOOKS
+
+#: optimiser hyperparameters the config's value wins for on resume (numbers, maybe scheduled)
+HYPERPARAMETERS = ('lr', 'weight_decay', 'momentum')
+
+
+def _warn(message: str) -> None:
+    print_log(message, logger='current', level=logging.WARNING)
+
+
+def _is_local(path) -> bool:
+    return path is None or '://' not in str(path)
+
+
+def use_checksum_backend(runner) -> None:
+    """Local ``CheckpointHook``s with no backend of their own write through ours."""
+    for hook in runner.hooks:
+        if (isinstance(hook, CheckpointHook) and hook.backend_args is None
+                and getattr(hook, 'file_client_args', None) is None and _is_local(hook.out_dir)):
+            hook.backend_args = dict(backend=BACKEND_NAME)
+
+
+def resume_checkpoint(work_dir, given=None) -> str | None:
+    """The file to resume from: ``given`` after checking it, or the newest valid checkpoint of
+    ``work_dir`` (None when it has none)."""
+    if given is None:
+        path = newest_valid_checkpoint(work_dir, warn=_warn)
+        return None if path is None else str(path)
+    if _is_local(given) and not verify_checkpoint(given):  # raises if it does not match
+        check_loads(given)
+        _warn(f'{given} has no checksum: resuming from it unverified')
+    return given
+
+
+def _same(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=1e-9, abs_tol=0.0)
+
+
+def apply_config_over_saved(optimizer, saved_groups: list, scheduler_states: list,
+                            key_prefix: str) -> list[str]:
+    """Write the config's hyperparameters (the freshly built ``optimizer``'s) into a saved
+    optimiser state (``saved_groups``) and its schedulers' states, in place; returns the
+    changes. See the module docstring."""
+    if len(optimizer.param_groups) != len(saved_groups):
+        return []  # mmengine's load_state_dict names this mismatch itself
+    changes = {}
+    for index, (fresh, saved) in enumerate(zip(optimizer.param_groups, saved_groups)):
+        for key in HYPERPARAMETERS:
+            if not isinstance(fresh.get(key), (int, float)) or key not in saved:
+                continue
+            initial = f'initial_{key}'
+            new, old = fresh.get(initial, fresh[key]), saved.get(initial, saved[key])
+            if _same(new, old):
+                continue
+            scheduled = [s for s in scheduler_states if s.get('param_name') == key]
+            name = f'{key_prefix}.{key}'
+            if old == 0 and (scheduled or initial in saved):
+                raise ValueError(f'--resume: {name}={new} cannot be applied: the checkpoint '
+                                 f'schedules {key} from 0 (param group {index}); start a '
+                                 f'fresh run to change it')
+            current = saved[key]
+            ratio = new / old if old else None
+            saved[key] = current * ratio if ratio is not None else new
+            if initial in saved:
+                saved[initial] = new
+            for state in scheduled:
+                for field in ('base_values', '_last_value'):
+                    if field in state and index < len(state[field]):
+                        state[field][index] *= ratio
+            changes.setdefault(name, []).append((index, old, new, current, saved[key]))
+    return [f'--resume: {name} from the config replaces the checkpoint\'s value '
+            + ', '.join(f'(group {i}: {old:g} -> {new:g}, now {cur:g} -> {now:g})'
+                        for i, old, new, cur, now in groups)
+            for name, groups in changes.items()]
+
+
+def apply_config_optimizer_settings(runner, checkpoint: dict) -> list[str]:
+    """``apply_config_over_saved`` for the Runner's optimiser(s) and the checkpoint's states."""
+    wrapper = runner.optim_wrapper
+    saved = checkpoint.get('optimizer')
+    if saved is None or isinstance(wrapper, dict):  # not built: nothing will be restored
+        return []
+    schedulers = checkpoint.get('param_schedulers') or []
+    if hasattr(wrapper, 'optim_wrappers'):  # OptimWrapperDict: one optimiser per name
+        jobs = [(f'optim_wrapper.{name}.optimizer', w.optimizer, saved.get(name, {}),
+                 schedulers.get(name, []) if isinstance(schedulers, dict) else [])
+                for name, w in wrapper.optim_wrappers.items()]
+    else:
+        jobs = [('optim_wrapper.optimizer', wrapper.optimizer, saved,
+                 schedulers if isinstance(schedulers, list) else [])]
+    changes = []
+    for prefix, optimizer, state, scheduler_states in jobs:
+        changes += apply_config_over_saved(optimizer, state.get('param_groups', []),
+                                           scheduler_states, prefix)
+    return changes
+
+
+@HOOKS.register_module()
+class ResumeHook(Hook):
+    """Checksummed checkpoints, a verified ``--resume`` and the config's optimiser settings
+    over the restored ones; see the module docstring."""
+
+    priority = 'VERY_HIGH'
+
+    def before_run(self, runner) -> None:
+        use_checksum_backend(runner)
+        if is_main_process():
+            folders = {Path(runner.work_dir)}
+            folders |= {Path(h.out_dir) for h in runner.hooks
+                        if isinstance(h, CheckpointHook) and h.out_dir and _is_local(h.out_dir)}
+            for folder in folders:
+                removed = remove_orphan_temporaries(folder)
+                if removed:
+                    _warn(f'removed {len(removed)} half-written temporary file(s) of an '
+                          f'interrupted run: {", ".join(p.name for p in removed)}')
+        if not getattr(runner, '_resume', False) or not hasattr(runner, '_load_from'):
+            return
+        chosen = resume_checkpoint(runner.work_dir, runner._load_from)
+        if chosen is not None and runner._load_from is None:
+            print_log(f'resuming from {chosen} (the newest checkpoint that verifies)',
+                      logger='current')
+        runner._load_from = chosen
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        if not getattr(runner, '_resume', False):
+            return  # load_from: weights only, the optimiser state is not restored
+        for change in apply_config_optimizer_settings(runner, checkpoint):
+            _warn(change)
+
+
+# raising CorruptCheckpointError from before_run stops the run before anything is loaded
+__all__ = ['ResumeHook', 'CorruptCheckpointError', 'apply_config_over_saved']

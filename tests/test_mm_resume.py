@@ -1,0 +1,197 @@
+"""Resume on the mmengine Runner (distill.ResumeHook, distill/engines/mmengine/resume.py and
+checkpoint_files.py): checkpoints carry a SHA-256, --resume skips a damaged newest checkpoint
+for the newest valid one, orphan temporaries go, and the config's lr / weight decay win over
+the restored optimiser state."""
+from __future__ import annotations
+
+import glob
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from mm_helpers import REPO, run_script
+
+pytest.importorskip('mmseg')
+
+SEG = 'configs/segmentation/shapes/adm_online.py'
+TRAIN = 'tasks/segmentation/train.py'
+
+
+def write_valid(path, value):
+    import io
+    from distill.engines.mmengine.checkpoint_files import write_checkpoint_bytes
+    buffer = io.BytesIO()
+    torch.save(dict(state_dict=dict(w=torch.full((64,), float(value))), meta=dict(iter=value)),
+               buffer)
+    write_checkpoint_bytes(buffer.getvalue(), path)
+
+
+def flip_bytes(path, count=200):
+    data = bytearray(Path(path).read_bytes())
+    for i in range(count):
+        data[(len(data) // 3 + i * 7) % len(data)] ^= 0xFF
+    Path(path).write_bytes(bytes(data))
+
+
+def truncate(path):
+    data = Path(path).read_bytes()
+    Path(path).write_bytes(data[:len(data) // 2])
+
+
+def test_checksum_backend_writes_whole_files_with_a_sha256_and_removes_both(tmp_path):
+    import hashlib
+    from mmengine.fileio import get_file_backend
+    from distill.engines.mmengine.checkpoint_files import BACKEND_NAME, verify_checkpoint
+    backend = get_file_backend(str(tmp_path), backend_args=dict(backend=BACKEND_NAME))
+    target = tmp_path / 'iter_2.pth'
+    backend.put(b'checkpoint bytes', str(target))
+    record = (tmp_path / 'iter_2.pth.sha256').read_text()
+    assert record == f'{hashlib.sha256(b"checkpoint bytes").hexdigest()}  iter_2.pth\n'
+    assert verify_checkpoint(target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['iter_2.pth', 'iter_2.pth.sha256']
+    backend.remove(str(target))  # CheckpointHook's rotation
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_newest_valid_checkpoint_skips_damaged_ones_naming_them(tmp_path):
+    from distill.engines.mmengine.checkpoint_files import (CorruptCheckpointError,
+                                                           newest_valid_checkpoint,
+                                                           remove_orphan_temporaries)
+    from distill.engines.mmengine.resume import resume_checkpoint
+    for step in (2, 4, 6, 8):
+        write_valid(tmp_path / f'iter_{step}.pth', step)
+    flip_bytes(tmp_path / 'iter_8.pth')  # flipped bytes: still a loadable zip, wrong weights
+    truncate(tmp_path / 'iter_6.pth')
+    (tmp_path / 'iter_4.pth.sha256').unlink()
+    truncate(tmp_path / 'iter_4.pth')  # no checksum and does not load
+    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'iter_8.pth'))
+    (tmp_path / '.iter_10.pth.x1y2.tmp').write_bytes(b'half')
+    warnings = []
+    assert newest_valid_checkpoint(tmp_path, warn=warnings.append) == tmp_path / 'iter_2.pth'
+    assert [w.split(' ')[1] for w in warnings] == [str(tmp_path / f'iter_{s}.pth')
+                                                   for s in (8, 6, 4)]
+    assert 'does not match its SHA-256' in warnings[0] and 'does not load' in warnings[2]
+    assert not any('weights_only' in w or 'allow_pickle' in w for w in warnings)
+    # an explicit --resume FILE that does not match is refused, not replaced
+    with pytest.raises(CorruptCheckpointError, match=r'iter_8\.pth does not match'):
+        resume_checkpoint(tmp_path, str(tmp_path / 'iter_8.pth'))
+    assert resume_checkpoint(tmp_path, str(tmp_path / 'iter_2.pth')) == str(tmp_path /
+                                                                            'iter_2.pth')
+    flip_bytes(tmp_path / 'iter_2.pth')
+    with pytest.raises(CorruptCheckpointError, match=r'no usable checkpoint.*iter_8\.pth.*'
+                                                     r'iter_2\.pth'):
+        newest_valid_checkpoint(tmp_path, warn=lambda message: None)
+    assert [p.name for p in remove_orphan_temporaries(tmp_path)] == ['.iter_10.pth.x1y2.tmp']
+    assert newest_valid_checkpoint(tmp_path / 'empty', warn=warnings.append) is None
+
+
+def poly_run(lr, steps, state=None, weight_decay=5e-4):
+    """SGD + mmengine's PolyLR (eta_min 0), ``steps`` scheduler steps after loading ``state``
+    (the optimiser's and scheduler's state dicts, adjusted by apply_config_over_saved)."""
+    from mmengine.optim.scheduler import PolyLR
+    from distill.engines.mmengine.resume import apply_config_over_saved
+    weight = torch.nn.Parameter(torch.ones(3))
+    optimizer = torch.optim.SGD([weight], lr=lr, momentum=0.9, weight_decay=weight_decay)
+    scheduler = PolyLR(optimizer, eta_min=0.0, power=0.9, end=20, by_epoch=False)
+    changes = []
+    if state is not None:
+        saved_optimizer, saved_scheduler = state
+        changes = apply_config_over_saved(optimizer, saved_optimizer['param_groups'],
+                                          [saved_scheduler], 'optim_wrapper.optimizer')
+        optimizer.load_state_dict(saved_optimizer)
+        scheduler.load_state_dict(saved_scheduler)
+    for _ in range(steps):
+        weight.grad = torch.ones(3)
+        optimizer.step()
+        scheduler.step()
+    return optimizer, scheduler, changes
+
+
+def test_config_lr_and_weight_decay_win_over_the_restored_state():
+    import copy
+    interrupted, scheduler, _ = poly_run(0.1, 5)
+    state = copy.deepcopy((interrupted.state_dict(), scheduler.state_dict()))
+    resumed, _, changes = poly_run(0.02, 4, state=state, weight_decay=1e-3)
+    assert [c.split(' ')[1] for c in changes] == ['optim_wrapper.optimizer.lr',
+                                                  'optim_wrapper.optimizer.weight_decay']
+    assert '0.1 -> 0.02' in changes[0] and '0.0005 -> 0.001' in changes[1]
+    # the schedule continues as if lr had been 0.02 from the start (PolyLR is proportional)
+    reference, _, _ = poly_run(0.02, 9)
+    assert resumed.param_groups[0]['lr'] == pytest.approx(reference.param_groups[0]['lr'],
+                                                          rel=1e-12)
+    assert resumed.param_groups[0]['weight_decay'] == 1e-3
+    # the momentum buffer is the restored one, not a fresh start
+    assert resumed.state_dict()['state'][0]['momentum_buffer'] is not None
+    # unchanged settings: nothing to say, nothing changed
+    state = copy.deepcopy((interrupted.state_dict(), scheduler.state_dict()))
+    same, _, changes = poly_run(0.1, 0, state=state)
+    assert changes == [] and same.param_groups[0]['lr'] == interrupted.param_groups[0]['lr']
+
+
+def test_a_scheduled_lr_from_zero_is_refused_naming_the_key():
+    from distill.engines.mmengine.resume import apply_config_over_saved
+    weight = torch.nn.Parameter(torch.ones(1))
+    optimizer = torch.optim.SGD([weight], lr=0.1)
+    saved = [dict(lr=0.0, initial_lr=0.0, weight_decay=0)]
+    optimizer.param_groups[0]['initial_lr'] = 0.1
+    with pytest.raises(ValueError, match=r'optim_wrapper\.optimizer\.lr=0\.1 cannot be applied'):
+        apply_config_over_saved(optimizer, saved, [dict(param_name='lr', base_values=[0.0])],
+                                'optim_wrapper.optimizer')
+
+
+def lr_by_iter(run_folder) -> dict:
+    files = glob.glob(str(Path(run_folder) / 'vis_data' / 'scalars.json'))
+    assert files, run_folder
+    with open(files[0]) as f:
+        return {r['iter']: r['lr'] for r in map(json.loads, f) if 'lr' in r}
+
+
+def test_resume_after_a_corrupted_newest_checkpoint_with_a_new_lr(tmp_path):
+    """Fault injection on a real run: 4 iterations (iter_2.pth, iter_4.pth), 200 flipped bytes
+    in iter_4.pth and a killed write's temporary; --resume warns naming iter_4.pth, continues
+    from iter_2.pth with the lr given on the command line, and finishes."""
+    from distill.data.mmseg_layout import write_shapes_mmseg
+    from distill.engines.mmengine.checkpoint_files import verify_checkpoint
+    from distill.engines.mmengine.safe_load import allow_mmengine_checkpoint_globals
+    root = tmp_path / 'shapes_seg'
+    write_shapes_mmseg(root, num_train=8, num_val=2, image_size=32)
+    work = tmp_path / 'work'
+
+    def options(iters, *extra):
+        return ['--work-dir', str(work), '--cfg-options', f'train_cfg.max_iters={iters}',
+                'train_cfg.val_interval=100', 'default_hooks.checkpoint.interval=2',
+                'default_hooks.logger.interval=1', f'prepare_data.root={root}',
+                f'train_dataloader.dataset.data_root={root}',
+                f'val_dataloader.dataset.data_root={root}',
+                f'test_dataloader.dataset.data_root={root}', *extra]
+    run_script(TRAIN, SEG, *options(4))
+    assert all(verify_checkpoint(work / f'iter_{s}.pth') for s in (2, 4))
+    first_run = next(p for p in work.iterdir() if p.is_dir())
+    flip_bytes(work / 'iter_4.pth')
+    (work / '.iter_6.pth.k1ll3d.tmp').write_bytes(b'half a checkpoint')
+    out = run_script(TRAIN, SEG, '--resume', *options(
+        6, 'optim_wrapper.optimizer.lr=0.01', 'optim_wrapper.optimizer.weight_decay=0.001'))
+    assert f'checkpoint {work}/iter_4.pth does not match its SHA-256' in out
+    assert f'resuming from {work}/iter_2.pth' in out and 'resumed epoch: 0, iter: 2' in out
+    assert 'removed 1 half-written temporary file(s) of an interrupted run: .iter_6.pth.' in out
+    assert 'weights_only' not in out and 'allow_pickle' not in out
+    assert '--resume: optim_wrapper.optimizer.lr from the config' in out
+    assert not list(work.glob('.*.tmp'))
+    assert verify_checkpoint(work / 'iter_6.pth') and verify_checkpoint(work / 'iter_4.pth')
+    # the same schedule (PolyLR over 400 iterations) at a fifth of the base lr
+    second_run = next(p for p in work.iterdir() if p.is_dir() and p != first_run)
+    before, after = lr_by_iter(first_run), lr_by_iter(second_run)
+    assert after[3] == pytest.approx(before[3] * 0.2, rel=1e-4)
+    allow_mmengine_checkpoint_globals()
+    groups = torch.load(work / 'iter_6.pth', weights_only=True)['optimizer']['param_groups']
+    assert [(g['initial_lr'], g['weight_decay']) for g in groups] == [(0.01, 0.001)] * len(groups)
+
+
+def test_plain_runner_config_gets_the_hook_by_name():
+    """``custom_hooks=[dict(type='distill.ResumeHook')]`` resolves from a plain Runner."""
+    from mmengine.registry import HOOKS
+    import distill.engines.mmengine  # noqa: F401
+    hook = HOOKS.build(dict(type='distill.ResumeHook'))
+    assert type(hook).__name__ == 'ResumeHook'
