@@ -40,6 +40,7 @@ from distill.engines.diffusion_latents import LatentCodec
 from distill.engines.diffusion_output import check_fresh_output_dir, save_student_pipeline
 from distill.engines.diffusion_randomness import EpochShuffleSampler, random_flip
 from distill.engines.grad_strides import standard_grad_strides
+from distill.engines.runtime import log_to, make_accelerator
 from distill.engines.task import Task, TrainSettings, derive_seed, flat_config
 from distill.engines.trainer import Trainer
 
@@ -154,6 +155,16 @@ class DiffusionTask(Task):
         self.accelerator.wait_for_everyone()
         return record
 
+    def describe(self, record: dict) -> str:
+        """The task's part of the core's log line of a validation or final record."""
+        parts = []
+        if 'val/agreement_mse' in record:
+            parts.append(f"teacher-student agreement MSE {record['val/agreement_mse']:.4g}")
+        if isinstance(record.get('student_denoising_mse'), dict):
+            parts.append(f"denoising MSE student {record['student_denoising_mse']['mean']:.4g}"
+                         f" teacher {record['teacher_denoising_mse']['mean']:.4g}")
+        return ' | '.join(parts)
+
     def finish(self, trainer) -> dict | None:
         if not self.main:
             return None
@@ -235,20 +246,6 @@ class DiffusionTask(Task):
         return result
 
 
-def build_accelerator(cfg):
-    from accelerate import Accelerator
-    from accelerate.utils import ProjectConfiguration
-    output_dir = Path(cfg.output_dir)
-    report_to = cfg.get('report_to') or 'none'
-    return Accelerator(
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        mixed_precision=cfg.mixed_precision,
-        log_with=None if report_to == 'none' else report_to,
-        project_config=ProjectConfiguration(
-            project_dir=str(output_dir),
-            logging_dir=str(output_dir / cfg.get('logging_dir', 'logs'))))
-
-
 def find_resume(cfg, accelerator) -> Path | None:
     """The checkpoint ``--resume_from_checkpoint`` selects (None: a fresh run), after removing
     what a save killed mid-write left. 'latest' with no complete checkpoint is a fresh run."""
@@ -267,7 +264,10 @@ def train(cfg) -> dict | None:
     """Run the training described by an mmengine ``Config``; the final record on the main
     process (None on the others)."""
     from accelerate.utils import set_seed
-    accelerator = build_accelerator(cfg)
+    accelerator = make_accelerator(cfg.output_dir, cfg.mixed_precision,
+                                   cfg.gradient_accumulation_steps,
+                                   log_with=cfg.get('report_to') or 'none',
+                                   logging_dir=cfg.get('logging_dir', 'logs'))
     resume = find_resume(cfg, accelerator)
     # a fresh run (also 'latest' with no checkpoint) does not write over an earlier one:
     # refused before anything is written, or (overwrite_output_dir) deleted once the networks
@@ -307,9 +307,9 @@ def train(cfg) -> dict | None:
     if task.ema is not None:
         task.ema.to(accelerator.device)
     task.codec.to(accelerator.device)
-    if resume is not None:
-        accelerator.print(f'resuming from {resume}')
-        trainer.resume(resume)
-    records = trainer.run()
+    with log_to(cfg.output_dir, accelerator.is_main_process):
+        if resume is not None:
+            trainer.resume(resume)
+        records = trainer.run()
     finals = [r for r in records if r.get('kind') == 'final']
     return finals[-1] if accelerator.is_main_process and finals else None

@@ -32,17 +32,15 @@ def check_fresh_output_dir(output_dir, logging_dir: str = 'logs', overwrite: boo
     hint = ('It has no complete checkpoint to resume from, so this would be a new run on top '
             'of it. ' if resuming else 'Pass --resume_from_checkpoint latest to continue it, ')
     hint += '--overwrite_output_dir to delete it and start again, or another --output_dir'
-    if not overwrite:
-        check_fresh_work_dir(output_dir, RUN_ENTRIES, hint=hint)
+    if overwrite and not delete:
         return
-    if not delete:
-        return
-    output_dir = Path(output_dir)
-    entries = list(RUN_ENTRIES)
-    logs = (output_dir / logging_dir).resolve()
-    if logs != output_dir.resolve() and logs.is_relative_to(output_dir.resolve()):
-        entries.append(str(logs.relative_to(output_dir.resolve())))  # never a folder outside
-    check_fresh_work_dir(output_dir, entries, overwrite=True)
+    # the TensorBoard folder (when inside output_dir) and train.log: deleted with the run,
+    # and no earlier run alone
+    logs, root = ['train.log'], Path(output_dir).resolve()
+    folder = (Path(output_dir) / logging_dir).resolve()
+    if folder != root and folder.is_relative_to(root):
+        logs.append(str(folder.relative_to(root)))
+    check_fresh_work_dir(output_dir, RUN_ENTRIES, overwrite=overwrite, hint=hint, logs=logs)
 
 
 def save_student_pipeline(output_dir, student, scheduler, latent: bool, vae_dir=None) -> str | None:
