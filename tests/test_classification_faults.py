@@ -290,6 +290,17 @@ def test_resume_applies_the_configs_lr_over_the_restored_optimiser(tmp_path):
     assert json.loads((tmp_path / 'metrics.json').read_text())[1]['lr'] == 0.01
 
 
+def test_resume_applies_the_configs_arch_lr_over_the_restored_arch_optimiser(tmp_path):
+    train_classification(tiny_cfg(epochs=1, distiller_type='FakeArchDistiller'),
+                         work_dir=tmp_path)
+    cfg = tiny_cfg(epochs=2, distiller_type='FakeArchDistiller')
+    cfg.arch_optimizer = dict(type='Adam', lr=1e-3)
+    train_classification(cfg, work_dir=tmp_path, resume=True)
+    assert newest_checkpoint(tmp_path)['arch_optimizer']['param_groups'][0]['lr'] == 1e-3
+    log = (tmp_path / 'train.log').read_text()
+    assert 'arch_optimizer.lr: 0.003 (checkpoint) -> 0.001 (config)' in log
+
+
 # ---------------------------------------------------------------------------- the CLI
 def test_train_script_takes_the_flags_of_mm_tools_train(tmp_path, monkeypatch):
     import importlib.util

@@ -101,7 +101,8 @@ def _differs(old, new) -> bool:
     return old != new
 
 
-def apply_config_over_restored(optimizer, optimizer_cfg: dict) -> list[str]:
+def apply_config_over_restored(optimizer, optimizer_cfg: dict,
+                               what: str = 'optimizer') -> list[str]:
     """Set the config's optimiser settings over a restored optimiser state (``lr`` as the
     initial lr, which the schedule then decays); return the changes for a log line."""
     changes = []
@@ -111,7 +112,7 @@ def apply_config_over_restored(optimizer, optimizer_cfg: dict) -> list[str]:
         for group in optimizer.param_groups:
             slot = 'initial_lr' if key == 'lr' and 'initial_lr' in group else key
             if key in group and _differs(group[slot], value):
-                changes.append(f'optimizer.{key}: {group[slot]} (checkpoint) -> {value} (config)')
+                changes.append(f'{what}.{key}: {group[slot]} (checkpoint) -> {value} (config)')
                 group[slot] = value
     return sorted(set(changes), key=changes.index)
 

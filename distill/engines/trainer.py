@@ -51,14 +51,16 @@ from distill.engines import checkpoints as ckpt
 from distill.engines.task import Task, TrainSettings, derive_seed, flat_config  # noqa: F401
 from distill.engines.guards import check_finite_state, check_finite_terms
 from distill.engines.metrics_file import MetricsFile
-from distill.engines.optimizers import (DEFAULT_ARCH_OPTIMIZER, build_optimizer,
-                                        build_schedulers, restore_schedule, split_arch_parameters,
-                                        step_schedulers)
+from distill.engines.optimizers import (DEFAULT_ARCH_OPTIMIZER, apply_config_over_restored,
+                                        build_optimizer, build_schedulers, restore_schedule,
+                                        split_arch_parameters, step_schedulers)
 
 logger = logging.getLogger('distill.trainer')
 
 
 class Trainer:
+    """One run: build the optimisers, prepare the model, ``resume`` (optional), ``run``."""
+
     def __init__(self, task: Task, model: nn.Module, accelerator, settings: TrainSettings,
                  work_dir, optimizer_cfg: dict, schedule: list[dict] | None = None,
                  arch_optimizer_cfg: dict | None = None, tracker_config: dict | None = None):
@@ -77,9 +79,10 @@ class Trainer:
         # an accumulation group, where arch steps may fall; its state is checkpointed as an
         # extra file (arch_optimizer.pt)
         self.arch_params, self.arch_optimizer = arch_params, None
+        self.arch_optimizer_cfg = dict(arch_optimizer_cfg or DEFAULT_ARCH_OPTIMIZER)
         if arch_params:
-            self.arch_optimizer = build_optimizer(arch_optimizer_cfg or DEFAULT_ARCH_OPTIMIZER,
-                                                  arch_params, 'arch_optimizer')
+            self.arch_optimizer = build_optimizer(self.arch_optimizer_cfg, arch_params,
+                                                  'arch_optimizer')
             if self.world > 1:  # DDP leaves them alone; _arch_step averages their grads
                 ids = {id(p) for p in arch_params}
                 names = [n for n, p in model.named_parameters() if id(p) in ids]
@@ -118,8 +121,11 @@ class Trainer:
             self.accelerator, path, state,
             ['arch_optimizer'] * bool(self.arch_optimizer) + list(self.task.main_states(self)),
             list(self.task.process_states(self)))
+        changes = []
         if self.arch_optimizer is not None:
             self.arch_optimizer.load_state_dict(main.pop('arch_optimizer'))
+            changes = apply_config_over_restored(self.arch_optimizer, self.arch_optimizer_cfg,
+                                                 'arch_optimizer')
         self.task.load_states(self, main, per_process)
         self.global_step = int(state['global_step'])
         self.records = list(state.get('records', []))
@@ -127,10 +133,10 @@ class Trainer:
         if self.batches_in_epoch >= self.steps_per_epoch:  # saved at the end of an epoch
             self.epoch, self.batches_in_epoch = self.epoch + 1, 0
         done = self.epoch - 1 if self.settings.schedule_by_epoch else self.global_step
-        self.schedulers, changes = restore_schedule(
+        self.schedulers, main_changes = restore_schedule(
             self.optimizer, self.optimizer_cfg, self.schedule, self.settings.schedule_by_epoch,
             done)
-        for change in changes:
+        for change in main_changes + changes:
             logger.warning('resume: the config changes %s', change)
         logger.info('resumed from %s at epoch %d (step %d)', path, self.epoch, self.global_step)
         return path
