@@ -132,6 +132,29 @@ def test_bad_sections_types_and_distillers_are_named(tmp_path):
     fails(cfg, r"train\.mixed_precision must be one of 'no', 'fp16', 'bf16', got 'fp8'")
 
 
+def test_mmengine_optimisers_and_schedulers(tmp_path):
+    cfg = tiny_cfg(epochs=3, distiller_type='DML')
+    cfg.schedule = dict(epochs=3, param_scheduler=[dict(type='CosineAnnealingLR', T_max=2)])
+    cfg.optimizer = dict(type='AdamW', lr=0.01, weight_decay=0.0)
+    records = train_classification(cfg, work_dir=tmp_path / 'cosine').records
+    # stepped per epoch: 0.01, 0.01 * (1 + cos(pi / 2)) / 2, then 0 (T_max reached)
+    assert [r['lr'] for r in records] == pytest.approx([0.01, 0.005, 0.0], abs=1e-12)
+
+    def fails(pattern, **schedule):
+        bad = tiny_cfg(epochs=1)
+        bad.schedule = dict(epochs=1, **schedule)
+        with pytest.raises(ConfigError, match=pattern):
+            train_classification(bad, work_dir=tmp_path / 'bad')
+    fails(r"param_scheduler\[0\]\.type='CosineAnealingLR'.*CosineAnnealingLR",
+          param_scheduler=[dict(type='CosineAnealingLR', T_max=2)])
+    fails('either milestones/gamma', milestones=[1], param_scheduler=dict(type='ConstantLR'))
+    bad = tiny_cfg(epochs=1)
+    bad.optimizer = dict(type='SDG', lr=0.1)
+    with pytest.raises(ConfigError, match=r"optimizer\.type='SDG'.*did you mean SGD"):
+        train_classification(bad, work_dir=tmp_path / 'bad')
+    assert not (tmp_path / 'bad').exists()
+
+
 def test_build_checks_logits_and_1x1_taps():
     student = dict(type='tiny_cnn', num_classes=4, width=4)
     adapter = dict(type='ClassifierAdapter', input_size=16)
