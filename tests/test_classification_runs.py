@@ -58,6 +58,38 @@ def test_two_processes_through_accelerate_launch(tmp_path):
     assert 'seed=3' in (tmp_path / 'run' / 'config.py').read_text().replace(' ', '')
 
 
+SHARDED_METRICS = """
+import torch
+from accelerate import Accelerator
+from distill.engines.classification_metrics import ClassificationMeter
+acc = Accelerator(cpu=True)
+g = torch.Generator().manual_seed(0)
+logits, labels = torch.randn(50, 7, generator=g) * 3, torch.randint(0, 7, (50,), generator=g)
+shard = slice(0, 20) if acc.process_index == 0 else slice(20, 50)  # uneven shards
+meter = ClassificationMeter()
+meter.update(logits[shard], labels[shard])
+got = meter.summary(lambda t: acc.reduce(t, 'sum'))
+whole = ClassificationMeter()
+whole.update(logits, labels)
+ref = whole.summary()
+assert got['num_samples'] == 50, got
+assert all(abs(got[k] - ref[k]) < 1e-4 for k in ('top1', 'top5', 'ece')), (got, ref)
+acc.end_training()
+"""
+
+
+def test_metrics_of_uneven_shards_equal_the_whole_set_over_two_processes(tmp_path):
+    (tmp_path / 'metrics.py').write_text(SHARDED_METRICS)
+    env = dict(os.environ, ACCELERATE_USE_CPU='1', OMP_NUM_THREADS='1',
+               PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get('PYTHONPATH', '')]))
+    command = [sys.executable, '-m', 'accelerate.commands.launch', '--multi_gpu',
+               '--num_processes', '2', '--num_machines', '1', '--mixed_precision', 'no',
+               '--dynamo_backend', 'no', '--main_process_port', str(free_port()),
+               str(tmp_path / 'metrics.py')]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
 def test_demo_prints_table_and_writes_figures(tmp_path, capsys):
     cfg = Config.fromfile(demo.DEMO_CONFIG)
     cfg.data.train.num_samples, cfg.data.val.num_samples = 64, 32
