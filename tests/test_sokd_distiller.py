@@ -285,7 +285,8 @@ def test_anchor_interval_computes_the_anchoring_term_one_step_in_k():
 
 
 @pytest.mark.parametrize('name', ['FitNet', 'KD'])
-def test_dam_interval_runs_dam_one_step_in_k(name):
+def test_dam_interval_runs_dam_one_step_in_k(name, monkeypatch):
+    import distill.sokd.dam_terms as dam_terms
     distiller = make(name, dam=dict(channels=8, interval=2)).train()
     data = batch()
     for step in range(4):
@@ -293,7 +294,15 @@ def test_dam_interval_runs_dam_one_step_in_k(name):
         terms = distiller(data)
         assert set(terms) >= {'student.dam', 'dam.anchor'}
         assert (float(terms['student.dam'].detach()) > 0) == (step % 2 == 0)
-        sum(terms.values()).backward()  # every DAM parameter is in the graph (DDP)
+        sum(terms.values()).backward()
+        # one process: a step without DAM leaves DAM out of the graph (nothing to update)
+        assert all((p.grad is not None) == (step % 2 == 0) for p in distiller.dam.parameters())
+    monkeypatch.setattr(dam_terms, '_distributed', lambda: True)
+    for step in range(2):  # under DDP every DAM parameter is in the graph of every step
+        distiller.zero_grad(set_to_none=True)
+        terms = distiller(data)
+        assert (float(terms['student.dam'].detach()) > 0) == (step % 2 == 0)
+        sum(terms.values()).backward()
         assert all(p.grad is not None for p in distiller.dam.parameters())
     if name == 'FitNet':  # a step without DAM distils with the plain base loss
         torch.manual_seed(1)

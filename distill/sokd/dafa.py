@@ -17,6 +17,7 @@ with their own optimiser from ``SoKD.arch_backward`` and keeps them out of the m
 """
 from __future__ import annotations
 
+import bisect
 import math
 
 import torch
@@ -42,9 +43,41 @@ def _random_sign(batch: int, like: torch.Tensor, generator=None) -> torch.Tensor
     return torch.sign(_rand((batch,), like, generator) - 0.5)
 
 
+#: constant tensors made once per device and dtype (the identity, base grids, cell centres):
+#: made at every call they are several operator calls each, in every step
+_CONSTANTS: dict = {}
+
+
+def _cell_centres(size: int, like: torch.Tensor) -> torch.Tensor:
+    """``0.5, 1.5, ..., size - 0.5`` as a (1, size) row."""
+    key = ('centres', size, like.device, like.dtype)
+    if key not in _CONSTANTS:
+        _CONSTANTS[key] = torch.arange(0.5, size, device=like.device, dtype=like.dtype)[None]
+    return _CONSTANTS[key]
+
+
+def _base_grid(height: int, width: int, like: torch.Tensor) -> torch.Tensor:
+    """(H*W, 3) rows ``(x, y, 1)`` of the cell centres in [-1, 1] (``align_corners=False``),
+    made once per size, device and dtype."""
+    key = ('grid', height, width, like.device, like.dtype)
+    if key not in _CONSTANTS:
+        xs = (torch.arange(width, device=like.device, dtype=torch.float64) * 2 + 1) / width - 1
+        ys = (torch.arange(height, device=like.device, dtype=torch.float64) * 2 + 1) / height - 1
+        grid = torch.stack([xs.expand(height, width), ys[:, None].expand(height, width),
+                            torch.ones(height, width, device=like.device, dtype=torch.float64)],
+                           dim=-1)
+        _CONSTANTS[key] = grid.reshape(height * width, 3).to(like.dtype)
+    return _CONSTANTS[key]
+
+
 def _warp(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    """Resample ``x`` through the affine maps ``theta`` (B,2,3); zero padding outside."""
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    """Resample ``x`` through the affine maps ``theta`` (B,2,3); zero padding outside.
+    The sampling grid is ``F.affine_grid``'s (``base @ theta^T``) as one batched matmul with a
+    cached base: affine_grid makes the base again at every call (~45 operators, and ~60 more
+    in its backward, against 8 and ~20)."""
+    b, _, h, w = x.shape
+    cells = _base_grid(h, w, theta)
+    grid = torch.bmm(cells.expand(b, -1, -1), theta.transpose(1, 2)).view(b, h, w, 2)
     return F.grid_sample(x, grid, mode='bilinear', padding_mode='zeros', align_corners=False)
 
 
@@ -56,7 +89,10 @@ def _theta(batch, like, **entries):
     """(B,2,3) affine matrices: the identity plus (B,) ``entries`` at ``a, b, tx`` (first row)
     and ``c, d, ty`` (second row). One entry is placed with a single pad (few operators: the
     mixture builds five of these per call)."""
-    identity = torch.tensor(_IDENTITY, device=like.device, dtype=like.dtype)
+    key = ('identity', like.device, like.dtype)
+    if key not in _CONSTANTS:
+        _CONSTANTS[key] = torch.tensor(_IDENTITY, device=like.device, dtype=like.dtype)
+    identity = _CONSTANTS[key]
     if len(entries) == 1:
         (name, value), = entries.items()
         index = _ENTRY[name]
@@ -130,8 +166,8 @@ def cutout(x, magnitude, generator=None):
     draws = _rand((b, 2), x, generator)
     half = magnitude * (MAX_CUTOUT / 2)  # half side, as a fraction of the map side
     # cell centres in map-side units minus the random centre, per sample: (B, W) and (B, H)
-    cols = torch.arange(0.5, w, device=x.device, dtype=x.dtype)[None] - w * draws[:, :1]
-    rows = torch.arange(0.5, h, device=x.device, dtype=x.dtype)[None] - h * draws[:, 1:]
+    cols = _cell_centres(w, x) - w * draws[:, :1]
+    rows = _cell_centres(h, x) - h * draws[:, 1:]
     inside_x = (w * half - cols.abs()).clamp(0, 1)
     inside_y = (h * half - rows.abs()).clamp(0, 1)
     return x * (1 - inside_y[:, None, :, None] * inside_x[:, None, None, :])
@@ -203,7 +239,7 @@ class DAFA(nn.Module):
         self.alpha = nn.Parameter(torch.zeros(len(ops)))
         logit = math.log(init_magnitude / (1 - init_magnitude))
         self.magnitude_logits = nn.Parameter(torch.full((len(ops),), logit))
-        self._cpu_weights = (None, None)  # (alpha's version, host weights) for sample()
+        self._sampling = (None, None)  # (parameter versions, sampling state) for sample()
 
     def weights(self) -> torch.Tensor:
         return torch.softmax(self.alpha, dim=0)
@@ -232,26 +268,32 @@ class DAFA(nn.Module):
             refined = refined + torch.tensordot(torch.stack(warp_weights), warped, dims=1)
         return refined
 
-    def _host_weights(self) -> torch.Tensor:
-        """softmax(alpha) on the host, read again only after alpha changed (an optimiser
-        step or a load bumps its version), so sampling needs no device sync per step."""
-        version = (self.alpha._version, self.alpha.data_ptr(), self.alpha.device)
-        if self._cpu_weights[0] != version:
-            weights = self.weights().detach().float().cpu()
+    def _sampling_state(self, like: torch.Tensor):
+        """``(cumulative weights as host floats, magnitudes as a detached tensor like
+        ``like``)``, made again only after alpha or the magnitudes changed (an optimiser step
+        or a load bumps their version), so ``sample`` reads nothing from the device and
+        builds no softmax in a step."""
+        key = tuple((p._version, p.data_ptr(), p.device) for p in self.parameters()) + (
+            like.device, like.dtype)
+        if self._sampling[0] != key:
+            weights = self.weights().detach().double().cpu()
             if not torch.isfinite(weights).all():
                 raise FloatingPointError(f'DAFA alpha is not finite ({self.alpha.tolist()}): '
                                          f'the search diverged (check the arch step losses)')
-            self._cpu_weights = (version, weights)
-        return self._cpu_weights[1]
+            cumulative = torch.cumsum(weights / weights.sum(), 0).tolist()
+            magnitudes = self.magnitudes().detach().to(device=like.device, dtype=like.dtype)
+            self._sampling = (key, (cumulative, magnitudes))
+        return self._sampling[1]
 
     def sample(self, feature: torch.Tensor, generator: torch.Generator | None = None):
         """``A_k(feature; m_k)`` for one ``k ~ softmax(alpha)`` (drawn from the global CPU
         RNG, which the engines seed). No gradient reaches ``alpha`` or the magnitudes."""
-        k = int(torch.multinomial(self._host_weights(), 1))
+        cumulative, magnitudes = self._sampling_state(feature)
+        # one uniform draw and a search of the cumulative weights on the host
+        k = min(bisect.bisect_right(cumulative, float(torch.rand(()))), len(cumulative) - 1)
         self.last_sampled = self.op_names[k]
         # alpha and p are fixed in the inner problem: no graph (nor .grad) to them here
-        magnitude = torch.sigmoid(self.magnitude_logits.detach()[k]).to(feature.dtype)
-        return AUGMENTATIONS[self.op_names[k]](feature, magnitude, generator)
+        return AUGMENTATIONS[self.op_names[k]](feature, magnitudes[k], generator)
 
     @torch.no_grad()
     def policy(self, top: int = 3) -> dict:

@@ -31,6 +31,11 @@ def check_dam_cfg(dam: dict | None) -> dict | None:
     return cfg
 
 
+def _distributed() -> bool:
+    return (torch.distributed.is_available() and torch.distributed.is_initialized()
+            and torch.distributed.get_world_size() > 1)
+
+
 class DAMTerms:
     """Mixin: needs ``dam`` (the ``DAM`` module), ``dam_cfg``, ``loss_weights``, ``adapter``,
     ``teacher``, ``training`` and a ``_dam_step`` counter of training forwards."""
@@ -62,8 +67,14 @@ class DAMTerms:
         return run, run and step % self.dam_cfg['anchor_interval'] == 0
 
     def _dam_off_terms(self) -> dict[str, torch.Tensor]:
-        """Zero DAM terms that still touch every DAM parameter (DDP expects them used)."""
-        zero = 0.0 * sum(p.sum() for p in self.dam.parameters())
+        """Zero DAM terms for a step without DAM. Under DDP (several processes) they touch
+        every DAM parameter, which DDP expects used in every step; in one process they are
+        constants, so the step costs nothing for DAM (no graph, no optimiser update of its
+        parameters: their gradients stay None)."""
+        if _distributed():
+            zero = 0.0 * sum(p.sum() for p in self.dam.parameters())
+        else:
+            zero = self.dam.heatmap[-1].bias.new_zeros(())
         return {'student.dam': zero, 'dam.anchor': zero}
 
     def _dam_step_terms(self, batch, student_feat, refined_teacher_feat, teacher_head_feat):
