@@ -42,3 +42,17 @@ def test_shapes_images_are_a_function_of_the_index():
     assert len(train) == 4 and len(heldout) == 2
     assert torch.equal(train[1]['pixel_values'], train[1]['pixel_values'])
     assert not torch.equal(train[0]['pixel_values'], heldout[0]['pixel_values'])
+
+
+def test_shards_are_disjoint_equal_and_a_function_of_seed_and_epoch():
+    from distill.engines.diffusion_randomness import EpochShuffleSampler
+    shards = [list(EpochShuffleSampler(50, seed=3, epoch=2, batch_size=4, rank=rank,
+                                       num_processes=3)) for rank in range(3)]
+    assert [len(s) for s in shards] == [16, 16, 16]  # 48 of 50: whole global batches of 12
+    assert len(set().union(*shards)) == 48
+    again = list(EpochShuffleSampler(50, seed=3, epoch=2, batch_size=4, rank=1,
+                                     num_processes=3))
+    assert again == shards[1]
+    other_epoch = list(EpochShuffleSampler(50, seed=3, epoch=3, batch_size=4, rank=1,
+                                           num_processes=3))
+    assert other_epoch != shards[1]

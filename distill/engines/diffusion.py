@@ -149,7 +149,7 @@ class DiffusionTask(Task):
                 tracker = self.accelerator.get_tracker('tensorboard', unwrap=True)
                 tracker.add_image('validation/teacher_over_student', np.asarray(grid),
                                   trainer.global_step, dataformats='HWC')
-            record = {'kind': 'validation', 'lr': trainer.lr,
+            record = {'kind': 'validation',
                       'val/agreement_mse': teacher_agreement(samples['teacher'],
                                                              samples['student'])}
         self.accelerator.wait_for_everyone()
