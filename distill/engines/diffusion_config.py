@@ -242,6 +242,8 @@ def lr_schedule(name, warmup_steps: int, total_steps: int) -> list[dict]:
     if warmup_steps and name != 'constant':
         schedule.append(dict(type='LinearLR', start_factor=1 / (warmup_steps + 1),
                              end_factor=1.0, begin=0, end=warmup_steps + 1, **steps))
+    if total_steps <= warmup_steps:  # a run shorter than its warm-up: no decay phase
+        return schedule
     if name == 'linear':
         schedule.append(dict(type='LinearLR', start_factor=1.0, end_factor=0.0,
                              begin=warmup_steps, end=total_steps + 1, **steps))
