@@ -205,20 +205,22 @@ def check_built_distiller(distiller, section: str = 'distiller') -> None:
 
 # ------------------------------------------------------------------------- flat configs
 def check_top_level_keys(cfg, known: Iterable[str], cfg_options=None, file_keys=None,
-                         what: str = 'config') -> None:
+                         what: str = 'config', cutoff: float = 0.8) -> None:
     """For configs whose settings sit at the top level (diffusion's, like the diffusers
     example's flags): a name that is a near-miss of a known key (``max_train_step``) is a
     typo; other new names are the config file's own variables (``resolution = 32``) and pass.
     A ``cfg_options`` key must start with a known key or one of ``file_keys`` (the names the
-    config file defines), since the command line defines no variables."""
+    config file defines), since the command line defines no variables. Used by the
+    classification engine for its sections, and by diffusion for its flags."""
     known = sorted(set(known))
     for key in cfg.keys():
         if key in known:
             continue
-        near = difflib.get_close_matches(key, known, n=2, cutoff=0.8)
+        near = difflib.get_close_matches(key, known, n=2, cutoff=cutoff)
         if near:
             raise ConfigError(f'unknown {what} key {key!r}; did you mean '
-                              f'{" or ".join(map(repr, near))}?')
+                              f'{" or ".join(map(repr, near))}? The keys of the {what} are: '
+                              f'{", ".join(known)}')
     for key in cfg_options or {}:
         head = key.split('.')[0]
         if head in known or head in (file_keys or ()):

@@ -111,7 +111,7 @@ def test_bad_sections_types_and_distillers_are_named(tmp_path):
 
     cfg = tiny_cfg(epochs=1)
     cfg.schedul = dict(epochs=2)
-    fails(cfg, r"section 'schedul'; did you mean 'schedule'")
+    fails(cfg, r"section key 'schedul'; did you mean 'schedule'")
     fails(tiny_cfg(loss_weights=dict(co='0.1')),
           r"distiller\.loss_weights\.co must be a number, got '0\.1' \(str\)")
     fails(tiny_cfg(tau_schedule=dict(start=0.0, end=1.0)), r'tau_schedule\.start must be a '

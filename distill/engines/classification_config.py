@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 
 from distill.config_checks import (ConfigError, accepted_kwargs, check_keys, check_number,
-                                   check_registered)
+                                   check_registered, check_top_level_keys)
 from distill.engines.optimizers import check_optimizer_cfg
 
 SECTIONS = ('distiller', 'data', 'optimizer', 'schedule', 'train', 'arch_optimizer',
@@ -42,17 +42,6 @@ def _as_dict(key, value) -> dict:
     if not isinstance(value, dict):
         raise ConfigError(f'{key} must be a dict, got {value!r} ({type(value).__name__})')
     return value
-
-
-def check_top_level(cfg) -> None:
-    for key in cfg.keys():
-        if key in SECTIONS:
-            continue
-        near = difflib.get_close_matches(key, SECTIONS, n=1, cutoff=0.75)
-        if near:
-            raise ConfigError(f'unknown config section {key!r}; did you mean {near[0]!r}? The '
-                              f'sections the classification engine reads are: '
-                              f'{", ".join(SECTIONS)}')
 
 
 def check_cfg_options(options: dict, cfg, train_defaults: dict) -> None:
@@ -153,7 +142,8 @@ def check_data(data, prebuilt: bool) -> None:
 
 def check_classification_config(cfg, train_defaults: dict, prebuilt_datasets: bool = False):
     """Raise ``ConfigError`` naming the first unknown key or ill-typed value."""
-    check_top_level(cfg)
+    # a near-miss of a section (schedul) is a typo; other names are the config's variables
+    check_top_level_keys(cfg, SECTIONS, what='config section', cutoff=0.75)
     if 'distiller' not in cfg:
         raise ConfigError('the config has no distiller section')
     check_schedule(cfg.get('schedule'))
