@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from distill.data.transforms import normalize, random_crop_flip
-from distill.engines.task import derive_seed
+from distill.engines.task import seeded_permutation
 
 
 def seeded_generator(seed: int, device='cpu') -> torch.Generator:
@@ -45,8 +45,7 @@ class ShardedBatches:
     def indices(self, epoch: int) -> list[int]:
         if not self.shuffle:
             return list(range(self.rank, self.dataset_size, self.num_processes))
-        generator = seeded_generator(derive_seed(self.seed, epoch, self.stream))
-        order = torch.randperm(self.dataset_size, generator=generator).tolist()
+        order = seeded_permutation(self.dataset_size, self.seed, epoch, self.stream)
         per_process = math.ceil(self.dataset_size / self.num_processes)
         padded = (order * math.ceil(per_process * self.num_processes / len(order)))
         padded = padded[:per_process * self.num_processes]
@@ -59,9 +58,6 @@ class ShardedBatches:
         if self.shuffle and len(batches) > 1 and len(batches[-1]) == 1:
             batches.pop()
         return batches
-
-    def steps_per_epoch(self) -> int:
-        return len(self.batches(1))
 
 
 class DataLoadError(RuntimeError):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Sampler
 
-from distill.engines.task import derive_seed
+from distill.engines.task import seeded_permutation
 
 
 class EpochShuffleSampler(Sampler):
@@ -37,9 +37,7 @@ class EpochShuffleSampler(Sampler):
 
     def __iter__(self):
         if self.shuffle:
-            generator = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch,
-                                                                  'shuffle'))
-            order = torch.randperm(self.num_samples, generator=generator).tolist()
+            order = seeded_permutation(self.num_samples, self.seed, self.epoch, 'shuffle')
         else:
             order = list(range(self.num_samples))
         return iter(order[:self.used][self.rank::self.num_processes])

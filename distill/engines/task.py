@@ -34,6 +34,14 @@ def derive_seed(seed: int, *parts) -> int:
     return int(state[0]) & (2**63 - 1)
 
 
+def seeded_permutation(size: int, seed: int, *parts) -> list[int]:
+    """``randperm(size)`` from a generator seeded by ``derive_seed(seed, *parts)``: the shuffle
+    of an epoch as a function of (seed, epoch, stream) only, whatever the global RNG did."""
+    import torch
+    generator = torch.Generator().manual_seed(derive_seed(seed, *parts))
+    return torch.randperm(size, generator=generator).tolist()
+
+
 def flat_config(cfg) -> dict:
     """Scalars of a config, flattened (``distiller.loss_weights.co``), for the trackers
     (TensorBoard's hparams take only numbers, strings and booleans)."""
