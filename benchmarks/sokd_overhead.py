@@ -3,7 +3,7 @@ and 10.
 
     python benchmarks/sokd_overhead.py [--student resnet8x4 --teacher resnet32x4]
         [--batch-size 32] [--steps 20] [--hypergrad factored] [--device cuda]
-        [--amp bf16] [--dam-interval 1] [--anchor-interval 1]
+        [--amp bf16] [--dam-interval 0] [--anchor-interval 1]
 
 One training step as the classification engine does it: (every ``arch_interval`` steps) the
 policy's hypergradient and Adam step (in float32, as the engine runs it), then forward (under
@@ -12,13 +12,15 @@ policy's hypergradient and Adam step (in float32, as the engine runs it), then f
 * ``ops/step``: ``aten::`` operator calls per step (``op_count.py``), averaged over 10
   consecutive steps, so the interval-10 arch step is amortised exactly. At CIFAR sizes a GPU
   step is bound by kernel launches, so this device-independent count predicts the GPU's step
-  time ratio where a CPU's wall time does not;
+  time ratio where a CPU's wall time does not; beside it, the calls of a training step alone
+  and of a step with an arch step (the arch step, then the training step on the same batch,
+  whose frozen teacher outputs come from the arch step);
 * ``ms/step``: mean wall time (CUDA-synchronised on a GPU). The set-ups share one process and
   are timed in turn, step by step (round robin), so a busy machine slows them alike;
 
-and both ratios to FitNet. SoKD runs with its defaults (one sampled DAFA op per step, the
-'factored' hypergradient, DAM in every step) unless ``--dam-interval`` / ``--anchor-interval``
-/ ``--mix`` say otherwise.
+and both ratios to FitNet. SoKD runs as the classification configs set it (one sampled DAFA op
+per step, the 'factored' hypergradient, DAM off) unless ``--dam-interval k`` (DAM in one
+training step of k) / ``--anchor-interval`` / ``--mix`` say otherwise.
 """
 import argparse
 import statistics
@@ -53,8 +55,9 @@ def parse_args(argv=None):
     parser.add_argument('--warmup', type=int, default=3)
     parser.add_argument('--hypergrad', default='factored',
                         choices=['factored', 'exact', 'finite_difference'])
-    parser.add_argument('--dam-interval', type=int, default=1,
-                        help="SoKD's dam interval (DAM in one training step of k)")
+    parser.add_argument('--dam-interval', type=int, default=0,
+                        help="SoKD's dam interval (DAM in one training step of k); 0: DAM off, "
+                             "the classification configs' setting")
     parser.add_argument('--anchor-interval', type=int, default=1,
                         help="SoKD's dam anchor_interval")
     parser.add_argument('--mix', action='store_true',
@@ -75,7 +78,8 @@ def build(args, arch_interval):
     cfg = base if arch_interval is None else dict(
         type='SoKD', base=base, arch_interval=arch_interval, search_epochs=1,
         hypergrad=args.hypergrad, dafa=dict(sample=not args.mix),
-        dam=dict(interval=args.dam_interval, anchor_interval=args.anchor_interval))
+        dam=None if args.dam_interval == 0 else dict(interval=args.dam_interval,
+                                                     anchor_interval=args.anchor_interval))
     distiller = build_distiller(cfg).to(args.device).train()
     arch = list(distiller.arch_parameters()) if hasattr(distiller, 'arch_parameters') else []
     main = [p for p in distiller.parameters()
@@ -113,14 +117,11 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def count_ops(setup, batches, args) -> float:
-    """Mean ``aten::`` calls per step over steps 0..9 (one arch step at interval 10)."""
-    total = 0
-    for step in range(10):
-        total += count_aten_ops(lambda: train_step(setup, step, batches[step % 4],
-                                                   batches[(step + 1) % 4], args.device,
-                                                   args.amp))
-    return total / 10
+def count_ops(setup, batches, args) -> list[int]:
+    """``aten::`` calls of steps 0..9 (one arch step, in step 0, at interval 10)."""
+    return [count_aten_ops(lambda: train_step(setup, step, batches[step % 4],
+                                              batches[(step + 1) % 4], args.device, args.amp))
+            for step in range(10)]
 
 
 def main(argv=None):
@@ -133,7 +134,8 @@ def main(argv=None):
         for step in range(args.warmup):
             train_step(setup, step, batches[step % 4], batches[(step + 1) % 4], args.device,
                        args.amp)
-    ops = {name: count_ops(setup, batches, args) for name, setup in setups.items()}
+    step_ops = {name: count_ops(setup, batches, args) for name, setup in setups.items()}
+    ops = {name: sum(counts) / len(counts) for name, counts in step_ops.items()}
     times = {name: [] for name in setups}
     # whole intervals of 10 keep the arch-step share of the interval-10 set-up exact
     total = 0 if args.no_timing else 10 * max(1, round(args.steps / 10))
@@ -149,10 +151,14 @@ def main(argv=None):
         args.device
     print(f'{args.teacher} -> {args.student}, batch {args.batch_size}, {args.image_size}px, '
           f'{device}, amp {args.amp}, hypergrad={args.hypergrad}, dam interval '
-          f'{args.dam_interval}, anchor_interval {args.anchor_interval}, '
+          f'{args.dam_interval or "off"}, anchor_interval {args.anchor_interval}, '
           f'{"mixture" if args.mix else "sampled op"}; {total} timed steps each')
     for name in setups:
         line = f'  {name:32s} {ops[name]:8.0f} ops/step  ratio {ops[name] / ops["FitNet"]:.2f}x'
+        if name != 'FitNet':  # at interval 10 steps 1..9 have no arch step
+            train_only = statistics.mean(step_ops[name][1:]) if 'interval 10' in name else None
+            line += (f'  (with an arch step {step_ops[name][0]}' +
+                     (f', training step alone {train_only:.0f})' if train_only else ')'))
         if times[name]:
             mean, base = statistics.mean(times[name]), statistics.mean(times['FitNet'])
             line += f'   {1000 * mean:8.1f} ms/step  ratio {mean / base:.2f}x'

@@ -87,16 +87,17 @@ _ENTRY = dict(a=0, b=1, tx=2, c=3, d=4, ty=5)
 
 def _theta(batch, like, **entries):
     """(B,2,3) affine matrices: the identity plus (B,) ``entries`` at ``a, b, tx`` (first row)
-    and ``c, d, ty`` (second row). One entry is placed with a single pad (few operators: the
-    mixture builds five of these per call)."""
+    and ``c, d, ty`` (second row)."""
     key = ('identity', like.device, like.dtype)
     if key not in _CONSTANTS:
         _CONSTANTS[key] = torch.tensor(_IDENTITY, device=like.device, dtype=like.dtype)
     identity = _CONSTANTS[key]
-    if len(entries) == 1:
+    if len(entries) == 1:  # the value times a one-hot row: fewer operators than a pad
         (name, value), = entries.items()
-        index = _ENTRY[name]
-        delta = F.pad(value.reshape(batch, 1), (index, 5 - index))
+        key = ('one_hot', _ENTRY[name], like.device, like.dtype)
+        if key not in _CONSTANTS:
+            _CONSTANTS[key] = F.one_hot(torch.tensor(_ENTRY[name]), 6).to(like)
+        delta = value.reshape(batch, 1) * _CONSTANTS[key]
     else:
         zero = torch.zeros_like(next(iter(entries.values())))
         delta = torch.stack([entries.get(name, zero) for name in _ENTRY], dim=1)
@@ -249,8 +250,9 @@ class DAFA(nn.Module):
 
     def forward(self, feature: torch.Tensor, generator: torch.Generator | None = None):
         """The mixture. Random draws happen in op order, as if every op ran alone in turn."""
-        weights = self.weights().to(feature.dtype)
-        magnitudes = self.magnitudes().to(feature.dtype)
+        # unbind, not indexing: one backward op for all the weights instead of one per op
+        weights = self.weights().to(feature.dtype).unbind(0)
+        magnitudes = self.magnitudes().to(feature.dtype).unbind(0)
         refined, thetas, warp_weights = 0, [], []
         for k, name in enumerate(self.op_names):
             if name in AFFINE_THETAS:
