@@ -214,3 +214,31 @@ def test_sample_names_a_diverged_alpha():
         dafa.alpha.fill_(float('nan'))
     with pytest.raises(FloatingPointError, match='alpha is not finite'):
         dafa.sample(torch.randn(1, 2, 3, 3))
+
+
+def test_preserved_buffers_leaves_statistics_and_outputs_alone():
+    """Batch norms stop tracking inside (same outputs: batch statistics in training mode, and
+    nothing written); other buffers are copied back; eval-mode modules are left as they are."""
+    from distill.sokd.hypergrad import preserved_buffers
+
+    class Counter(nn.Module):  # a training-mode module that writes a buffer in forward
+        def __init__(self):
+            super().__init__()
+            self.register_buffer('calls', torch.zeros(()))
+
+        def forward(self, x):
+            self.calls += 1
+            return x
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), Counter()).train()
+    x = torch.randn(5, 3, 6, 6)
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    with preserved_buffers(net):
+        inside = net(x)
+        assert not net[1].track_running_stats
+    assert net[1].track_running_stats
+    for key, value in net.state_dict().items():
+        assert torch.equal(value, state[key]), key
+    torch.testing.assert_close(inside, net(x))  # the tracked forward normalises alike
+    assert not torch.equal(net[1].running_mean, state['1.running_mean'])  # ... and writes

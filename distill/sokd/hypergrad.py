@@ -34,6 +34,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 from torch.func import functional_call
+from torch.nn.modules.batchnorm import _BatchNorm
 
 HYPERGRAD_METHODS = ('exact', 'finite_difference', 'factored')
 
@@ -54,16 +55,27 @@ class WithTensors:
 
 @contextlib.contextmanager
 def preserved_buffers(*modules: nn.Module):
-    """Restore every buffer of ``modules`` (BN running statistics) on exit. Modules in eval
-    mode are skipped: their forward does not write their buffers (a frozen teacher's many BN
-    statistics would otherwise be copied twice per arch step for nothing)."""
-    buffers = {id(buf): buf for module in modules for sub in module.modules() if sub.training
-               for buf in sub.buffers(recurse=False)}
+    """Leave every buffer of ``modules`` (BN running statistics) as it was on exit.
+
+    Batch norms in training mode stop tracking their running statistics meanwhile: in
+    training mode they normalise by the batch statistics whether they track or not, so their
+    outputs are the same, and they write nothing, so nothing needs a copy (the copies were
+    ~150 operator calls per arch step for resnet8x4). Other buffers of modules in training mode
+    are copied and restored; modules in eval mode (a frozen teacher) do not write their
+    buffers and are skipped."""
+    norms = {id(sub): sub for module in modules for sub in module.modules()
+             if sub.training and isinstance(sub, _BatchNorm) and sub.track_running_stats}
+    buffers = {id(buf): buf for module in modules for sub in module.modules()
+               if sub.training and id(sub) not in norms for buf in sub.buffers(recurse=False)}
     saved = list(buffers.values())
     values = [buf.detach().clone() for buf in saved]
+    for norm in norms.values():
+        norm.track_running_stats = False
     try:
         yield
     finally:
+        for norm in norms.values():
+            norm.track_running_stats = True
         if saved:
             with torch.no_grad():
                 torch._foreach_copy_(saved, values)
