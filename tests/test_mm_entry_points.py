@@ -195,3 +195,26 @@ def test_url_teacher_is_read_when_training_starts_not_at_build(monkeypatch):
     monkeypatch.setattr(model.student, 'init_weights', lambda: None)  # its ImageNet backbone
     model.init_weights()
     assert calls == [(model.teacher, model.teacher_ckpt)]
+
+
+def test_layering_adapters_import_no_engine_and_the_model_no_other_engine():
+    """distill/adapters import no engine; the mmengine model loads no classification or
+    diffusion engine module (the shared guards only); no engine file over ~400 lines."""
+    import ast
+    import subprocess
+    import sys
+    for path in sorted((REPO / 'distill' / 'adapters').glob('*.py')):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ''] if isinstance(node, ast.ImportFrom) else [])
+            assert not any(n.startswith('distill.engines') for n in names), (path, names)
+    loaded = subprocess.run(
+        [sys.executable, '-c', 'import sys, distill.engines.mmengine.model, '
+         'distill.engines.mmengine.launch; print(" ".join(sys.modules))'],
+        cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    other_engines = [m for m in loaded if m.startswith(('distill.engines.classification',
+                                                        'distill.engines.diffusion',
+                                                        'distill.engines.trainer'))]
+    assert not other_engines and 'distill.engines.guards' in loaded, other_engines
+    for path in (REPO / 'distill' / 'engines' / 'mmengine').glob('*.py'):
+        assert len(path.read_text().splitlines()) <= 400, path

@@ -195,3 +195,19 @@ def test_plain_runner_config_gets_the_hook_by_name():
     import distill.engines.mmengine  # noqa: F401
     hook = HOOKS.build(dict(type='distill.ResumeHook'))
     assert type(hook).__name__ == 'ResumeHook'
+
+
+def test_export_and_test_refuse_a_checkpoint_that_does_not_match_its_checksum(tmp_path,
+                                                                              monkeypatch):
+    monkeypatch.setenv('LOCAL_RANK', '0')  # parse_args sets it when absent
+    from distill.engines.mmengine.checkpoint_files import CorruptCheckpointError
+    from distill.engines.mmengine.evaluate import test
+    from distill.engines.mmengine.export import export_student
+    path = tmp_path / 'iter_2.pth'
+    write_valid(path, 2)
+    flip_bytes(path)
+    with pytest.raises(CorruptCheckpointError, match=r'iter_2\.pth does not match'):
+        export_student(str(path), str(tmp_path / 'student.pth'))
+    with pytest.raises(CorruptCheckpointError, match=r'iter_2\.pth does not match'):
+        test('t', [str(REPO / SEG), str(path), '--work-dir', str(tmp_path / 'w')])
+    assert not (tmp_path / 'student.pth').exists() and not (tmp_path / 'w').exists()

@@ -23,6 +23,7 @@ from mmengine.config import Config, ConfigDict
 import distill.engines.mmengine  # noqa: F401  (distill.* types; the weights-only allow-list)
 from distill.dist import close_process_group
 from distill.engines.mmengine.cli_options import ConfigOptionsAction
+from distill.engines.mmengine.checkpoint_files import verify_checkpoint
 from distill.engines.mmengine.launch import prepare_data, setup_cpu_distributed
 from distill.engines.mmengine.teacher_metric import TeacherMetric, labelled_metrics
 
@@ -157,6 +158,8 @@ def test(description: str, argv=None) -> dict:
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
     args = parse_args(description, argv)
+    if '://' not in args.checkpoint:  # a checkpoint with a .sha256 beside it must match it
+        verify_checkpoint(args.checkpoint)
     cfg = load_test_config(args)
     prepare_data(cfg)
     setup_cpu_distributed(cfg)

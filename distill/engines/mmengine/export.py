@@ -17,6 +17,7 @@ from mmengine.logging import print_log
 from distill.checkpoint import save_atomic
 from distill.engines.mmengine.cli_options import ConfigOptionsAction
 from distill.engines.mmengine.build import load_model_cfg
+from distill.engines.mmengine.checkpoint_files import verify_checkpoint
 from distill.engines.mmengine.teacher_metric import plain_metrics, single_or_list
 from distill.engines.mmengine.safe_load import allow_mmengine_checkpoint_globals
 
@@ -40,6 +41,8 @@ def export_student(checkpoint_path: str, output_path: str, map_location: str = '
     """Write the student weights of ``checkpoint_path`` (``state_dict`` keys without the
     ``distiller.student.`` prefix, and ``meta`` with ``dataset_meta``) to ``output_path``."""
     allow_mmengine_checkpoint_globals()
+    if '://' not in str(checkpoint_path):
+        verify_checkpoint(checkpoint_path)  # a .sha256 beside it must match (none: unchecked)
     checkpoint = torch.load(checkpoint_path, map_location=map_location, weights_only=True)
     state = checkpoint.get('state_dict', checkpoint)
     prefix = next((p for p in STUDENT_PREFIXES if any(k.startswith(p) for k in state)), None)
