@@ -211,3 +211,46 @@ def test_export_and_test_refuse_a_checkpoint_that_does_not_match_its_checksum(tm
     with pytest.raises(CorruptCheckpointError, match=r'iter_2\.pth does not match'):
         test('t', [str(REPO / SEG), str(path), '--work-dir', str(tmp_path / 'w')])
     assert not (tmp_path / 'student.pth').exists() and not (tmp_path / 'w').exists()
+
+
+KILL_DURING_SAVE = """
+import os, signal, sys
+import distill.engines.mmengine.checkpoint_files as files
+import distill.engines.mmengine.launch as launch
+
+write = files.write_atomic
+def write_atomic(data, path):  # the save of iter_4.pth dies half-way through the file
+    if str(path).endswith('iter_4.pth'):
+        tmp = os.path.join(os.path.dirname(path), '.iter_4.pth.killed.tmp')
+        with open(tmp, 'wb') as f:
+            f.write(data[:len(data) // 2])
+        os.kill(os.getpid(), signal.SIGKILL)
+    write(data, path)
+files.write_atomic = write_atomic
+launch.train('t', sys.argv[1:])
+"""
+
+
+def test_a_run_killed_while_writing_a_checkpoint_resumes_from_the_one_before(tmp_path):
+    """SIGKILL in the middle of writing iter_4.pth: only a temporary is left (no truncated
+    iter_4.pth, last_checkpoint still names iter_2.pth); --resume deletes the temporary,
+    continues from iter_2.pth and finishes."""
+    from distill.data.mmseg_layout import write_shapes_mmseg
+    from distill.engines.mmengine.checkpoint_files import verify_checkpoint
+    root = tmp_path / 'shapes_seg'
+    write_shapes_mmseg(root, num_train=8, num_val=2, image_size=32)
+    work = tmp_path / 'work'
+    options = ['--work-dir', str(work), '--cfg-options', 'train_cfg.max_iters=6',
+               'train_cfg.val_interval=100', 'default_hooks.checkpoint.interval=2',
+               f'prepare_data.root={root}', f'train_dataloader.dataset.data_root={root}',
+               f'val_dataloader.dataset.data_root={root}',
+               f'test_dataloader.dataset.data_root={root}']
+    run_script('-c', KILL_DURING_SAVE, str(REPO / SEG), *options, expect_fail=True)
+    assert sorted(p.name for p in work.glob('iter_*')) == ['iter_2.pth', 'iter_2.pth.sha256']
+    assert (work / '.iter_4.pth.killed.tmp').is_file()
+    assert Path((work / 'last_checkpoint').read_text().strip()).name == 'iter_2.pth'
+    out = run_script(TRAIN, SEG, '--resume', *options)
+    assert 'removed 1 half-written temporary file(s) of an interrupted run: ' \
+           '.iter_4.pth.killed.tmp' in out and 'resumed epoch: 0, iter: 2' in out
+    assert not list(work.glob('.*.tmp'))
+    assert all(verify_checkpoint(work / f'iter_{s}.pth') for s in (4, 6))
