@@ -254,3 +254,35 @@ def test_a_run_killed_while_writing_a_checkpoint_resumes_from_the_one_before(tmp
            '.iter_4.pth.killed.tmp' in out and 'resumed epoch: 0, iter: 2' in out
     assert not list(work.glob('.*.tmp'))
     assert all(verify_checkpoint(work / f'iter_{s}.pth') for s in (4, 6))
+
+
+def test_resumed_run_ends_with_the_weights_of_the_uninterrupted_one(tmp_path):
+    """4 iterations uninterrupted vs. the same run resumed from its iter_2.pth: the iter_4.pth
+    weights are equal (torch's RNG, for dropout, travels in the checkpoint; the Runner replays
+    the augmentation of the iterations it skips)."""
+    import shutil
+    from distill.data.mmseg_layout import write_shapes_mmseg
+    from distill.engines.mmengine.safe_load import allow_mmengine_checkpoint_globals
+    root = tmp_path / 'shapes_seg'
+    write_shapes_mmseg(root, num_train=8, num_val=2, image_size=32)
+
+    def options(work):
+        return ['--work-dir', str(work), '--cfg-options', 'train_cfg.max_iters=4',
+                'train_cfg.val_interval=100', 'default_hooks.checkpoint.interval=2',
+                f'prepare_data.root={root}', f'train_dataloader.dataset.data_root={root}',
+                f'val_dataloader.dataset.data_root={root}',
+                f'test_dataloader.dataset.data_root={root}']
+    whole, resumed = tmp_path / 'whole', tmp_path / 'resumed'
+    run_script(TRAIN, SEG, *options(whole))
+    resumed.mkdir()
+    for name in ('iter_2.pth', 'iter_2.pth.sha256'):
+        shutil.copy(whole / name, resumed / name)
+    (resumed / 'last_checkpoint').write_text(str(resumed / 'iter_2.pth'))
+    out = run_script(TRAIN, SEG, '--resume', *options(resumed))
+    assert 'resumed epoch: 0, iter: 2' in out
+    allow_mmengine_checkpoint_globals()
+    expected = torch.load(whole / 'iter_4.pth', weights_only=True)['state_dict']
+    got = torch.load(resumed / 'iter_4.pth', weights_only=True)['state_dict']
+    assert expected.keys() == got.keys()
+    differ = [k for k in expected if not torch.equal(expected[k], got[k])]
+    assert not differ, differ[:5]

@@ -17,6 +17,11 @@ the ones restored from the checkpoint.
   new base value; each change is logged, naming the key. mmengine would otherwise restore the
   old value and drop the override without a word. A change that cannot be applied (a
   scheduled value whose checkpoint base is 0) is refused, naming the key.
+* Checkpoints also hold torch's RNG state (``distill_rng``, written in
+  ``before_save_checkpoint``, restored in ``before_train``, after mmengine's resume has
+  reseeded): with the Runner's replay of the skipped iterations' data, a resumed run ends with
+  the weights of the uninterrupted one (rank 0's state is restored on every process, exact
+  when the processes share a seed, mmengine's default ``diff_rank_seed=False``).
 
 ``tasks/{segmentation,detection}/train.py`` add it to ``custom_hooks``; a plain
 ``tools/train.py`` run gets it with ``custom_hooks = [dict(type='distill.ResumeHook')]``. It
@@ -39,6 +44,8 @@ from distill.engines.mmengine.checkpoint_files import (BACKEND_NAME, CorruptChec
                                                        verify_checkpoint)
 from distill.registry import HOOKS
 
+#: the checkpoint entry holding torch's RNG state (a key mmengine's Runner.resume ignores)
+RNG_KEY = 'distill_rng'
 #: optimiser hyperparameters the config's value wins for on resume (numbers, maybe scheduled)
 HYPERPARAMETERS = ('lr', 'weight_decay', 'momentum')
 
@@ -165,6 +172,39 @@ class ResumeHook(Hook):
             return  # load_from: weights only, the optimiser state is not restored
         for change in apply_config_optimizer_settings(runner, checkpoint):
             _warn(change)
+        self._torch_rng = checkpoint.get(RNG_KEY)
+
+    # torch's RNG (dropout, SoKD's sampling) at the checkpoint, so that a resumed run draws what
+    # the uninterrupted one drew. numpy's (the pipelines' augmentation) needs nothing: the
+    # Runner reseeds it and replays the data of the iterations done when it skips them.
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        checkpoint[RNG_KEY] = torch_rng_state()
+
+    def before_train(self, runner) -> None:
+        # after Runner.resume, which may reseed everything with the checkpoint's seed
+        state, self._torch_rng = getattr(self, '_torch_rng', None), None
+        if state is not None:
+            set_torch_rng_state(state)
+
+
+def torch_rng_state() -> dict:
+    import torch
+    state = dict(cpu=torch.get_rng_state())
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state['cuda'] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_torch_rng_state(state: dict) -> None:
+    import torch
+    torch.set_rng_state(state['cpu'])
+    if 'cuda' in state and torch.cuda.is_available():
+        cuda = state['cuda']
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+        else:
+            _warn(f'the checkpoint holds the CUDA RNG state of {len(cuda)} devices, this run '
+                  f'has {torch.cuda.device_count()}: not restored')
 
 
 # raising CorruptCheckpointError from before_run stops the run before anything is loaded

@@ -25,7 +25,9 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import random
 
+import numpy as np
 import torch
 from mmengine.hooks import Hook
 from mmengine.logging import MessageHub, print_log
@@ -68,7 +70,18 @@ class ShuffledTrainBatches:
         return [order[(start + j) % len(order)] for j in range(self.batch_size)]
 
     def __call__(self, epoch: int, step: int) -> dict:
-        samples = [self.dataset[index] for index in self.indices(epoch, step)]
+        # the pipeline's random augmentation (numpy / random) is seeded by the position and
+        # leaves the global streams as they were: the training batches' augmentation is the
+        # same with or without arch steps, and a resumed run (which replays only those) agrees
+        seed = epoch_seed(self.seed, epoch, f'arch-augment:{step}:{self.rank}')
+        numpy_state, python_state = np.random.get_state(), random.getstate()
+        np.random.seed(seed % 2 ** 32)
+        random.seed(seed)
+        try:
+            samples = [self.dataset[index] for index in self.indices(epoch, step)]
+        finally:
+            np.random.set_state(numpy_state)
+            random.setstate(python_state)
         return self.prepare(self.collate_fn(samples))
 
 
