@@ -197,3 +197,41 @@ def test_two_process_segmentation_run_searches(tmp_path):
     saved = torch.load(io.BytesIO(state['arch_search._extra_state'].numpy().tobytes()),
                        weights_only=True)
     assert float(saved['state'][0]['step']) == 2
+
+
+def test_resumed_search_ends_with_the_uninterrupted_weights_and_policy(tmp_path):
+    """SoKD+FitNet, an arch step every iteration: resumed from iter_2.pth, iter_4.pth (student,
+    DAFA's policy, DAM, the arch optimiser's state) equals the uninterrupted run's: the val
+    batches depend on the position only, torch's RNG travels in the checkpoint."""
+    pytest.importorskip('mmseg')
+    import shutil
+    from mm_helpers import REPO, run_script, save_model_checkpoint
+    from mmengine.config import Config
+    from test_segmentation import SHAPES, TRAIN, few_iters
+
+    from distill.data.mmseg_layout import write_shapes_mmseg
+    from distill.engines.mmengine.build import build_mm_model
+    from distill.engines.mmengine.safe_load import allow_mmengine_checkpoint_globals
+    root = tmp_path / 'shapes_seg'
+    write_shapes_mmseg(root, num_train=8, num_val=2, image_size=32)
+    cfg = Config.fromfile(str(REPO / SHAPES / '_base_.py'))
+    teacher_ckpt = save_model_checkpoint(build_mm_model(cfg.teacher_model, 'mmseg'),
+                                         tmp_path / 'teacher.pth')
+    options = few_iters(root, iters=4, interval=2, extra=[
+        f'model.teacher_ckpt={teacher_ckpt}', 'model.search_iters=4',
+        'model.distiller.arch_interval=1', 'train_cfg.val_interval=100'])
+    whole, resumed = tmp_path / 'whole', tmp_path / 'resumed'
+    run_script(TRAIN, f'{SHAPES}/sokd_fitnet.py', '--work-dir', str(whole), *options)
+    resumed.mkdir()
+    for name in ('iter_2.pth', 'iter_2.pth.sha256'):
+        shutil.copy(whole / name, resumed / name)
+    (resumed / 'last_checkpoint').write_text(str(resumed / 'iter_2.pth'))
+    run_script(TRAIN, f'{SHAPES}/sokd_fitnet.py', '--work-dir', str(resumed), '--resume',
+               *options)
+    allow_mmengine_checkpoint_globals()
+    expected = torch.load(whole / 'iter_4.pth', weights_only=True)['state_dict']
+    got = torch.load(resumed / 'iter_4.pth', weights_only=True)['state_dict']
+    assert expected.keys() == got.keys()
+    assert any('alpha' in k or 'dafa' in k for k in expected)
+    differ = [k for k in expected if not torch.equal(expected[k], got[k])]
+    assert not differ, differ[:5]
