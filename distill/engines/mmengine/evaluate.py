@@ -22,7 +22,7 @@ from mmengine.config import Config, ConfigDict
 
 import distill.engines.mmengine  # noqa: F401  (distill.* types; the weights-only allow-list)
 from distill.dist import close_process_group
-from distill.engines.mmengine.cli_options import ConfigOptionsAction
+from distill.engines.cli_options import ConfigOptionsAction
 from distill.engines.mmengine.checkpoint_files import verify_checkpoint
 from distill.engines.mmengine.launch import prepare_data, setup_cpu_distributed
 from distill.engines.mmengine.teacher_metric import TeacherMetric, labelled_metrics

@@ -15,7 +15,7 @@ from mmengine.config import Config
 from mmengine.logging import print_log
 
 from distill.checkpoint import save_atomic
-from distill.engines.mmengine.cli_options import ConfigOptionsAction
+from distill.engines.cli_options import ConfigOptionsAction
 from distill.engines.mmengine.build import load_model_cfg
 from distill.engines.mmengine.checkpoint_files import verify_checkpoint
 from distill.engines.mmengine.teacher_metric import plain_metrics, single_or_list

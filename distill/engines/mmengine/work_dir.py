@@ -6,7 +6,7 @@ Runner is built), ``iter_N.pth`` / ``epoch_N.pth`` / ``best_*.pth`` checkpoints,
 ``YYYYMMDD_HHMMSS/`` folder of logs per run. A second fresh run into
 the same folder would overwrite the first one's config, checkpoints and ``last_checkpoint``
 (which ``--resume`` then follows into the new run). So, as the classification engine's
-``--overwrite`` (``distill.engines.classification_checkpoint.check_fresh_work_dir``):
+``--overwrite``:
 
 * a fresh run (no ``--resume``) into a work dir holding a config dump, a checkpoint or
   ``last_checkpoint`` raises ``FileExistsError`` before anything is written;

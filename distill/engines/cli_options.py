@@ -7,6 +7,9 @@ string and dies in a ``RecursionError`` (mmengine 0.10.7). ``ConfigOptionsAction
 value holding ``dict(`` or ``{`` as a Python literal instead (``ast``: constants, lists,
 tuples, dicts and ``dict(key=value, ...)`` calls, nothing else is evaluated), and turns any
 value ``DictAction`` cannot parse into a usage error that names the key.
+
+Shared by the entry points: ``parser.add_argument('--cfg-options', nargs='+',
+action=ConfigOptionsAction)`` where ``action=DictAction`` was.
 """
 from __future__ import annotations
 
