@@ -189,12 +189,20 @@ def test_resume_after_a_corrupted_newest_checkpoint_with_a_new_lr(tmp_path):
     assert [(g['initial_lr'], g['weight_decay']) for g in groups] == [(0.01, 0.001)] * len(groups)
 
 
-def test_plain_runner_config_gets_the_hook_by_name():
-    """``custom_hooks=[dict(type='distill.ResumeHook')]`` resolves from a plain Runner."""
-    from mmengine.registry import HOOKS
-    import distill.engines.mmengine  # noqa: F401
-    hook = HOOKS.build(dict(type='distill.ResumeHook'))
-    assert type(hook).__name__ == 'ResumeHook'
+def test_plain_runner_config_gets_the_hooks_by_name():
+    """``custom_hooks=[dict(type='distill.ResumeHook')]`` (and the other distill hooks and
+    metrics) resolve from mmengine's root registries in a fresh process that imported only
+    ``distill.registry``: the registries' locations import the modules, in any order."""
+    import subprocess
+    import sys
+    code = ("import distill.registry\n"
+            "from mmengine.registry import HOOKS, METRICS\n"
+            "for name in ('ResumeHook', 'ArchBatchesHook', 'FiniteStateHook'):\n"
+            "    print(type(HOOKS.build(dict(type='distill.' + name))).__name__)\n"
+            "print(METRICS.get('distill.TeacherMetric').__name__)\n")
+    out = subprocess.run([sys.executable, '-c', code], cwd=REPO, capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert out == ['ResumeHook', 'ArchBatchesHook', 'FiniteStateHook', 'TeacherMetric']
 
 
 def test_export_and_test_refuse_a_checkpoint_that_does_not_match_its_checksum(tmp_path,
