@@ -35,3 +35,14 @@ def test_diffusion_config_typos_are_named():
         load_config_file(config, {'learning_rat': 1e-3})
     with pytest.raises(ConfigError, match=r"--cfg-options optimiser\.lr: 'optimiser'"):
         load_config_file(config, {'optimiser.lr': 1e-3})
+
+
+def test_classification_and_diffusion_cfg_options_take_lists_of_dicts():
+    """mmengine's DictAction recursed forever on dict(...) values; both entry points use the
+    shared ConfigOptionsAction."""
+    from distill.engines.diffusion_config import build_parser
+    from tasks.classification.train import parse_args
+    taps = "distiller.taps=[dict(student='layer3',teacher='layer3')]"
+    expected = {'distiller.taps': [{'student': 'layer3', 'teacher': 'layer3'}]}
+    assert parse_args(['c.py', '--cfg-options', taps]).cfg_options == expected
+    assert build_parser().parse_args(['c.py', '--cfg-options', taps]).cfg_options == expected

@@ -96,7 +96,7 @@ SECTION_KEYS = dict(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from mmengine.config import DictAction
+    from distill.engines.cli_options import ConfigOptionsAction
     parser = argparse.ArgumentParser(description='Distil a diffusers UNet (ADM, KD, DML)')
     parser.add_argument('config', help='mmengine Python config, e.g. configs/diffusion/...')
     for flag, (kind, text) in FLAGS.items():
@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     # accelerate launch / torch.distributed.launch may pass it; the rank comes from the env
     parser.add_argument('--local_rank', '--local-rank', type=int, default=-1,
                         help=argparse.SUPPRESS)
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default=None,
+    parser.add_argument('--cfg-options', nargs='+', action=ConfigOptionsAction, default=None,
                         help='override config keys, e.g. distiller.loss_weights.co=0.5')
     return parser
 

@@ -24,7 +24,7 @@ except ImportError:  # running from a source checkout that is not installed
 
 
 def parse_args(argv=None):
-    from mmengine.config import DictAction
+    from distill.engines.cli_options import ConfigOptionsAction
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('config', help='config file, e.g. configs/classification/demo.py')
     parser.add_argument('--work-dir', help='where checkpoints and logs go (overrides the '
@@ -40,7 +40,7 @@ def parse_args(argv=None):
     parser.add_argument('--amp', action='store_true',
                         help='mixed precision: train.mixed_precision=fp16 on a GPU, bf16 on '
                         'a CPU')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
+    parser.add_argument('--cfg-options', nargs='+', action=ConfigOptionsAction, default={},
                         metavar='KEY=VALUE',
                         help='override config keys, e.g. schedule.epochs=10 train.seed=1 '
                         'optimizer.lr=0.01 (applied over the optimiser state on --resume)')
