@@ -72,7 +72,7 @@ class Distiller(nn.Module):
                  teacher_ckpt: str | None = None, warmup: float = 0.0,
                  teacher_kd: float | None = None):
         super().__init__()
-        # the adapter first: importing it registers its task's model builders (UNets)
+        # any order: the model builders (UNets too) are the zoo's, not the adapters'
         self.adapter = build_adapter(adapter)
         self.student = build_network(student)
         self.teacher = build_network(teacher)
