@@ -22,16 +22,17 @@ def current_umask() -> int:
     return mask
 
 
-def save_atomic(obj, path) -> Path:
-    """``torch.save`` to ``path`` through a temporary file and a rename. The file gets the
-    mode a plain ``open(path, 'w')`` would give (0666 less the umask), not ``mkstemp``'s 0600."""
+def write_atomic(data, path) -> Path:
+    """``data`` (bytes, or a function that writes into a binary file) to ``path`` through a
+    fsynced temporary file and a rename, so a reader never sees half a file. The file gets the
+    mode a plain ``open(path, 'wb')`` would give (0666 less the umask), not ``mkstemp``'s 0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
     try:
         os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, 'wb') as f:
-            torch.save(obj, f)
+            data(f) if callable(data) else f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -40,6 +41,11 @@ def save_atomic(obj, path) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def save_atomic(obj, path) -> Path:
+    """``torch.save(obj)`` to ``path`` atomically (``write_atomic``)."""
+    return write_atomic(lambda f: torch.save(obj, f), path)
 
 
 class CorruptCheckpointError(RuntimeError):

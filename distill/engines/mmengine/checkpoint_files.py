@@ -21,12 +21,12 @@ checksum does not match, and no message suggests turning ``weights_only`` off.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import tempfile
 from pathlib import Path
 
 from mmengine.fileio import LocalBackend, register_backend
+
+from distill.checkpoint import CorruptCheckpointError, write_atomic
 
 BACKEND_NAME = 'distill_checksum'
 CHECKSUM_SUFFIX = '.sha256'
@@ -35,38 +35,9 @@ STEP_CHECKPOINT = re.compile(r'^(iter|epoch)_(\d+)\.pth$')
 TEMPORARY = re.compile(r'^\..+\.tmp$')
 
 
-class CorruptCheckpointError(RuntimeError):
-    """A checkpoint that does not read back as written (the message names the file)."""
-
-
 def checksum_path(path) -> Path:
     path = Path(path)
     return path.with_name(path.name + CHECKSUM_SUFFIX)
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def write_atomic(data: bytes, path) -> None:
-    """``data`` to ``path`` through a fsynced temporary file and a rename; the file gets the
-    mode a plain ``open(path, 'wb')`` would (0666 less the umask), not ``mkstemp``'s 0600."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, 'wb') as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def write_checkpoint_bytes(data: bytes, path) -> str:
