@@ -124,8 +124,9 @@ def find_resume_checkpoint(work_dir, resume):
             return path, state
         if skipped:
             raise CorruptCheckpointError(
-                f'--resume: no valid checkpoint in {work_dir} (damaged: {", ".join(skipped)}); '
-                f'start a fresh run with --overwrite or in another work dir')
+                f'resume: no valid checkpoint in {work_dir} (damaged: {", ".join(skipped)}); '
+                f'start a fresh run there with the overwrite flag (classification --overwrite, '
+                f'diffusion --overwrite_output_dir) or in another folder')
         return None
     path = Path(resume)
     if not path.is_absolute() and not path.exists():
