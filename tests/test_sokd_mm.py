@@ -168,22 +168,31 @@ def test_arch_state_round_trips_and_the_first_step_after_resume_is_taken():
         resumed.set_extra_state({'not': 'a tensor'})
 
 
+def _shapes_seg_with_teacher(tmp_path, num_val: int):
+    """The shapes segmentation set (8 train images) and a teacher checkpoint of the shapes
+    configs' teacher, for the SoKD Runner runs below."""
+    from mm_helpers import REPO, save_model_checkpoint
+    from mmengine.config import Config
+    from test_segmentation import SHAPES
+
+    from distill.data.mmseg_layout import write_shapes_mmseg
+    from distill.engines.mmengine.build import build_mm_model
+    root = tmp_path / 'shapes_seg'
+    write_shapes_mmseg(root, num_train=8, num_val=num_val, image_size=32)
+    cfg = Config.fromfile(str(REPO / SHAPES / '_base_.py'))
+    teacher_ckpt = save_model_checkpoint(build_mm_model(cfg.teacher_model, 'mmseg'),
+                                         tmp_path / 'teacher.pth')
+    return root, teacher_ckpt
+
+
 def test_two_process_segmentation_run_searches(tmp_path):
     """torchrun, 2 CPU processes (gloo), SoKD+FitNet on the shapes segmentation set: the search
     runs under MMDistributedDataParallel (it used to be refused) and its optimiser state is in
     the checkpoint."""
     pytest.importorskip('mmseg')
-    from mm_helpers import REPO, run_script, save_model_checkpoint, scalars
-    from mmengine.config import Config
+    from mm_helpers import run_script, scalars
     from test_segmentation import SHAPES, TRAIN, few_iters
-
-    from distill.data.mmseg_layout import write_shapes_mmseg
-    from distill.engines.mmengine.build import build_mm_model
-    root = tmp_path / 'shapes_seg'
-    write_shapes_mmseg(root, num_train=8, num_val=4, image_size=32)
-    cfg = Config.fromfile(str(REPO / SHAPES / '_base_.py'))
-    teacher_ckpt = save_model_checkpoint(build_mm_model(cfg.teacher_model, 'mmseg'),
-                                         tmp_path / 'teacher.pth')
+    root, teacher_ckpt = _shapes_seg_with_teacher(tmp_path, num_val=4)
     work = tmp_path / 'ddp'
     out = run_script(TRAIN, f'{SHAPES}/sokd_fitnet.py', '--launcher', 'pytorch',
                      '--work-dir', str(work),
@@ -205,18 +214,11 @@ def test_resumed_search_ends_with_the_uninterrupted_weights_and_policy(tmp_path)
     batches depend on the position only, torch's RNG travels in the checkpoint."""
     pytest.importorskip('mmseg')
     import shutil
-    from mm_helpers import REPO, run_script, save_model_checkpoint
-    from mmengine.config import Config
+    from mm_helpers import run_script
     from test_segmentation import SHAPES, TRAIN, few_iters
 
-    from distill.data.mmseg_layout import write_shapes_mmseg
-    from distill.engines.mmengine.build import build_mm_model
     from distill.engines.mmengine.safe_load import allow_mmengine_checkpoint_globals
-    root = tmp_path / 'shapes_seg'
-    write_shapes_mmseg(root, num_train=8, num_val=2, image_size=32)
-    cfg = Config.fromfile(str(REPO / SHAPES / '_base_.py'))
-    teacher_ckpt = save_model_checkpoint(build_mm_model(cfg.teacher_model, 'mmseg'),
-                                         tmp_path / 'teacher.pth')
+    root, teacher_ckpt = _shapes_seg_with_teacher(tmp_path, num_val=2)
     options = few_iters(root, iters=4, interval=2, extra=[
         f'model.teacher_ckpt={teacher_ckpt}', 'model.search_iters=4',
         'model.distiller.arch_interval=1', 'train_cfg.val_interval=100'])
