@@ -11,6 +11,9 @@ in one process, and the median step time of each is reported with the ratios ADM
 ADM/independent; on the CPU also the median process CPU time per step, which other jobs on a
 shared machine disturb less.
 
+Operator calls per step (``op_count.py``) for every method, and on a GPU the kernels each step
+launches (what the operator count stands for).
+
 Peak memory, on a GPU: ``torch.cuda.max_memory_allocated`` during a method's warm-up minus
 what was allocated before its networks were built (its weights, gradients, optimiser state
 and activations). On the CPU it is not measured: torch's allocator is invisible to
@@ -32,7 +35,7 @@ import torch
 from distill import build_distiller
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from op_count import autocast_context, count_aten_ops  # noqa: E402
+from op_count import autocast_context, count_aten_ops, count_cuda_kernels  # noqa: E402
 
 
 def distiller_configs(student, teacher, num_classes, image_size, tap):
@@ -105,7 +108,7 @@ def main(argv=None):
                  labels=torch.randint(0, args.num_classes, (args.batch_size,),
                                       generator=generator).to(device))
 
-    steps, peak_memory, ops = {}, {}, {}
+    steps, peak_memory, ops, kernels = {}, {}, {}, {}
     for name, cfg in configs.items():
         torch.manual_seed(0)  # the same initial networks for every method
         if device.type == 'cuda':  # what is already allocated belongs to the other methods
@@ -113,11 +116,14 @@ def main(argv=None):
             allocated_before = torch.cuda.memory_allocated(device)
         distiller = build_distiller(cfg).to(device).train()
         params = [p for p in distiller.parameters() if p.requires_grad]
-        optimizer = torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=5e-4)
+        optimizer = torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=5e-4,
+                                    foreach=True)  # the CUDA default, on any device
         steps[name] = make_step(distiller, optimizer, device, args.amp)
         for _ in range(args.warmup):
             time_step(steps[name], batch, device)
         ops[name] = count_aten_ops(lambda: steps[name](batch))
+        if device.type == 'cuda':  # what the operator count stands in for
+            kernels[name] = count_cuda_kernels(lambda: steps[name](batch))
         if device.type == 'cuda':  # weights, gradients, optimiser state and activations
             peak_memory[name] = (torch.cuda.max_memory_allocated(device)
                                  - allocated_before) / 2**20
@@ -144,6 +150,9 @@ def main(argv=None):
         print(f'{name:<12} {ops[name]:>15d} {median_ms[name]:>15.2f}'
               + (f' {cpu_ms[name]:>14.2f}' if on_cpu else '') + f' {memory:>18}')
     print(f"ADM / DML operator calls:    {ops['ADM'] / ops['DML']:.3f}x (target <= 1.03x)")
+    if kernels:
+        print(f"GPU kernels per step:        " + ', '.join(f'{n} {k}' for n, k in kernels.items())
+              + f"; ADM / DML {kernels['ADM'] / kernels['DML']:.3f}x")
     print(f"ADM / DML step time:         {median_ms['ADM'] / median_ms['DML']:.3f}x "
           f'(target <= 1.03x on a GPU at batch 64)')
     print(f"ADM / independent step time: {median_ms['ADM'] / median_ms['independent']:.3f}x")

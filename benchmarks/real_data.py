@@ -95,8 +95,11 @@ def build_run_config(method: str, seed: int, preset: str, args, teacher_ckpt: st
             cfg.distiller.dam.channels = 32
     elif args.pair == 'wrn':
         _apply_pair(cfg, WRN_PAIR)
-    if args.epochs_override:
+    if args.epochs_override:  # a shorter (or longer) run: the step milestones scale with it
+        scale = args.epochs_override / cfg.schedule.epochs
         cfg.schedule.epochs = args.epochs_override
+        if cfg.schedule.get('milestones'):
+            cfg.schedule.milestones = [max(1, round(m * scale)) for m in cfg.schedule.milestones]
     cfg.train.seed = seed
     cfg.train.progress_bar = False
     if teacher_ckpt is not None:
@@ -151,7 +154,9 @@ def main(argv=None):
     parser.add_argument('--val-per-class', type=int, default=500, help='cpu preset: test '
                         'images per class evaluated after every epoch')
     parser.add_argument('--epochs', type=int, default=8, help='cpu preset: epochs')
-    parser.add_argument('--epochs-override', type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument('--epochs-override', type=int, default=None,
+                        help='gpu preset: epochs instead of the configs\' 10 (the learning-rate '
+                             'milestones scale with them)')
     parser.add_argument('--set', action='append', metavar='KEY=VALUE',
                         help='a config override for every run (python literal value)')
     parser.add_argument('--out', default=None, help='default: work_dirs/real_data_<preset>')

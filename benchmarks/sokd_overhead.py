@@ -15,6 +15,8 @@ policy's hypergradient and Adam step (in float32, as the engine runs it), then f
   time ratio where a CPU's wall time does not; beside it, the calls of a training step alone
   and of a step with an arch step (the arch step, then the training step on the same batch,
   whose frozen teacher outputs come from the arch step);
+* ``GPU kernels/step`` (on a CUDA device): the kernels, copies and memsets the step puts on
+  the GPU, what the operator count stands for;
 * ``ms/step``: mean wall time (CUDA-synchronised on a GPU). The set-ups share one process and
   are timed in turn, step by step (round robin), so a busy machine slows them alike;
 
@@ -36,7 +38,7 @@ except ImportError:  # running from a source checkout that is not installed
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from op_count import autocast_context, count_aten_ops  # noqa: E402
+from op_count import autocast_context, count_aten_ops, count_cuda_kernels  # noqa: E402
 
 from distill import build_distiller  # noqa: E402
 
@@ -84,8 +86,9 @@ def build(args, arch_interval):
     arch = list(distiller.arch_parameters()) if hasattr(distiller, 'arch_parameters') else []
     main = [p for p in distiller.parameters()
             if p.requires_grad and all(p is not a for a in arch)]
-    optimizer = torch.optim.SGD(main, lr=0.05, momentum=0.9)
-    arch_optimizer = (torch.optim.Adam(arch, lr=0.05, betas=(0.5, 0.999), weight_decay=0.0)
+    optimizer = torch.optim.SGD(main, lr=0.05, momentum=0.9, foreach=True)  # CUDA's default
+    arch_optimizer = (torch.optim.Adam(arch, lr=0.05, betas=(0.5, 0.999), weight_decay=0.0,
+                                       foreach=True)
                       if arch else None)
     return distiller, optimizer, arch_optimizer
 
@@ -117,10 +120,11 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def count_ops(setup, batches, args) -> list[int]:
-    """``aten::`` calls of steps 0..9 (one arch step, in step 0, at interval 10)."""
-    return [count_aten_ops(lambda: train_step(setup, step, batches[step % 4],
-                                              batches[(step + 1) % 4], args.device, args.amp))
+def count_ops(setup, batches, args, counter=count_aten_ops) -> list[int]:
+    """``aten::`` calls (or, with ``count_cuda_kernels``, GPU kernels) of steps 0..9 (one arch
+    step, in step 0, at interval 10)."""
+    return [counter(lambda: train_step(setup, step, batches[step % 4],
+                                       batches[(step + 1) % 4], args.device, args.amp))
             for step in range(10)]
 
 
@@ -136,6 +140,10 @@ def main(argv=None):
                        args.amp)
     step_ops = {name: count_ops(setup, batches, args) for name, setup in setups.items()}
     ops = {name: sum(counts) / len(counts) for name, counts in step_ops.items()}
+    kernels = {}
+    if str(args.device).startswith('cuda'):  # what the operator count stands in for
+        kernels = {name: statistics.mean(count_ops(setup, batches, args, count_cuda_kernels))
+                   for name, setup in setups.items()}
     times = {name: [] for name in setups}
     # whole intervals of 10 keep the arch-step share of the interval-10 set-up exact
     total = 0 if args.no_timing else 10 * max(1, round(args.steps / 10))
@@ -159,6 +167,9 @@ def main(argv=None):
             train_only = statistics.mean(step_ops[name][1:]) if 'interval 10' in name else None
             line += (f'  (with an arch step {step_ops[name][0]}' +
                      (f', training step alone {train_only:.0f})' if train_only else ')'))
+        if kernels:
+            line += (f'  {kernels[name]:7.0f} GPU kernels/step ratio '
+                     f'{kernels[name] / kernels["FitNet"]:.2f}x')
         if times[name]:
             mean, base = statistics.mean(times[name]), statistics.mean(times['FitNet'])
             line += f'   {1000 * mean:8.1f} ms/step  ratio {mean / base:.2f}x'

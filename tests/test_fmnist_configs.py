@@ -19,14 +19,28 @@ def _offline_free(cfg: dict) -> dict:
     return cfg
 
 
-def test_every_benchmark_method_has_a_config():
+def _real_data_module():
     import importlib.util
     spec = importlib.util.spec_from_file_location(
         'real_data', Path(__file__).resolve().parents[1] / 'benchmarks' / 'real_data.py')
     real_data = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(real_data)
+    return real_data
+
+
+def test_every_benchmark_method_has_a_config():
+    real_data = _real_data_module()
     names = {p.name for p in CONFIGS}
     assert {file for file, _, _ in real_data.METHODS.values()} <= names
+
+
+@pytest.mark.parametrize('epochs, milestones', [(None, [5, 8]), (6, [3, 5]), (20, [10, 16])])
+def test_a_shorter_gpu_preset_scales_its_milestones(epochs, milestones):
+    """``--epochs-override`` keeps the schedule's shape: the lr drops at the same fractions."""
+    real_data = _real_data_module()
+    args = real_data.argparse.Namespace(pair='resnet', epochs_override=epochs, set=None)
+    cfg = real_data.build_run_config('independent', 0, 'gpu', args, None)
+    assert cfg.schedule.epochs == (epochs or 10) and cfg.schedule.milestones == milestones
 
 
 @pytest.mark.parametrize('path', CONFIGS, ids=[p.stem for p in CONFIGS])
