@@ -5,6 +5,7 @@ the restored optimiser state."""
 from __future__ import annotations
 
 import glob
+import io
 import json
 from pathlib import Path
 
@@ -219,6 +220,24 @@ def test_export_and_test_refuse_a_checkpoint_that_does_not_match_its_checksum(tm
     with pytest.raises(CorruptCheckpointError, match=r'iter_2\.pth does not match'):
         test('t', [str(REPO / SEG), str(path), '--work-dir', str(tmp_path / 'w')])
     assert not (tmp_path / 'student.pth').exists() and not (tmp_path / 'w').exists()
+
+
+def test_an_exported_student_gets_a_matching_sha256(tmp_path):
+    from distill.engines.mmengine.checkpoint_files import (CorruptCheckpointError,
+                                                           verify_checkpoint,
+                                                           write_checkpoint_bytes)
+    from distill.engines.mmengine.export import export_student
+    path, out = tmp_path / 'iter_2.pth', tmp_path / 'student.pth'
+    buffer = io.BytesIO()
+    torch.save(dict(state_dict={'distiller.student.w': torch.ones(3),
+                                'distiller.teacher.w': torch.zeros(3)}), buffer)
+    write_checkpoint_bytes(buffer.getvalue(), path)
+    export_student(str(path), str(out))
+    assert verify_checkpoint(out)  # False would mean: no .sha256 written
+    assert list(torch.load(out, weights_only=True)['state_dict']) == ['w']
+    flip_bytes(out)
+    with pytest.raises(CorruptCheckpointError, match='student.pth does not match'):
+        verify_checkpoint(out)
 
 
 KILL_DURING_SAVE = """

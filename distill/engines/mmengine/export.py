@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import io
 import os.path as osp
 import re
 from collections import OrderedDict
@@ -14,10 +15,9 @@ import torch
 from mmengine.config import Config
 from mmengine.logging import print_log
 
-from distill.checkpoint import save_atomic
 from distill.engines.cli_options import ConfigOptionsAction
 from distill.engines.mmengine.build import load_model_cfg
-from distill.engines.mmengine.checkpoint_files import verify_checkpoint
+from distill.engines.mmengine.checkpoint_files import verify_checkpoint, write_checkpoint_bytes
 from distill.engines.mmengine.teacher_metric import plain_metrics, single_or_list
 from distill.engines.mmengine.safe_load import allow_mmengine_checkpoint_globals
 
@@ -39,7 +39,8 @@ LOOP_SECTIONS = dict(val=('val_dataloader', 'val_cfg', 'val_evaluator'),
 
 def export_student(checkpoint_path: str, output_path: str, map_location: str = 'cpu') -> dict:
     """Write the student weights of ``checkpoint_path`` (``state_dict`` keys without the
-    ``distiller.student.`` prefix, and ``meta`` with ``dataset_meta``) to ``output_path``."""
+    ``distiller.student.`` prefix, and ``meta`` with ``dataset_meta``) to ``output_path``, and
+    its SHA-256 to ``output_path.sha256``."""
     allow_mmengine_checkpoint_globals()
     if '://' not in str(checkpoint_path):
         verify_checkpoint(checkpoint_path)  # a .sha256 beside it must match (none: unchecked)
@@ -53,7 +54,10 @@ def export_student(checkpoint_path: str, output_path: str, map_location: str = '
                                 if k.startswith(prefix))
     meta = {k: v for k, v in checkpoint.get('meta', {}).items()
             if k in ('dataset_meta', 'epoch', 'iter', 'seed', 'mmengine_version')}
-    save_atomic(dict(state_dict=student_state, meta=meta), output_path)
+    buffer = io.BytesIO()
+    torch.save(dict(state_dict=student_state, meta=meta), buffer)
+    # with a .sha256 beside it, as the training checkpoints: test.py and a later export check it
+    write_checkpoint_bytes(buffer.getvalue(), output_path)
     print_log(f'wrote the student ({len(student_state)} tensors) to {output_path}',
               logger='current')
     return student_state
