@@ -143,6 +143,9 @@ def test_resume_applies_a_new_learning_rate_and_weight_decay(online_run, tiny_co
     optimizer = torch.load(resumed / 'checkpoint-4' / 'optimizer.bin', weights_only=True)
     assert {g['weight_decay'] for g in optimizer['param_groups']} == {0.5}
     assert {g['initial_lr'] for g in optimizer['param_groups']} == {2e-3}
+    log = (resumed / 'train.log').read_text()  # each change named by the flag that made it
+    assert '--learning_rate: 0.001 (checkpoint) -> 0.002 (config)' in log, log[-2000:]
+    assert '--adam_weight_decay: ' in log and 'optimizer.lr' not in log
 
 
 def test_output_dir_is_a_ddpm_pipeline_of_the_student(online_run):

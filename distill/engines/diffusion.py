@@ -33,7 +33,7 @@ from distill.data.images import build_image_datasets
 from distill.distillers.base import build_network
 from distill.engines import checkpoints as ckpt
 from distill.engines.diffusion_conditioning import Conditioning
-from distill.engines.diffusion_config import lr_schedule, optimizer_config
+from distill.engines.diffusion_config import OPTIMIZER_FLAGS, lr_schedule, optimizer_config
 from distill.engines.diffusion_eval import (ddim_sample, denoising_mse, fid, image_grid,
                                            teacher_agreement)
 from distill.engines.diffusion_latents import LatentCodec
@@ -299,7 +299,8 @@ def train(cfg) -> dict | None:
         keep_checkpoints=cfg.checkpoints_total_limit, eval_every_epochs=None,
         eval_every_steps=cfg.validation_steps or None, log_every_steps=1,
         metrics_every_steps=cfg.get('logging_steps', 50), close_process_group=True,
-        project_name=cfg.get('tracker_project_name', 'distill-diffusion'))
+        project_name=cfg.get('tracker_project_name', 'distill-diffusion'),
+        optimizer_option_names=OPTIMIZER_FLAGS)
     trainer = Trainer(task, task.distiller, accelerator, settings, cfg.output_dir,
                       optimizer_config(cfg),
                       lr_schedule(cfg.lr_scheduler, cfg.lr_warmup_steps, cfg.max_train_steps),

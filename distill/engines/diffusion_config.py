@@ -216,6 +216,11 @@ def load_config(args: argparse.Namespace):
 LR_SCHEDULERS = ('constant', 'constant_with_warmup', 'linear', 'cosine')
 
 
+#: the flags that set each key of ``optimizer_config`` (named in resume messages)
+OPTIMIZER_FLAGS = dict(lr='--learning_rate', betas='--adam_beta1/--adam_beta2',
+                       weight_decay='--adam_weight_decay', eps='--adam_epsilon')
+
+
 def optimizer_config(cfg) -> dict:
     """AdamW with the flags of train_unconditional.py, for mmengine's ``OPTIMIZERS``."""
     return dict(type='AdamW', lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),

@@ -101,27 +101,29 @@ def _differs(old, new) -> bool:
     return old != new
 
 
-def apply_config_over_restored(optimizer, optimizer_cfg: dict,
-                               what: str = 'optimizer') -> list[str]:
+def apply_config_over_restored(optimizer, optimizer_cfg: dict, what: str = 'optimizer',
+                               names: dict | None = None) -> list[str]:
     """Set the config's optimiser settings over a restored optimiser state (``lr`` as the
-    initial lr, which the schedule then decays); return the changes for a log line."""
+    initial lr, which the schedule then decays); return the changes for a log line, each
+    named as the user gave it: ``names[key]`` (a command-line flag) or ``what.key``."""
     changes = []
     for key, value in optimizer_cfg.items():
         if key == 'type':
             continue
+        label = (names or {}).get(key, f'{what}.{key}')
         for group in optimizer.param_groups:
             slot = 'initial_lr' if key == 'lr' and 'initial_lr' in group else key
             if key in group and _differs(group[slot], value):
-                changes.append(f'{what}.{key}: {group[slot]} (checkpoint) -> {value} (config)')
+                changes.append(f'{label}: {group[slot]} (checkpoint) -> {value} (config)')
                 group[slot] = value
     return sorted(set(changes), key=changes.index)
 
 
 def restore_schedule(optimizer, optimizer_cfg: dict, configs: list[dict], by_epoch: bool,
-                     done: int) -> tuple[list, list[str]]:
+                     done: int, names: dict | None = None) -> tuple[list, list[str]]:
     """After ``optimizer`` was restored: the config's settings over it, the schedulers rebuilt
     and replayed ``done`` times. Returns ``(schedulers, changes)``."""
-    changes = apply_config_over_restored(optimizer, optimizer_cfg)
+    changes = apply_config_over_restored(optimizer, optimizer_cfg, names=names)
     for group in optimizer.param_groups:
         if 'initial_lr' in group:
             group['lr'] = group['initial_lr']

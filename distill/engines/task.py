@@ -78,6 +78,8 @@ class TrainSettings:
     progress_bar: bool = True
     close_process_group: bool = False    # end_training at the end (entry points)
     project_name: str = 'distill'        # the trackers' run name
+    # optimiser keys as the user sets them (e.g. lr -> '--learning_rate'), for resume messages
+    optimizer_option_names: dict | None = None
 
 
 class Task:

@@ -135,7 +135,7 @@ class Trainer:
         done = self.epoch - 1 if self.settings.schedule_by_epoch else self.global_step
         self.schedulers, main_changes = restore_schedule(
             self.optimizer, self.optimizer_cfg, self.schedule, self.settings.schedule_by_epoch,
-            done)
+            done, self.settings.optimizer_option_names)
         for change in main_changes + changes:
             logger.warning('resume: the config changes %s', change)
         logger.info('resumed from %s at epoch %d (step %d)', path, self.epoch, self.global_step)
