@@ -156,8 +156,8 @@ def test_zero_virtual_step_gives_no_hypergradient():
         unrolled_hypergradient(student, train_loss, val_loss, [], 0.1, method='second')
 
 
-def test_factored_hypergradient_matches_unrolled_reference():
-    """The cheap method: alpha reaches L_train only through the feature term (the coupling)."""
+def _factored(difference, eps_scale=1e-3):
+    """The factored hypergradient of ``_problem`` and the float64 unrolled reference."""
     from distill.sokd.hypergrad import factored_hypergradient
     student, dafa, _, val_loss, data = _problem()
     x_train, y_train, _, _, teacher_feat, lam = data
@@ -168,19 +168,43 @@ def test_factored_hypergradient_matches_unrolled_reference():
         logits, feature = model(x_train)
         return F.cross_entropy(logits, y_train), [feature]
 
-    def coupling(feats, detach_arch):
+    def coupling(feats):
         refined = dafa(teacher_feat, torch.Generator().manual_seed(7))
-        refined = refined.detach() if detach_arch else refined
         return lam * (feats[0] - refined).pow(2).mean()
 
     before = [p.detach().clone() for p in student.parameters()]
-    hyper, _, _ = factored_hypergradient(student, features, coupling, val_loss,
-                                         list(dafa.parameters()), xi)
-    assert _relative_error(hyper, reference) < 1e-3
-    for p, p0 in zip(student.parameters(), before):
+    hyper, train_value, _ = factored_hypergradient(
+        student, features, coupling, val_loss, list(dafa.parameters()), xi,
+        eps_scale=eps_scale, difference=difference)
+    for p, p0 in zip(student.parameters(), before):  # the virtual step left no trace
         assert torch.equal(p, p0)
+    with torch.no_grad():  # the merged coupling still reports L_train(theta)
+        logits, feature = student(x_train)
+        refined = dafa(teacher_feat, torch.Generator().manual_seed(7))
+        want = F.cross_entropy(logits, y_train) + lam * (feature - refined).pow(2).mean()
+    assert abs(train_value - float(want)) < 1e-12
+    return _relative_error(hyper, reference)
+
+
+@pytest.mark.parametrize('difference, tolerance', [('central', 1e-5), ('forward', 1e-3)])
+def test_factored_hypergradient_matches_unrolled_reference(difference, tolerance):
+    """The cheap method: alpha reaches L_train only through the feature term (the coupling).
+    At eps 1e-3 on this smooth (tanh) student the central difference is off by ~4e-7, the
+    forward one (one student forward fewer) by ~4e-4."""
+    assert _factored(difference) < tolerance
+    from distill.sokd.hypergrad import factored_hypergradient, unrolled_hypergradient
     with pytest.raises(ValueError, match='factored'):
-        unrolled_hypergradient(student, None, val_loss, [], xi, method='factored')
+        unrolled_hypergradient(None, None, None, [], 0.5, method='factored')
+    with pytest.raises(ValueError, match='difference'):
+        factored_hypergradient(None, None, None, None, [], 0.5, difference='backward')
+
+
+def test_factored_differences_have_their_order():
+    """The error to the reference shrinks like eps (forward) and eps^2 (central): the
+    difference is the only approximation, and each is the difference it says it is."""
+    for difference, low, high in (('forward', 7, 14), ('central', 70, 140)):
+        ratio = _factored(difference, 1e-2) / _factored(difference, 1e-3)
+        assert low < ratio < high, (difference, ratio)
 
 
 def test_mixture_equals_the_ops_run_in_turn_and_sample_picks_one():

@@ -88,7 +88,9 @@ class SoKD(DAMTerms, BiLevelSearch, nn.Module):
             through the student) or ``'finite_difference'`` (DARTS); ``xi``: the virtual step
             size (DARTS uses the student's learning rate). ``hypergrad_eps``: the
             ``'factored'`` difference step, relative to the parameters' gradient norm (ReLU
-            kinks make its error O(eps): ~1% of the exact hypergradient at 1e-3 on tiny_cnn).
+            kinks make its error O(eps): ~1% of the exact hypergradient at 1e-3 on tiny_cnn);
+            ``hypergrad_difference``: ``'forward'`` (default, reuses ``f(theta)``) or
+            ``'central'`` (one student forward more; the same error across ReLU kinks).
 
     The optimiser of ``arch_parameters()`` is the engine's (the config's top-level
     ``arch_optimizer``). The hypergradient is small (``xi * l_kd`` times a feature-space inner
@@ -102,7 +104,7 @@ class SoKD(DAMTerms, BiLevelSearch, nn.Module):
     def __init__(self, base, dafa: dict | None = dict(), dam: dict | None = dict(),
                  loss_weights: dict | None = None, arch_interval: int = 10,
                  search_epochs: int = 1, hypergrad: str = 'factored', xi: float = 0.05,
-                 hypergrad_eps: float = 1e-3):
+                 hypergrad_eps: float = 1e-3, hypergrad_difference: str = 'forward'):
         super().__init__()
         self.base = base if isinstance(base, nn.Module) else DISTILLERS.build(dict(base))
         if hypergrad not in HYPERGRAD_METHODS:
@@ -115,6 +117,10 @@ class SoKD(DAMTerms, BiLevelSearch, nn.Module):
         self.loss_weights = {'dam': 1.0, 'anchor': 1.0, **(loss_weights or {})}
         self.arch_interval, self.search_epochs = arch_interval, search_epochs
         self.hypergrad, self.xi, self.hypergrad_eps = hypergrad, xi, float(hypergrad_eps)
+        if hypergrad_difference not in ('forward', 'central'):
+            raise ValueError(f"hypergrad_difference must be 'forward' or 'central', got "
+                             f"{hypergrad_difference!r}")
+        self.hypergrad_difference = hypergrad_difference
         # the capability the base declares: a per-location feature loss (FitNet, ADM) or none
         # (KD, DKD: SoKD then refines the teacher's head feature and distils its logits)
         self.feature_base = self.base.feature_term is not None

@@ -130,9 +130,43 @@ def _rotate_theta(x, magnitude, generator=None):
     return _theta(x.shape[0], x, a=cos - 1, b=-sin, c=sin, d=cos - 1)
 
 
-#: the affine ops as functions to their (B,2,3) matrices: the mixture warps all at once
+#: the affine ops as functions to their (B,2,3) matrices (``sample`` runs one)
 AFFINE_THETAS = dict(translate_x=_translate_x_theta, translate_y=_translate_y_theta,
                      shear_x=_shear_x_theta, shear_y=_shear_y_theta, rotate=_rotate_theta)
+
+#: the same matrices as the mixture builds them, all affine ops at once: with ``s = sign *
+#: magnitude * scale``, ``theta = identity + s * lin + (cos s - 1) * cos_m1 + sin s * sin``,
+#: ``(scale, {entry: (lin, cos_m1, sin)})``; the ops one by one are ~40 tiny operator calls
+#: (~45 more in the backward), kernel launches on a GPU, against ~12 (and ~14)
+AFFINE_TERMS = dict(
+    translate_x=(MAX_TRANSLATE, dict(tx=(1, 0, 0))),
+    translate_y=(MAX_TRANSLATE, dict(ty=(1, 0, 0))),
+    shear_x=(MAX_SHEAR, dict(b=(1, 0, 0))), shear_y=(MAX_SHEAR, dict(c=(1, 0, 0))),
+    rotate=(MAX_ROTATE, dict(a=(0, 1, 0), b=(0, 0, -1), c=(0, 0, 1), d=(0, 1, 0))))
+
+
+def _affine_constants(names, like):
+    """``(scales (n,), coefficients (n,3,6), identity (6,))`` of the affine ops ``names``,
+    made once per op list, device and dtype."""
+    key = ('affine', tuple(names), like.device, like.dtype)
+    if key not in _CONSTANTS:
+        coefficients = torch.zeros(len(names), 3, 6, dtype=torch.float64)
+        for k, name in enumerate(names):
+            for entry, column in AFFINE_TERMS[name][1].items():
+                coefficients[k, :, _ENTRY[entry]] = torch.tensor(column, dtype=torch.float64)
+        scales = torch.tensor([AFFINE_TERMS[name][0] for name in names], dtype=torch.float64)
+        _CONSTANTS[key] = tuple(t.to(device=like.device, dtype=like.dtype) for t in (
+            scales, coefficients, torch.tensor(_IDENTITY, dtype=torch.float64)))
+    return _CONSTANTS[key]
+
+
+def _affine_thetas(names, magnitudes, draws, like):
+    """(n*B,2,3) matrices of the affine ops ``names`` (magnitudes (n,), sign draws (n,B)),
+    equal to the ``AFFINE_THETAS`` functions' on the same draws."""
+    scales, coefficients, identity = _affine_constants(names, like)
+    s = torch.sign(draws - 0.5) * (magnitudes * scales)[:, None]
+    terms = torch.stack([s, torch.cos(s) - 1, torch.sin(s)], dim=-1)  # (n, B, 3)
+    return (identity + torch.bmm(terms, coefficients)).reshape(-1, 2, 3)
 
 
 def identity(x, magnitude, generator=None):
@@ -159,6 +193,12 @@ def rotate(x, magnitude, generator=None):
     return _warp(x, _rotate_theta(x, magnitude, generator))
 
 
+def _band(offsets: torch.Tensor, half_side) -> torch.Tensor:
+    """1 inside ``|offsets| < half_side - 1``, 0 outside ``half_side``, linear in between.
+    ``hardtanh`` is ``clamp(0, 1)`` with a one-operator backward (clamp's is five)."""
+    return F.hardtanh(half_side - offsets.abs(), 0.0, 1.0)
+
+
 def cutout(x, magnitude, generator=None):
     """Zero a square of side ``magnitude * MAX_CUTOUT * size`` at a random centre. Its edges
     ramp linearly over one cell, so the op is differentiable in the side (and exact identity
@@ -167,10 +207,12 @@ def cutout(x, magnitude, generator=None):
     draws = _rand((b, 2), x, generator)
     half = magnitude * (MAX_CUTOUT / 2)  # half side, as a fraction of the map side
     # cell centres in map-side units minus the random centre, per sample: (B, W) and (B, H)
-    cols = _cell_centres(w, x) - w * draws[:, :1]
-    rows = _cell_centres(h, x) - h * draws[:, 1:]
-    inside_x = (w * half - cols.abs()).clamp(0, 1)
-    inside_y = (h * half - rows.abs()).clamp(0, 1)
+    if h == w:  # both axes in one (B, 2, W) band
+        inside_x, inside_y = _band(_cell_centres(w, x) - w * draws[:, :, None],
+                                   w * half).unbind(1)
+    else:
+        inside_x = _band(_cell_centres(w, x) - w * draws[:, :1], w * half)
+        inside_y = _band(_cell_centres(h, x) - h * draws[:, 1:], h * half)
     return x * (1 - inside_y[:, None, :, None] * inside_x[:, None, None, :])
 
 
@@ -185,18 +227,17 @@ def channel_dropout(x, magnitude, generator=None):
     """Concrete (relaxed Bernoulli) dropout of whole channels with probability
     ``m * MAX_CHANNEL_DROP``, rescaled by the keep probability."""
     b, c = x.shape[:2]
-    drop = (magnitude * MAX_CHANNEL_DROP).clamp(1e-12, 1 - 1e-6)
-    keep = 1 - drop
+    drop = F.hardtanh(magnitude * MAX_CHANNEL_DROP, 1e-12, 1 - 1e-6)  # clamp, cheaper backward
     u = _rand((b, c, 1, 1), x, generator).clamp(1e-6, 1 - 1e-6)
-    logistic = torch.log(u) - torch.log1p(-u)
-    gate = torch.sigmoid((torch.log(keep) - torch.log(drop) + logistic) / DROP_TEMPERATURE)
-    return x * gate / keep
+    # logit(u) is the logistic noise, -logit(drop) = log(keep) - log(drop)
+    gate = torch.sigmoid((torch.logit(u) - torch.logit(drop)) / DROP_TEMPERATURE)
+    return x * (gate / (1 - drop))
 
 
 def channel_shuffle(x, magnitude, generator=None):
     """Relaxed shuffle: ``(1 - m) * x + m * x[:, perm]`` with one random channel permutation."""
     perm = torch.argsort(_rand((x.shape[1],), x, generator))
-    return (1 - magnitude) * x + magnitude * x[:, perm]
+    return torch.lerp(x, x[:, perm], magnitude)
 
 
 def channel_gain(x, magnitude, generator=None):
@@ -249,26 +290,34 @@ class DAFA(nn.Module):
         return torch.sigmoid(self.magnitude_logits)
 
     def forward(self, feature: torch.Tensor, generator: torch.Generator | None = None):
-        """The mixture. Random draws happen in op order, as if every op ran alone in turn."""
-        # unbind, not indexing: one backward op for all the weights instead of one per op
-        weights = self.weights().to(feature.dtype).unbind(0)
-        magnitudes = self.magnitudes().to(feature.dtype).unbind(0)
-        refined, thetas, warp_weights = 0, [], []
+        """The mixture. Random draws happen in op order, as if every op ran alone in turn.
+
+        The candidates are stacked and weighted in one product (a weight times an output per
+        op is ~5 operator calls with the backward), the affine ones warped in one batched
+        ``grid_sample`` with their matrices built together (``_affine_thetas``)."""
+        magnitudes = self.magnitudes().to(feature.dtype)
+        each = magnitudes.unbind(0)  # one backward op for all, where indexing is one per op
+        outputs, affine, draws = [], [], []
         for k, name in enumerate(self.op_names):
-            if name in AFFINE_THETAS:
-                thetas.append(AFFINE_THETAS[name](feature, magnitudes[k], generator))
-                warp_weights.append(weights[k])
+            if name in AFFINE_TERMS:  # the sign draw now, the matrix below
+                affine.append(k)
+                draws.append(_rand((feature.shape[0],), feature, generator))
+                outputs.append(None)
             elif name == 'identity':
-                refined = refined + weights[k] * feature
+                outputs.append(feature)
             else:
-                refined = refined + weights[k] * AUGMENTATIONS[name](feature, magnitudes[k],
-                                                                     generator)
-        if thetas:  # every affine op in one affine_grid + grid_sample over a stacked batch
-            count, (b, c, h, w) = len(thetas), feature.shape
+                outputs.append(AUGMENTATIONS[name](feature, each[k], generator))
+        if affine:
+            names = [self.op_names[k] for k in affine]
+            thetas = _affine_thetas(names, torch.stack([each[k] for k in affine]),
+                                    torch.stack(draws), feature)
+            count, (b, c, h, w) = len(affine), feature.shape
             stacked = feature.unsqueeze(0).expand(count, b, c, h, w).reshape(count * b, c, h, w)
-            warped = _warp(stacked, torch.cat(thetas)).reshape(count, b, c, h, w)
-            refined = refined + torch.tensordot(torch.stack(warp_weights), warped, dims=1)
-        return refined
+            warped = _warp(stacked, thetas).reshape(count, b, c, h, w).unbind(0)
+            for k, out in zip(affine, warped):
+                outputs[k] = out
+        weights = self.weights().to(feature.dtype)
+        return torch.tensordot(weights, torch.stack(outputs), dims=1)
 
     def _sampling_state(self, like: torch.Tensor):
         """``(cumulative weights as host floats, magnitudes as a detached tensor like

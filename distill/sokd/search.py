@@ -28,14 +28,15 @@ class BiLevelSearch:
             if self.hypergrad == 'factored':
                 hyper, train_value, val_value = factored_hypergradient(
                     self.student, *self._factored_parts(train_batch, val_batch), arch,
-                    self.xi, eps_scale=self.hypergrad_eps)
+                    self.xi, eps_scale=self.hypergrad_eps, difference=self.hypergrad_difference)
             else:
                 train_loss, val_loss = self._search_losses(train_batch, val_batch)
                 hyper, train_value, val_value = unrolled_hypergradient(
                     self.student, train_loss, val_loss, arch, self.xi, self.hypergrad)
         for param, grad in zip(arch, hyper):
             param.grad = grad.detach().to(param.dtype)
-        norm = float(torch.sqrt(sum((g.double() ** 2).sum() for g in hyper)))
+        flat = torch.cat([g.reshape(-1) for g in hyper]).double()
+        norm = float(torch.linalg.vector_norm(flat))
         return {'arch.train_loss': train_value, 'arch.val_loss': val_value,
                 'arch.grad_norm': norm}
 
@@ -113,21 +114,18 @@ class BiLevelSearch:
                 gs = [out.outputs]
             return weight_task * out.task_loss, gs
 
-        def coupling(feats, detach_arch):
-            targets = [r.detach() for r in refined] if detach_arch else refined
+        def coupling(feats):  # once, after the first features call
             if not self.feature_base:
                 if not base.loss_weights.get('kd', 0):
                     return 0.0
-                return self._logits_loss(feats[0], targets[0], batch, detach_target=False)
-            if 'mask' not in state:
-                state['mask'] = None
-                if self.dam is not None:
-                    with torch.no_grad():
-                        _, state['mask'] = self._dam_pass(batch, state['last_tap'],
-                                                          refined[-1].detach(), teacher.head,
-                                                          terms=False)
+                return self._logits_loss(feats[0], refined[0], batch, detach_target=False)
+            mask = None
+            if self.dam is not None:
+                with torch.no_grad():
+                    _, mask = self._dam_pass(batch, state['last_tap'], refined[-1].detach(),
+                                             teacher.head, terms=False)
             aligned = [(pair, g, None) for pair, g in zip(state['pairs'], feats)]
-            return self._feature_loss(aligned, targets, state['mask'], detach_target=False)
+            return self._feature_loss(aligned, refined, mask, detach_target=False)
 
         def val_loss(student):
             return adapter.run(student, adapter.prepare(val_batch)).task_loss
