@@ -244,8 +244,11 @@ def test_fused_adm_terms_equal_the_single_losses_in_value_and_gradient(tau, stan
         (co + 10 * di).backward()  # distinct weights: a term routed to the wrong side shows
         values[how], grads[how] = (co.item(), di.item()), (s.grad, t.grad)
     assert values['fused'] == pytest.approx(values['single'], rel=1e-6)
-    torch.testing.assert_close(grads['fused'][0], grads['single'][0])
-    torch.testing.assert_close(grads['fused'][1], grads['single'][1])
+    # both paths compute in float32 (the inputs are float64): float32 tolerances; the float64
+    # truth of value and gradient is tests/test_adm_terms.py
+    for side in (0, 1):
+        torch.testing.assert_close(grads['fused'][side], grads['single'][side],
+                                   rtol=1e-5, atol=1e-7)
     assert adm_terms(fs, ft, tau, di_weight=0).keys() == {'co'}
     assert adm_terms(fs, ft, tau, co_weight=0).keys() == {'di'}
     assert adm_terms(fs, ft, tau, co_weight=0, di_weight=0) == {}

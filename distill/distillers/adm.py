@@ -17,6 +17,10 @@ from distill.losses.adm import (adm_terms, consensus_distance, location_weights,
 from distill.registry import DISTILLERS
 
 
+#: ``adm_terms`` keys -> the distiller's term names (which network each term trains)
+_TERM_NAMES = {'co': 'student.co', 'di': 'teacher.di'}
+
+
 @DISTILLERS.register_module()
 class ADM(Distiller):
     default_online = True
@@ -59,15 +63,14 @@ class ADM(Distiller):
         di_weight = self.loss_weights['di'] if self.online else 0.0
         if not (co_weight or di_weight):
             return {}
-        tau = self.current_tau()
-        totals = {}
+        tau, standardise, totals = self.current_tau(), self.standardise, {}
         for pair, gs, ft in self.aligned_features(student_feats, teacher_feats):
-            terms = adm_terms(gs, ft, tau, co_weight * pair['weight'],
-                              di_weight * pair['weight'], self.standardise)
-            for name, value in terms.items():
+            weight = pair['weight']
+            for name, value in adm_terms(gs, ft, tau, co_weight * weight, di_weight * weight,
+                                         standardise).items():
+                name = _TERM_NAMES[name]
                 totals[name] = totals[name] + value if name in totals else value
-        names = {'co': 'student.co', 'di': 'teacher.di'}
-        return {names[name]: value for name, value in totals.items()}
+        return totals
 
     # ------------------------------------------------ the per-location protocol (SoKD, DESIGN 1.2)
     def location_distance(self, gs, ft, detach_target: bool = True):

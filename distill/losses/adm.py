@@ -18,10 +18,13 @@ gradient at most ``1/sqrt(e) = 10`` times that of a typical location; locations 
 are unchanged to within 1 %. Both losses stay in [0, 2].
 
 Inputs are already aligned (same shape); the connector lives in the distiller.
-``adm_terms`` computes both losses of one tap pair with one normalisation of each side, which is
+``adm_terms`` computes both losses of one tap pair in one pass (the two sides stacked), which is
 what the distiller calls; the single-loss functions are the public reference forms.
 """
 from __future__ import annotations
+
+import functools
+import math
 
 import torch
 
@@ -103,92 +106,126 @@ def divergence_loss(ft: torch.Tensor, fs: torch.Tensor, tau: float = 1.0,
     return (weights * divergence_affinity(ft, fs)).sum(dim=(1, 2)).mean()
 
 
+#: keeps ``sqrt(|x_l|^2 + e*m(x))`` above 0 where a whole map is zero (u = 0 there, not 0/0)
+_TINY = 1e-12
+
+
+@functools.lru_cache(maxsize=64)
+def _term_constants(device: torch.device, co_weight: float, di_weight: float):
+    """The constant tensors of ``_ADMTerms`` for its terms (those of nonzero weight, co first),
+    made once per device and weights: a Python number in a tensor expression is an operator
+    call of its own at every step (a wrapped-number copy), a tensor kept here is none.
+
+    ``sign`` (k,1,1,1): w = softmax(sign * S / tau), +1 for L_co, -1 for L_di;
+    ``slope`` (k,1,1,1) and ``offset`` (k,): term = offset + slope * sum_bl w c / B,
+    i.e. co * (1 - ...) and di * (1 + ...); ``zero`` and ``tiny``: 0-dim."""
+    terms = [(weight, sign) for weight, sign in ((co_weight, 1.0), (di_weight, -1.0)) if weight]
+    with torch.inference_mode(False), torch.no_grad():  # plain tensors even if first made there
+        def tensor(values):
+            return torch.tensor(values, dtype=torch.float32, device=device)
+        return (tensor([sign for _, sign in terms]).view(-1, 1, 1, 1),
+                tensor([-sign * weight for weight, sign in terms]).view(-1, 1, 1, 1),
+                tensor([weight for weight, _ in terms]), tensor(0.0), tensor(_TINY))
+
+
 class _ADMTerms(torch.autograd.Function):
-    """Both losses of one pair in one pass, with their gradients written out.
+    """Both losses of one pair in one pass, on the two sides stacked, with the gradient
+    written out; or one of them (offline ADM: co only; SoKD's teacher step: di only).
 
-    Autograd through the reference forms costs about 280 operator calls per tap and step (every
-    Python scalar in a backward formula is its own small copy); the gradient written out costs
-    about a fifth of that. With ``u = x * r_x``, ``r_x = (|x_l|^2 + e*m(x))^(-1/2)`` (the floor
-    ``m`` is a constant) and ``c = <u_s, u_t>``:
+    ADM's online step is launch bound at CIFAR sizes (each operator call ~ one GPU kernel and
+    its Python/dispatch cost), so the student and teacher features are stacked as one
+    (2, B, C, H*W) tensor: one normalisation, one cosine, both terms' softmax weights on one
+    (k, B, 1, L) tensor, both gradients in one expression. With ``n_x = sqrt(|x_l|^2 + e*m(x))``
+    (the floor ``m`` a constant), ``u = x / n_x`` and ``c = <u_s, u_t>``:
 
-        dc/dx_s = r_s * (u_t - c * u_s)        dc/dx_t = r_t * (u_s - c * u_t)
+        dc/dx_s = (u_t - c * u_s) / n_s        dc/dx_t = (u_s - c * u_t) / n_t
 
-    L_co = mean_b sum_l w_co (1 - c) sends ``-w_co/B * dc/dx_s`` to the student only and
-    L_di = mean_b sum_l w_di (1 + c) sends ``+w_di/B * dc/dx_t`` to the teacher only (the
-    weights are constants). ``tests/test_losses.py`` checks both against the reference forms.
+    L_co = co * mean_b sum_l w_co (1 - c) sends ``-co * w_co/B * dc/dx_s`` to the student only,
+    L_di = di * mean_b sum_l w_di (1 + c) sends ``+di * w_di/B * dc/dx_t`` to the teacher only
+    (the weights are constants). ``tests/test_losses.py`` checks values and gradients against
+    the reference forms, ``tests/test_adm_terms.py`` against a float64 autograd of the formula.
     """
 
-    # Each Python scalar in an expression is an operator of its own (a wrapped-number copy), so
-    # constants ride on ``alpha=`` arguments and on the 0-dim incoming gradients instead.
     @staticmethod
     def forward(ctx, gs, ft, tau: float, co_weight: float, di_weight: float, standardise: bool):
         # float32 throughout, outside autocast: under bf16/fp16 autocast every op below would
-        # otherwise be dispatched through the cast policy
-        with torch.autocast(gs.device.type, enabled=False):
-            return _ADMTerms._forward(ctx, gs, ft, tau, co_weight, di_weight, standardise)
+        # otherwise be dispatched through the cast policy (checked only: entering the context
+        # costs more Python than the check)
+        if torch.is_autocast_enabled(gs.device.type):
+            with torch.autocast(gs.device.type, enabled=False):
+                return _ADMTerms._forward(ctx, gs, ft, tau, co_weight, di_weight, standardise)
+        return _ADMTerms._forward(ctx, gs, ft, tau, co_weight, di_weight, standardise)
 
     @staticmethod
     def _forward(ctx, gs, ft, tau, co_weight, di_weight, standardise):
-        xs, xt = gs.float(), ft.float()
-        b = xs.shape[0]
-        locations = xs.shape[2] * xs.shape[3]
-        inv_norms = []
-        for x in (xs, xt):
-            squared = (x * x).sum(dim=1, keepdim=True)                          # (B,1,H,W)
-            floored = torch.add(squared, squared.sum(dim=(2, 3), keepdim=True),
-                                alpha=NORM_FLOOR / locations)                   # + e * m(x)
-            inv_norms.append(floored.clamp_min_(1e-24).rsqrt_())
-        rs, rt = inv_norms
-        us, ut = xs * rs, xt * rt
-        cos = (us * ut).sum(dim=1, keepdim=True)                               # (B,1,H,W)
-        flat = cos.view(b, locations)
-        logits = standardised(flat) if standardise else flat                   # no gradient
-        outputs, saved = [], []
-        for weight, sign in ((co_weight, 1.0), (di_weight, -1.0)):
-            if not weight:
-                outputs.append(cos.new_zeros(()))
-                continue
-            scaled = torch.add(logits, logits, alpha=sign / tau - 1)            # = sign*S/tau
-            weights = torch.softmax(scaled, dim=1)
-            weighted = torch.linalg.vecdot(weights, flat).sum()                 # sum_b sum_l w c
-            # L_co = 1 - weighted / B,  L_di = 1 + weighted / B  (each w sums to 1 per sample),
-            # times the term's weight
-            outputs.append(torch.rsub(weighted, weight, alpha=weight * sign / b))
-            saved.append(weights.view_as(cos))
-        ctx.weights = co_weight / b, di_weight / b
+        b, channels, height, width = gs.shape
+        locations = height * width
+        sign, slope, offset, ctx.zero, tiny = _term_constants(gs.device, co_weight, di_weight)
+        if (gs.dtype == ft.dtype == torch.float32 and gs.is_contiguous()
+                and ft.is_contiguous()):
+            x = torch.cat((gs, ft))
+        else:  # bf16/fp16 converted in the same copy; channels-last: a contiguous copy to view
+            x = torch.cat((gs, ft), out=gs.new_empty((2 * b, channels, height, width),
+                                                     dtype=torch.float32))
+        x = x.view(2, b, channels, locations)                               # (side, B, C, L)
+        norms = torch.linalg.vector_norm(x, dim=2, keepdim=True)            # |x_l|  (2,B,1,L)
+        total = torch.linalg.vector_norm(norms, dim=3, keepdim=True)        # sqrt(L * m(x))
+        # n_x = sqrt(|x_l|^2 + e*m(x)) = hypot(|x_l|, sqrt(e/L) * sqrt(L*m(x)))
+        norms = torch.hypot(norms, torch.add(tiny, total, alpha=math.sqrt(NORM_FLOOR / locations)))
+        u = x / norms                                                       # u_s, u_t
+        cos = u.prod(0).sum(1, keepdim=True)                                # c  (B,1,L)
+        logits = standardised(cos) if standardise else cos                  # no gradient
+        # softmax_l(sign * S / tau) of every term at once: (k, B, 1, L)
+        weights = torch.softmax(torch.addcmul(ctx.zero, logits, sign, value=1 / tau), dim=-1)
+        weights = weights * slope                                           # B * dterm/dc
+        terms = weights.shape[0]
+        losses = torch.addmv(offset, weights.view(terms, -1), cos.view(-1), alpha=1 / b)
+        ctx.sides = (0, 1) if terms == 2 else (0,) if co_weight else (1,)
+        ctx.shape = gs.shape
         ctx.dtypes = gs.dtype, ft.dtype
-        ctx.save_for_backward(us, ut, rs, rt, cos, *saved)
-        return tuple(outputs)
+        ctx.save_for_backward(u, norms, cos, weights)
+        return (losses[0], losses[1]) if terms == 2 else (losses[0],)
 
     @staticmethod
-    def backward(ctx, grad_co, grad_di):
-        us, ut, rs, rt, cos, *weights = ctx.saved_tensors
-        grad_s = grad_t = None
-        co_scale, di_scale = ctx.weights
-        if co_scale:  # -weight * w_co/B * r_s * (u_t - c u_s)
-            scale = rs * weights.pop(0) * grad_co.mul(-co_scale)
-            grad_s = torch.addcmul(ut, cos, us, value=-1.0).mul_(scale).to(ctx.dtypes[0])
-        if di_scale:  # +weight * w_di/B * r_t * (u_s - c u_t)
-            scale = rt * weights.pop(0) * grad_di.mul(di_scale)
-            grad_t = torch.addcmul(us, cos, ut, value=-1.0).mul_(scale).to(ctx.dtypes[1])
-        return grad_s, grad_t, None, None, None, None
+    def backward(ctx, *grads):
+        u, norms, cos, weights = ctx.saved_tensors
+        b = ctx.shape[0]
+        out = [None, None]
+        if len(ctx.sides) == 2:  # (u_other - c u_own) * w * slope / (B n_own), both sides
+            scale = torch.addcdiv(ctx.zero, weights, norms, value=1 / b)      # (2,B,1,L)
+            both = torch.addcmul(u.flip(0), cos, u, value=-1).mul_(scale)
+            both = both.view(2, *ctx.shape)
+            out = [both[0].mul_(grads[0]), both[1].mul_(grads[1])]
+        else:
+            side = ctx.sides[0]
+            scale = torch.addcdiv(ctx.zero, weights, norms[side], value=1 / b)  # (1,B,1,L)
+            grad = torch.addcmul(u[1 - side], cos, u[side], value=-1).mul(scale)
+            out[side] = grad.view(ctx.shape).mul_(grads[0])
+        for side, dtype in enumerate(ctx.dtypes):
+            if out[side] is not None and not ctx.needs_input_grad[side]:
+                out[side] = None
+            elif out[side] is not None and dtype != torch.float32:
+                out[side] = out[side].to(dtype)
+        return out[0], out[1], None, None, None, None
 
 
 def adm_terms(gs: torch.Tensor, ft: torch.Tensor, tau: float, co_weight: float = 1.0,
               di_weight: float = 1.0, standardise: bool = False) -> dict[str, torch.Tensor]:
     """``{'co': co_weight * L_co, 'di': di_weight * L_di}`` of one aligned pair, equal in value
     and gradient routing to ``consensus_loss(gs, ft, tau)`` and ``divergence_loss(ft, gs, tau)``
-    but computed in one pass: each side normalised once, the cosine shared, the gradient
+    but computed in one pass: both sides normalised together, the cosine shared, the gradient
     written out (``_ADMTerms``). A term of weight 0 is neither computed nor returned. What the
     ADM distiller calls every step."""
     _check_pair(gs, ft)
     if tau <= 0:
         raise ValueError(f'tau must be > 0, got {tau}')
     co_weight, di_weight = float(co_weight), float(di_weight)
-    if not (co_weight or di_weight):
-        return {}
-    co, di = _ADMTerms.apply(gs if co_weight else gs.detach(),
-                             ft if di_weight else ft.detach(), float(tau), co_weight, di_weight,
-                             bool(standardise))
-    return {name: value for name, value, weight in (('co', co, co_weight), ('di', di, di_weight))
-            if weight}
+    args = float(tau), co_weight, di_weight, bool(standardise)
+    if co_weight and di_weight:
+        co, di = _ADMTerms.apply(gs, ft, *args)
+        return {'co': co, 'di': di}
+    if co_weight:
+        return {'co': _ADMTerms.apply(gs, ft.detach(), *args)[0]}
+    if di_weight:
+        return {'di': _ADMTerms.apply(gs.detach(), ft, *args)[0]}
+    return {}
