@@ -1,4 +1,6 @@
 """DAFA's operations and the one-step unrolled hypergradient (DESIGN 1.2)."""
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -30,6 +32,29 @@ def test_op_is_identity_at_zero_magnitude(name):
     out = _apply(name, x, torch.tensor(0.0, dtype=torch.float64))
     assert out.shape == x.shape
     torch.testing.assert_close(out, x, atol=1e-9, rtol=0)
+
+
+def _expected_matrix(name, s):
+    """The (2,3) matrix of an affine op at signed amount ``s``, written out."""
+    c, n = math.cos(s), math.sin(s)
+    return dict(translate_x=[[1, 0, s], [0, 1, 0]], translate_y=[[1, 0, 0], [0, 1, s]],
+                shear_x=[[1, s, 0], [0, 1, 0]], shear_y=[[1, 0, 0], [s, 1, 0]],
+                rotate=[[c, -n, 0], [n, c, 0]])[name]
+
+
+def test_affine_matrices_match_the_written_out_ones():
+    """The one formula behind every affine op (``AFFINE_TERMS``) gives the textbook matrices,
+    with the sign of each sample's draw; ``sample`` and the mixture both build them so."""
+    from distill.sokd.dafa import AFFINE_TERMS, _affine_thetas
+    names = list(AFFINE_TERMS)
+    magnitudes = torch.linspace(0.2, 0.9, len(names), dtype=torch.float64)
+    draws = torch.tensor([[0.2, 0.7]] * len(names), dtype=torch.float64)  # sign -1, +1
+    thetas = _affine_thetas(names, magnitudes, draws, draws).view(len(names), 2, 2, 3)
+    for k, name in enumerate(names):
+        for b, sign in enumerate((-1.0, 1.0)):
+            s = sign * float(magnitudes[k]) * AFFINE_TERMS[name][0]
+            expected = torch.tensor(_expected_matrix(name, s), dtype=torch.float64)
+            torch.testing.assert_close(thetas[k, b], expected, atol=1e-12, rtol=0)
 
 
 @pytest.mark.parametrize('name', [n for n in OPS if n != 'identity'])

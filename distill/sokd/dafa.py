@@ -38,12 +38,7 @@ def _rand(shape, like: torch.Tensor, generator=None) -> torch.Tensor:
     return torch.rand(shape, generator=generator, device=like.device, dtype=like.dtype)
 
 
-def _random_sign(batch: int, like: torch.Tensor, generator=None) -> torch.Tensor:
-    """-1 or +1 per sample (-1 where the uniform draw is below 0.5)."""
-    return torch.sign(_rand((batch,), like, generator) - 0.5)
-
-
-#: constant tensors made once per device and dtype (the identity, base grids, cell centres):
+#: constant tensors made once per device and dtype (affine coefficients, base grids, cell centres):
 #: made at every call they are several operator calls each, in every step
 _CONSTANTS: dict = {}
 
@@ -85,59 +80,11 @@ _IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)  # a (2,3) affine matrix, flattened
 _ENTRY = dict(a=0, b=1, tx=2, c=3, d=4, ty=5)
 
 
-def _theta(batch, like, **entries):
-    """(B,2,3) affine matrices: the identity plus (B,) ``entries`` at ``a, b, tx`` (first row)
-    and ``c, d, ty`` (second row)."""
-    key = ('identity', like.device, like.dtype)
-    if key not in _CONSTANTS:
-        _CONSTANTS[key] = torch.tensor(_IDENTITY, device=like.device, dtype=like.dtype)
-    identity = _CONSTANTS[key]
-    if len(entries) == 1:  # the value times a one-hot row: fewer operators than a pad
-        (name, value), = entries.items()
-        key = ('one_hot', _ENTRY[name], like.device, like.dtype)
-        if key not in _CONSTANTS:
-            _CONSTANTS[key] = F.one_hot(torch.tensor(_ENTRY[name]), 6).to(like)
-        delta = value.reshape(batch, 1) * _CONSTANTS[key]
-    else:
-        zero = torch.zeros_like(next(iter(entries.values())))
-        delta = torch.stack([entries.get(name, zero) for name in _ENTRY], dim=1)
-    return (identity + delta).reshape(batch, 2, 3)
-
-
-def _translate_x_theta(x, magnitude, generator=None):
-    sign = _random_sign(x.shape[0], x, generator)
-    return _theta(x.shape[0], x, tx=sign * magnitude * MAX_TRANSLATE)
-
-
-def _translate_y_theta(x, magnitude, generator=None):
-    sign = _random_sign(x.shape[0], x, generator)
-    return _theta(x.shape[0], x, ty=sign * magnitude * MAX_TRANSLATE)
-
-
-def _shear_x_theta(x, magnitude, generator=None):
-    sign = _random_sign(x.shape[0], x, generator)
-    return _theta(x.shape[0], x, b=sign * magnitude * MAX_SHEAR)
-
-
-def _shear_y_theta(x, magnitude, generator=None):
-    sign = _random_sign(x.shape[0], x, generator)
-    return _theta(x.shape[0], x, c=sign * magnitude * MAX_SHEAR)
-
-
-def _rotate_theta(x, magnitude, generator=None):
-    angle = _random_sign(x.shape[0], x, generator) * magnitude * MAX_ROTATE
-    cos, sin = torch.cos(angle), torch.sin(angle)
-    return _theta(x.shape[0], x, a=cos - 1, b=-sin, c=sin, d=cos - 1)
-
-
-#: the affine ops as functions to their (B,2,3) matrices (``sample`` runs one)
-AFFINE_THETAS = dict(translate_x=_translate_x_theta, translate_y=_translate_y_theta,
-                     shear_x=_shear_x_theta, shear_y=_shear_y_theta, rotate=_rotate_theta)
-
-#: the same matrices as the mixture builds them, all affine ops at once: with ``s = sign *
-#: magnitude * scale``, ``theta = identity + s * lin + (cos s - 1) * cos_m1 + sin s * sin``,
-#: ``(scale, {entry: (lin, cos_m1, sin)})``; the ops one by one are ~40 tiny operator calls
-#: (~45 more in the backward), kernel launches on a GPU, against ~12 (and ~14)
+#: the affine ops' (2,3) matrices, one formula for all: with ``s = sign * magnitude * scale``
+#: (sign -1 or +1 per sample), ``theta = identity + s * lin + (cos s - 1) * cos_m1 + sin s *
+#: sin``; ``(scale, {entry: (lin, cos_m1, sin)})`` with entries ``a, b, tx`` (first row) and
+#: ``c, d, ty`` (second row). The mixture builds all five at once (one op by one op is ~40
+#: tiny operator calls, ~45 more in the backward, against ~12 and ~14); ``sample`` one.
 AFFINE_TERMS = dict(
     translate_x=(MAX_TRANSLATE, dict(tx=(1, 0, 0))),
     translate_y=(MAX_TRANSLATE, dict(ty=(1, 0, 0))),
@@ -161,8 +108,8 @@ def _affine_constants(names, like):
 
 
 def _affine_thetas(names, magnitudes, draws, like):
-    """(n*B,2,3) matrices of the affine ops ``names`` (magnitudes (n,), sign draws (n,B)),
-    equal to the ``AFFINE_THETAS`` functions' on the same draws."""
+    """(n*B,2,3) matrices of the affine ops ``names`` (magnitudes (n,), uniform draws (n,B):
+    the sign is -1 where a draw is below 0.5)."""
     scales, coefficients, identity = _affine_constants(names, like)
     s = torch.sign(draws - 0.5) * (magnitudes * scales)[:, None]
     terms = torch.stack([s, torch.cos(s) - 1, torch.sin(s)], dim=-1)  # (n, B, 3)
@@ -173,24 +120,31 @@ def identity(x, magnitude, generator=None):
     return x
 
 
+def _warp_affine(name, x, magnitude, generator=None):
+    """One affine op: a sign draw per sample, its matrix, the warp."""
+    magnitude = torch.as_tensor(magnitude, dtype=x.dtype, device=x.device).reshape(1)
+    draws = _rand((1, x.shape[0]), x, generator)
+    return _warp(x, _affine_thetas([name], magnitude, draws, x))
+
+
 def translate_x(x, magnitude, generator=None):
-    return _warp(x, _translate_x_theta(x, magnitude, generator))
+    return _warp_affine('translate_x', x, magnitude, generator)
 
 
 def translate_y(x, magnitude, generator=None):
-    return _warp(x, _translate_y_theta(x, magnitude, generator))
+    return _warp_affine('translate_y', x, magnitude, generator)
 
 
 def shear_x(x, magnitude, generator=None):
-    return _warp(x, _shear_x_theta(x, magnitude, generator))
+    return _warp_affine('shear_x', x, magnitude, generator)
 
 
 def shear_y(x, magnitude, generator=None):
-    return _warp(x, _shear_y_theta(x, magnitude, generator))
+    return _warp_affine('shear_y', x, magnitude, generator)
 
 
 def rotate(x, magnitude, generator=None):
-    return _warp(x, _rotate_theta(x, magnitude, generator))
+    return _warp_affine('rotate', x, magnitude, generator)
 
 
 def _band(offsets: torch.Tensor, half_side) -> torch.Tensor:
