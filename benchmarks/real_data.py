@@ -9,14 +9,14 @@ Offline methods distil from one trained teacher: the teacher of the ``independen
 seed 0 (so ``independent`` always runs first). Presets:
 
 * ``cpu``: a class-balanced subset of Fashion-MNIST (``per_class`` training images per class,
-  the full 10k test set), the tiny CNN pair of the demo (width 8 student, width 32 teacher);
+  the full 10k test set; ``--val-per-class 500`` for the 5k of the README's first tables), the tiny CNN pair of the demo (width 8 student, width 32 teacher);
   about 25 minutes on 2 cores for every method and 3 seeds (``--jobs 2``).
 * ``gpu``: the configs as shipped (full data, resnet32x4 -> resnet8x4), and the wrn_40_2 ->
   wrn_16_2 pair with ``--pair wrn``.
 
 Prints, per method, student and teacher top-1 and ECE as mean ± std over seeds, and the paired
-differences (same seed) of the student's top-1 to its baseline and to independent training, and
-of the teacher's top-1 to independent training, each with the std of that difference;
+differences (same seed) of the student's and the teacher's top-1 to the method's baseline and to
+independent training, each with the std of that difference and its 95 % t-interval;
 writes ``results.json`` (every run's final record and the table) and ``results.png`` (bars with
 the per-seed points) in ``--out``. A finished run (its ``metrics.json`` has the last epoch) is
 reused unless ``--rerun``: add seeds or methods and the table grows.
@@ -151,8 +151,9 @@ def main(argv=None):
     parser.add_argument('--jobs', type=int, default=2, help='runs in parallel (one thread each)')
     parser.add_argument('--per-class', type=int, default=400, help='cpu preset: train images '
                         'per class')
-    parser.add_argument('--val-per-class', type=int, default=500, help='cpu preset: test '
-                        'images per class evaluated after every epoch')
+    parser.add_argument('--val-per-class', type=int, default=1000, help='cpu preset: test '
+                        'images per class evaluated after every epoch (1000: the whole 10k '
+                        'test set)')
     parser.add_argument('--epochs', type=int, default=8, help='cpu preset: epochs')
     parser.add_argument('--epochs-override', type=int, default=None,
                         help='gpu preset: epochs instead of the configs\' 10 (the learning-rate '
@@ -161,7 +162,12 @@ def main(argv=None):
                         help='a config override for every run (python literal value)')
     parser.add_argument('--out', default=None, help='default: work_dirs/real_data_<preset>')
     parser.add_argument('--rerun', action='store_true', help='retrain finished runs')
+    parser.add_argument('--from-json', metavar='RESULTS_JSON', default=None,
+                        help='train nothing: print the table of the runs a results.json holds '
+                             '(e.g. docs/real_data_cpu.json)')
     args = parser.parse_args(argv)
+    if args.from_json:
+        return print_saved_table(args.from_json)
 
     os.environ.setdefault('OMP_NUM_THREADS', '1')
     out = Path(args.out or f'work_dirs/real_data_{args.preset}')
@@ -197,7 +203,7 @@ def main(argv=None):
              f'{", ".join(map(str, args.seeds))}')
     text = format_table(table)
     print(f'\n{title} (val top-1 and ECE in %, mean ± std over seeds; paired differences of '
-          f'the student top-1, same seed):\n\n{text}')
+          f'top-1, same seed: mean ± std [95 % t-interval]):\n\n{text}')
     out.mkdir(parents=True, exist_ok=True)
     (out / 'results.json').write_text(json.dumps(dict(
         preset=args.preset, seeds=args.seeds, epochs=epochs, overrides=args.set or [],
@@ -205,6 +211,20 @@ def main(argv=None):
         indent=1))
     png = plot_seed_bars(finals, args.seeds, out / 'results.png', title)
     print(f'\nwrote {out / "results.json"} and {png} ({time.time() - started:.0f} s)')
+    return table
+
+
+def print_saved_table(path):
+    """The table of a saved ``results.json``, with today's statistics (intervals included)."""
+    from distill.results import format_table, summarise
+    saved = json.loads(Path(path).read_text())
+    seeds = saved['seeds']
+    finals = {m: {int(s): r for s, r in runs.items()} for m, runs in saved['runs'].items()}
+    table = summarise(finals, seeds, {m: METHODS[m][1] for m in finals if m in METHODS})
+    print(f"{path}: Fashion-MNIST, {saved['preset']} preset, {saved['epochs']} epochs, seeds "
+          f"{', '.join(map(str, seeds))} (val top-1 and ECE in %, mean ± std over seeds; "
+          f"paired differences, same seed: mean ± std [95 % t-interval]):\n\n"
+          f"{format_table(table)}")
     return table
 
 

@@ -8,10 +8,14 @@ most of the seed-to-seed spread that two unpaired means would carry.
 """
 from __future__ import annotations
 
+import math
 import statistics
 from pathlib import Path
 
+#: (network, metric) columns of the classification tables; other tasks pass their own
 METRICS = [(net, metric) for net in ('student', 'teacher') for metric in ('top1', 'ece')]
+#: column titles of the metric keys (others print as they are)
+METRIC_LABELS = dict(top1='top-1', ece='ECE', mIoU='mIoU', bbox_mAP='bbox mAP')
 
 
 def mean_std(values) -> tuple[float, float]:
@@ -19,50 +23,81 @@ def mean_std(values) -> tuple[float, float]:
     return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+def t_interval(values, confidence: float = 0.95) -> tuple[float, float]:
+    """The ``confidence`` t-interval of the mean of ``values`` (Student's t with n-1 degrees
+    of freedom: the paired-seed differences are few, so no normal approximation); ``(nan,
+    nan)`` for fewer than two values."""
+    values = list(values)
+    if len(values) < 2:
+        return math.nan, math.nan
+    from scipy import stats
+    mean, std = mean_std(values)
+    half = stats.t.ppf(0.5 + confidence / 2, len(values) - 1) * std / math.sqrt(len(values))
+    return mean - half, mean + half
+
+
 def paired_difference(finals: dict, method: str, baseline: str, seeds,
                       key: str = 'val/student/top1'):
-    """``(baseline, mean, std)`` of ``method - baseline`` over the seeds both have, or None."""
+    """``(baseline, mean, std, low, high)`` of ``method - baseline`` over the seeds both have
+    (``low``/``high``: its paired 95 % t-interval), or None."""
     ours, theirs = finals.get(method, {}), finals.get(baseline, {})
-    diffs = [ours[s][key] - theirs[s][key] for s in seeds if s in ours and s in theirs]
-    return (baseline, *mean_std(diffs)) if diffs and method != baseline else None
+    diffs = [ours[s][key] - theirs[s][key] for s in seeds
+             if s in ours and s in theirs and key in ours[s] and key in theirs[s]]
+    return (baseline, *mean_std(diffs), *t_interval(diffs)) \
+        if diffs and method != baseline else None
 
 
-def summarise(finals: dict, seeds, baselines: dict) -> dict:
-    """Per method: mean/std of each metric over seeds, and the paired difference of the
-    student's top-1 to ``baselines[method]`` (``vs_baseline``) and to ``'independent'``."""
+def summarise(finals: dict, seeds, baselines: dict, metrics=METRICS,
+              primary: str = 'top1') -> dict:
+    """Per method: mean/std of each ``(network, metric)`` over seeds, and paired differences
+    of ``primary``: the student's and the teacher's to ``baselines[method]``
+    (``vs_baseline``, ``teacher_vs_baseline``) and to ``'independent'``."""
     table = {}
+    student_key, teacher_key = f'val/student/{primary}', f'val/teacher/{primary}'
     for method, per_seed in finals.items():
         row = {}
-        for net, metric in METRICS:
-            values = [per_seed[s][f'val/{net}/{metric}'] for s in seeds if s in per_seed]
+        for net, metric in metrics:
+            values = [per_seed[s][f'val/{net}/{metric}'] for s in seeds
+                      if s in per_seed and f'val/{net}/{metric}' in per_seed[s]]
             row[f'{net}_{metric}'] = mean_std(values) if values else None
         baseline = baselines.get(method)
-        row['vs_baseline'] = paired_difference(finals, method, baseline, seeds) if baseline \
-            else None
-        row['vs_independent'] = paired_difference(finals, method, 'independent', seeds)
+        row['vs_baseline'] = paired_difference(finals, method, baseline, seeds,
+                                               student_key) if baseline else None
+        row['teacher_vs_baseline'] = paired_difference(finals, method, baseline, seeds,
+                                                       teacher_key) if baseline else None
+        row['vs_independent'] = paired_difference(finals, method, 'independent', seeds,
+                                                  student_key)
         row['teacher_vs_independent'] = paired_difference(finals, method, 'independent', seeds,
-                                                          'val/teacher/top1')
+                                                          teacher_key)
         row['seeds'] = [s for s in seeds if s in per_seed]
         table[method] = row
     return table
 
 
-def format_table(table: dict) -> str:
+def format_difference(value, named: bool = True) -> str:
+    """``+0.41 ± 0.02 [+0.36, +0.46] (baseline)``: mean ± std [95 % t-interval]."""
+    if value is None:
+        return '-'
+    text = f'{value[1]:+.2f} ± {value[2]:.2f}'
+    if len(value) > 3 and not math.isnan(value[3]):
+        text += f' [{value[3]:+.2f}, {value[4]:+.2f}]'
+    return text + (f' ({value[0]})' if named else '')
+
+
+def format_table(table: dict, metrics=METRICS) -> str:
     """A plain-text table: one row per method."""
     def pm(value):
         return '-' if value is None else f'{value[0]:.2f} ± {value[1]:.2f}'
 
-    def diff(value, named=True):
-        if value is None:
-            return '-'
-        return f'{value[1]:+.2f} ± {value[2]:.2f}' + (f' ({value[0]})' if named else '')
-
-    header = ('method', 'student top-1', 'student ECE', 'teacher top-1', 'teacher ECE',
-              'student vs baseline', 'student vs indep.', 'teacher vs indep.')
-    rows = [header] + [(m, pm(r['student_top1']), pm(r['student_ece']), pm(r['teacher_top1']),
-                        pm(r['teacher_ece']), diff(r['vs_baseline']),
-                        diff(r['vs_independent'], False),
-                        diff(r['teacher_vs_independent'], False))
+    header = (('method',) + tuple(f'{net} {METRIC_LABELS.get(metric, metric)}'
+                                  for net, metric in metrics)
+              + ('student vs baseline', 'teacher vs baseline', 'student vs indep.',
+                 'teacher vs indep.'))
+    rows = [header] + [(m,) + tuple(pm(r[f'{net}_{metric}']) for net, metric in metrics)
+                       + (format_difference(r['vs_baseline']),
+                          format_difference(r.get('teacher_vs_baseline'), False),
+                          format_difference(r['vs_independent'], False),
+                          format_difference(r['teacher_vs_independent'], False))
                        for m, r in table.items()]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = [' | '.join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
@@ -71,8 +106,9 @@ def format_table(table: dict) -> str:
     return '\n'.join(lines)
 
 
-def plot_seed_bars(finals: dict, seeds, path, title: str) -> Path:
-    """Student and teacher top-1 per method: a bar at the mean, a dot per seed."""
+def plot_seed_bars(finals: dict, seeds, path, title: str, metric: str = 'top1',
+                   unit: str = '%') -> Path:
+    """Student and teacher ``metric`` per method: a bar at the mean, a dot per seed."""
     from distill.viz import save_figure
     import matplotlib
     matplotlib.use('Agg')
@@ -81,16 +117,19 @@ def plot_seed_bars(finals: dict, seeds, path, title: str) -> Path:
     methods = list(finals)
     fig, axes = plt.subplots(1, 2, figsize=(max(8.0, 1.3 * len(methods)), 4.5))
     for ax, net in zip(axes, ('student', 'teacher')):
-        key = f'val/{net}/top1'
-        values = {m: [finals[m][s][key] for s in seeds if s in finals[m]] for m in methods}
+        key = f'val/{net}/{metric}'
+        values = {m: [finals[m][s][key] for s in seeds if s in finals[m] and key in finals[m][s]]
+                  for m in methods}
         for i, method in enumerate(methods):
+            if not values[method]:
+                continue
             ax.bar(i, statistics.mean(values[method]), color='C7' if i == 0 else 'C0',
                    alpha=0.6)
             ax.scatter([i] * len(values[method]), values[method], color='k', s=12, zorder=3)
         everything = [v for vs in values.values() for v in vs]
         ax.set_ylim(min(everything) - 2, max(everything) + 1)
         ax.set_xticks(range(len(methods)), methods, rotation=35, ha='right')
-        ax.set_ylabel(f'{net} val top-1 (%)')
+        ax.set_ylabel(f'{net} val {METRIC_LABELS.get(metric, metric)} ({unit})')
         ax.grid(axis='y', alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
