@@ -74,12 +74,14 @@ def prepare_data(cfg) -> None:
         return
     spec = dict(spec)
     kind = spec.pop('type')
-    if kind == 'shapes_mmseg':
-        from distill.data.mmseg_layout import write_shapes_mmseg as write
-    elif kind == 'shapes_coco':
-        from distill.data.coco_layout import write_shapes_coco as write
-    else:
-        raise ValueError(f"unknown prepare_data type {kind!r}: 'shapes_mmseg' or 'shapes_coco'")
+    from distill.data import coco_layout, mmseg_layout
+    writers = dict(shapes_mmseg=mmseg_layout.write_shapes_mmseg,
+                   shapes_coco=coco_layout.write_shapes_coco,
+                   garments_mmseg=mmseg_layout.write_garments_mmseg,
+                   garments_coco=coco_layout.write_garments_coco)
+    if kind not in writers:
+        raise ValueError(f'unknown prepare_data type {kind!r}: one of {", ".join(writers)}')
+    write = writers[kind]
     if not osp.isdir(spec['root']):
         print_log(f"writing the {kind} data set to {spec['root']}", logger='current')
     write(**spec)
