@@ -58,9 +58,34 @@ def test_fresh_run_refuses_an_earlier_work_dir_and_overwrite_deletes_only_its_fi
     assert snapshot(work) == before
     with pytest.raises(SystemExit):
         parse_args('t', [SEG, '--resume', '--overwrite'])
-    check_fresh_work_dir(work, overwrite=True)
+    check_fresh_work_dir(work, overwrite=True, config_name=SEG)
     assert sorted(p.name for p in work.iterdir()) == ['notes.txt']
     check_fresh_work_dir(work)  # log folders or other files alone are no earlier run
+
+
+def test_overwrite_keeps_the_users_files_and_lists_what_it_deletes(tmp_path, caplog):
+    from distill.engines.mmengine.work_dir import check_fresh_work_dir
+    work = tmp_path / 'work'
+    earlier_run(work)
+    dump = '# the config an earlier run dumped\n'
+    (work / '20260101_000000' / 'vis_data' / 'config.py').write_text(dump)
+    (work / 'other_config.py').write_text(dump)  # an earlier run of another config
+    torch.save({}, work / 'best_mIoU_iter_4.pth')
+    (work / 'iter_4.pth.sha256').write_text('0' * 64 + '  iter_4.pth\n')
+    mine = {'plot_results.py': '# mine\n', 'my_best_model.pth': 'weights',
+            'best_model.pth': 'weights', 'my_best_model.pth.sha256': 'digest'}
+    for name, text in mine.items():
+        (work / name).write_text(text)
+    with pytest.raises(FileExistsError):
+        check_fresh_work_dir(work, config_name=SEG)
+    with caplog.at_level('WARNING'):
+        check_fresh_work_dir(work, overwrite=True, config_name=SEG)
+    assert sorted(p.name for p in work.iterdir()) == sorted([*mine, 'notes.txt'])
+    for name in ('adm_online.py', 'other_config.py', 'iter_4.pth', 'iter_4.pth.sha256',
+                 'best_mIoU_iter_4.pth', 'last_checkpoint', '20260101_000000/'):
+        assert name in caplog.text
+    (work / 'plot_results.py').write_text('# mine\n')
+    check_fresh_work_dir(work, config_name=SEG)  # the user's files alone: no earlier run
 
 
 def test_unknown_model_keys_are_named_with_the_closest(tmp_path):

@@ -254,10 +254,14 @@ def check_fresh_work_dir(work_dir, run_entries, overwrite: bool = False, logs=()
     root = work_dir.resolve()  # never a folder outside the work dir, nor the work dir itself
     extra = [p for pattern in logs for p in work_dir.glob(pattern)
              if p.resolve().is_relative_to(root) and p.resolve() != root]
+    deleted = []
     for path in found + extra + sorted(work_dir.glob('.*.tmp')):
         if path.is_dir():
             shutil.rmtree(path)
+            deleted.append(path.name + '/')
         elif path.exists():
             path.unlink()
+            deleted.append(path.name)
     if found:
-        logger.warning('--overwrite: deleted the earlier run in %s', work_dir)
+        logger.warning('--overwrite: deleted the earlier run in %s: %s', work_dir,
+                       ', '.join(deleted))

@@ -199,13 +199,13 @@ def train(description: str, argv=None):
     cfg = load_config(args)
     fresh = not args.resume
     if fresh and not args.overwrite:
-        check_fresh_work_dir(cfg.work_dir)  # nothing is written before this
+        check_fresh_work_dir(cfg.work_dir, config_name=args.config)  # nothing written before
     check_model_keys(cfg)
     check_teacher_checkpoint(cfg)
     prepare_data(cfg)
     check_annotation_files(cfg)
     if fresh and args.overwrite:  # every check passed: now delete the earlier run (rank 0)
-        check_fresh_work_dir(cfg.work_dir, overwrite=True,
+        check_fresh_work_dir(cfg.work_dir, overwrite=True, config_name=args.config,
                              delete=int(os.environ.get('RANK', '0')) == 0)
     setup_cpu_distributed(cfg)
     allow_mmengine_checkpoint_globals()

@@ -1,60 +1,70 @@
 """A fresh Runner run does not write over an earlier run's work dir.
 
 The mmengine Runner writes, in ``work_dir``: the config (``<config name>.py``, written when the
-Runner is built), ``iter_N.pth`` / ``epoch_N.pth`` / ``best_*.pth`` checkpoints,
-``last_checkpoint`` (with ``distill.ResumeHook``, a ``.sha256`` beside each checkpoint) and a
-``YYYYMMDD_HHMMSS/`` folder of logs per run. A second fresh run into
-the same folder would overwrite the first one's config, checkpoints and ``last_checkpoint``
-(which ``--resume`` then follows into the new run). So, as the classification engine's
-``--overwrite``:
+Runner is built, and again as ``<timestamp>/vis_data/config.py``), ``iter_N.pth`` /
+``epoch_N.pth`` / ``best_<metric>_iter_N.pth`` checkpoints, ``last_checkpoint`` (with
+``distill.ResumeHook``, a ``.sha256`` beside each checkpoint) and a ``YYYYMMDD_HHMMSS/`` folder
+of logs per run. A second fresh run into the same folder would overwrite the first one's
+config, checkpoints and ``last_checkpoint`` (which ``--resume`` then follows into the new
+run). So, with the rule of every engine (``distill.engines.checkpoints.check_fresh_work_dir``):
 
-* a fresh run (no ``--resume``) into a work dir holding a config dump, a checkpoint or
-  ``last_checkpoint`` raises ``FileExistsError`` before anything is written;
-* ``--overwrite`` deletes exactly those files and the run's log folders (nothing else) first.
+* a fresh run (no ``--resume``) into a work dir holding such a file raises
+  ``FileExistsError`` before anything is written;
+* ``--overwrite`` deletes exactly those files and the run's log folders, and lists them. A
+  ``.py`` file counts as the Runner's only when it has the name of this run's config (which
+  the Runner would overwrite) or the content of an earlier run's ``vis_data/config.py``; any
+  other file of the user's (``plot_results.py``, ``my_best_model.pth``) stays.
 
 Log folders alone (a run that failed while the Runner was built) are not an earlier run: a new
 run writes its own timestamped folder beside them.
 """
 from __future__ import annotations
 
-import logging
-import re
-import shutil
+import os.path as osp
 from pathlib import Path
 
-logger = logging.getLogger('distill.engines.mmengine')
+from distill.engines.checkpoints import check_fresh_work_dir as check_fresh_entries
+from distill.engines.checkpoints import earlier_run_entries
 
-LOG_FOLDER = re.compile(r'^\d{8}_\d{6}$')  # mmengine's run timestamp
+#: what the Runner (and ResumeHook) write in the work dir, besides the config dump
+CHECKPOINT_ENTRIES = tuple(f'{stem}{suffix}' for stem in (
+    'iter_[0-9]*.pth', 'epoch_[0-9]*.pth', 'best_*_iter_[0-9]*.pth', 'best_*_epoch_[0-9]*.pth')
+    for suffix in ('', '.sha256')) + ('last_checkpoint',)
+#: mmengine's run timestamp folders (logs, vis_data)
+LOG_FOLDERS = ('[0-9]' * 8 + '_' + '[0-9]' * 6,)
 
 
-def earlier_run_files(work_dir) -> list[Path]:
-    """The files of ``work_dir`` that show an earlier run: config dump, checkpoints,
-    ``last_checkpoint``."""
+def config_dumps(work_dir, config_name: str | None = None) -> list[str]:
+    """The ``.py`` files of ``work_dir`` the Runner wrote: this run's config name, and any
+    whose content is an earlier run's ``<timestamp>/vis_data/config.py``."""
     work_dir = Path(work_dir)
-    if not work_dir.is_dir():
+    names = set()
+    if config_name and (work_dir / osp.basename(config_name)).is_file():
+        names.add(osp.basename(config_name))
+    dumped = {p.read_bytes() for pattern in LOG_FOLDERS
+              for p in work_dir.glob(f'{pattern}/vis_data/config.py')}
+    names.update(p.name for p in work_dir.glob('*.py') if p.read_bytes() in dumped)
+    return sorted(names)
+
+
+def earlier_run_files(work_dir, config_name: str | None = None) -> list[Path]:
+    """The files of ``work_dir`` that show an earlier run: config dump, checkpoints (and
+    their ``.sha256``), ``last_checkpoint``."""
+    if not Path(work_dir).is_dir():
         return []
-    return sorted(p for p in work_dir.iterdir() if p.is_file() and (
-        p.suffix in ('.py', '.pth', '.sha256') or p.name == 'last_checkpoint'))
+    entries = CHECKPOINT_ENTRIES + tuple(config_dumps(work_dir, config_name))
+    return [p for p in earlier_run_entries(work_dir, entries) if p.is_file()]
 
 
-def check_fresh_work_dir(work_dir, overwrite: bool = False, delete: bool = True) -> None:
+def check_fresh_work_dir(work_dir, overwrite: bool = False, delete: bool = True,
+                         config_name: str | None = None) -> None:
     """Raise ``FileExistsError`` (nothing changed) if ``work_dir`` holds an earlier run, unless
     ``overwrite``: then (if ``delete``, i.e. on one process only) its files and log folders
-    are deleted."""
-    found = earlier_run_files(work_dir)
-    if not found:
+    are deleted and listed. ``config_name``: this run's config file (its dump's name)."""
+    entries = CHECKPOINT_ENTRIES + tuple(config_dumps(work_dir, config_name)) \
+        if Path(work_dir).is_dir() else CHECKPOINT_ENTRIES
+    if overwrite and not delete:
         return
-    if not overwrite:
-        shown = ', '.join(p.name for p in found[:6]) + (', ...' if len(found) > 6 else '')
-        raise FileExistsError(
-            f'work dir {work_dir} already holds an earlier run ({shown}); nothing was changed. '
-            f'Pass --resume to continue it, --overwrite to delete its files and start again, '
-            f'or another --work-dir')
-    if not delete:
-        return
-    for path in found:
-        path.unlink()
-    for path in Path(work_dir).iterdir():
-        if path.is_dir() and LOG_FOLDER.match(path.name):
-            shutil.rmtree(path)
-    logger.warning('--overwrite: deleted the earlier run in %s', work_dir)
+    check_fresh_entries(work_dir, entries, overwrite=overwrite, logs=LOG_FOLDERS,
+                        hint='Pass --resume to continue it, --overwrite to delete its files and '
+                             'start again, or another --work-dir')
