@@ -49,7 +49,8 @@ def batch(channels=3, size=SIZE, count=2, states=None):
 def test_adm_terms_and_gradients(online, names):
     torch.manual_seed(0)
     distiller = build_distiller(dict(type='ADM', student=unet(), teacher=unet((16, 32), 2),
-                                     adapter=adapter(), online=online, taps=BLOCK_TAPS))
+                                     adapter=adapter(), online=online, taps=BLOCK_TAPS,
+                                     warmup=0.0))
     assert [(p['student'], p['teacher_shape']) for p in distiller.tap_pairs] == [
         ('down_blocks.1[0]', (32, SIZE // 2, SIZE // 2)), ('mid_block', (32, SIZE // 2, SIZE // 2))]
     terms = distiller(batch())
@@ -99,7 +100,7 @@ def test_v_prediction_target():
 
 def test_auto_taps_pair_decoder_blocks():
     distiller = build_distiller(dict(type='ADM', student=unet(), teacher=unet((16, 32), 2),
-                                     adapter=adapter(), taps='auto'))
+                                     adapter=adapter(), taps='auto', warmup=0.0))
     # the last module at stride 2 is the deepest decoder resnet before the upsampler
     assert [(p['student'], p['teacher']) for p in distiller.tap_pairs] == [
         ('up_blocks.0.resnets.1', 'up_blocks.0.resnets.2')]
@@ -112,7 +113,7 @@ def test_conditional_unet_online_and_offline():
     for online in (True, False):
         distiller = build_distiller(dict(
             type='ADM', student=conditional_unet(), teacher=conditional_unet((16, 32)),
-            adapter=adapter(), online=online, taps=BLOCK_TAPS))
+            adapter=adapter(), online=online, taps=BLOCK_TAPS, warmup=0.0))
         terms = distiller(batch(channels=4, states=states))
         assert ('teacher.di' in terms) == online
         sum(terms.values()).backward()

@@ -23,6 +23,8 @@ def make(kind='ADM', **kw):
                adapter=dict(type='ClassifierAdapter', input_size=16))
     if kind in ('ADM', 'FitNet'):
         cfg['taps'] = TAPS
+    if kind == 'ADM':  # the terms at full weight from the first step (ADM's default ramps them)
+        cfg['warmup'] = 0.0
     cfg.update(kw)
     return build_distiller(cfg)
 
@@ -88,7 +90,7 @@ def test_offline_teacher_is_frozen_in_eval_and_untouched():
 
 
 def test_loss_weights_scale_terms_and_unknown_weight_is_an_error():
-    plain = make('ADM')(batch())
+    plain = make('ADM', loss_weights=dict(co=1.0, di=1.0))(batch())
     scaled = make('ADM', loss_weights=dict(co=3.0, di=0.5))(batch())
     torch.testing.assert_close(scaled['student.co'], 3 * plain['student.co'])
     torch.testing.assert_close(scaled['teacher.di'], 0.5 * plain['teacher.di'])
@@ -173,3 +175,99 @@ def test_teacher_kd_weights_only_the_teacher_side():
     assert 'teacher.kd' not in terms[0.0] and 'student.kd' in terms[0.0]
     with pytest.raises(TypeError, match='teacher_kd'):
         build_distiller({**cfg, 'teacher_kd': '0.5'})
+
+
+def test_a_plain_loop_ramps_the_default_warmup_by_counting_its_own_steps():
+    # the README's loop: no engine, no set_progress; ADM's defaults (30 % warm-up) with
+    # total_steps=10 ramp the distillation terms over the first 3 training forwards
+    torch.manual_seed(0)
+    distiller = build_distiller(dict(type='ADM', student=net(4), teacher=net(8), taps=TAPS,
+                                     adapter=dict(type='ClassifierAdapter', input_size=16),
+                                     total_steps=10))
+    assert distiller.warmup == 0.3 and distiller.temperature == 1.0
+    assert distiller.loss_weights == dict(task=1.0, kd=1.0, co=0.1, di=0.01)
+    optimizer = torch.optim.SGD([p for p in distiller.parameters() if p.requires_grad], lr=0.0)
+    ramps = []
+    for step in range(5):
+        distiller.eval()
+        distiller(batch())  # evaluation forwards do not count as steps
+        distiller.train()
+        terms = distiller(batch())
+        ramps.append(float(terms['student.co'].detach()))
+        optimizer.zero_grad()
+        sum(terms.values()).backward()
+        optimizer.step()
+    full = ramps[-1]
+    assert full > 0 and ramps[0] == 0.0
+    assert ramps[1:4] == pytest.approx([full / 3, 2 * full / 3, full], rel=1e-4)
+    assert distiller.progress == pytest.approx(0.5)
+
+
+def test_a_schedule_without_total_steps_or_an_engine_is_an_error_not_a_silent_zero():
+    torch.manual_seed(0)
+    distiller = build_distiller(dict(type='ADM', student=net(4), teacher=net(8), taps=TAPS,
+                                     adapter=dict(type='ClassifierAdapter', input_size=16)))
+    distiller.eval()
+    distiller(batch())  # evaluation needs no progress
+    distiller.train()
+    with pytest.raises(RuntimeError, match=r'warmup=0.3 .*total_steps=N.*set_progress'):
+        distiller(batch())
+    distiller.set_progress(0.5)  # an engine drives it: no counting, no error
+    assert distiller(batch())['student.co'] > 0 and distiller.progress == 0.5
+    scheduled = make('ADM', tau_schedule=dict(start=0.1, end=1.0))
+    with pytest.raises(RuntimeError, match='tau_schedule moves tau'):
+        scheduled(batch())
+    assert make('DML')(batch())  # nothing depends on progress: no total_steps needed
+    with pytest.raises(ValueError, match='total_steps'):
+        make('ADM', total_steps=0)
+
+
+def test_task_shares_hold_a_term_at_a_share_of_its_networks_task_loss():
+    # float64: the rescaled term is share * task in value, and its gradient is the term's
+    # own times share * task / term (a constant factor: no gradient through task or term)
+    torch.set_default_dtype(torch.float64)
+    try:
+        plain = make('ADM', loss_weights=dict(co=1.0, di=1.0))
+        shared = make('ADM', loss_weights=dict(co=1.0, di=1.0),
+                      task_shares=dict(co=0.1, di=0.01))
+        terms, ref = shared(batch()), plain(batch())
+        for name, share, network in (('student.co', 0.1, 'student'),
+                                     ('teacher.di', 0.01, 'teacher')):
+            torch.testing.assert_close(terms[name], share * ref[f'{network}.task'])
+        for name in ('student.task', 'teacher.task', 'student.kd', 'teacher.kd'):
+            torch.testing.assert_close(terms[name], ref[name])  # terms not named: unchanged
+        factor = (0.1 * ref['student.task'] / ref['student.co']).detach()
+        grads = torch.autograd.grad(terms['student.co'], list(shared.student.parameters()),
+                                    allow_unused=True)
+        expected = torch.autograd.grad(factor * ref['student.co'],
+                                       list(plain.student.parameters()), allow_unused=True)
+        assert any(g is not None for g in grads)
+        for got, want in zip(grads, expected):
+            assert (got is None) == (want is None)
+            if got is not None:
+                torch.testing.assert_close(got, want)
+        assert _param_grads(shared, 'student.co') == dict(student=True, teacher=False,
+                                                         connectors=True)
+        assert _param_grads(shared, 'teacher.di') == dict(student=False, teacher=True,
+                                                         connectors=False)
+    finally:
+        torch.set_default_dtype(torch.float32)
+
+
+def test_task_shares_cap_offline_and_errors():
+    distiller = make('ADM', task_shares=dict(co=0.5))
+    terms = {'student.task': torch.tensor(2.0), 'student.co': torch.tensor(1e-9),
+             'teacher.di': torch.tensor(3.0)}
+    out = distiller.share_of_task(terms)
+    assert out['student.co'] == pytest.approx(1e-9 * distiller.MAX_SHARE_GAIN)  # capped
+    assert out['teacher.di'] == 3.0  # no teacher.task (offline) or no share: unchanged
+    zero = distiller.share_of_task({'student.task': torch.tensor(0.0),
+                                    'student.co': torch.tensor(0.0)})
+    assert torch.isfinite(zero['student.co'])
+    offline = make('ADM', online=False, task_shares=dict(co=0.2, di=0.1))
+    terms = offline(batch())
+    torch.testing.assert_close(terms['student.co'], 0.2 * terms['student.task'])
+    with pytest.raises(KeyError, match='fitnet'):
+        make('ADM', task_shares=dict(fitnet=0.1))
+    with pytest.raises(ValueError, match='finite number'):
+        make('ADM', task_shares=dict(co=float('nan')))

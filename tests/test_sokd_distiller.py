@@ -15,7 +15,7 @@ BASES = dict(
     FitNet=dict(type='FitNet', taps=TAPS),
     KD=dict(type='KD'),
     DKD=dict(type='DKD'),
-    ADM=dict(type='ADM', taps=TAPS, online=True),
+    ADM=dict(type='ADM', taps=TAPS, online=True, warmup=0.0),  # terms at full weight at once
     KD_online=dict(type='KD', online=True),
 )
 FEATURE_TERM = dict(FitNet='student.fitnet', ADM='student.co', KD='student.kd',

@@ -56,7 +56,7 @@ class Distiller(nn.Module):
     run), ``aligned_features``, ``student_features``, ``teacher_features`` and
     ``tap_channels`` (the tap pairs), ``location_distance`` (the per-location feature distance,
     where ``feature_term`` says the base has one), ``teacher_feature_terms``, ``logits_loss``,
-    ``output_terms``, ``ramp`` and ``apply_warmup``, ``probe_forward``, ``set_progress``.
+    ``output_terms``, ``ramp`` and ``scale_terms``, ``probe_forward``, ``set_progress``.
     """
 
     default_online = True
@@ -70,7 +70,8 @@ class Distiller(nn.Module):
                  online: bool | None = None, loss_weights: dict | None = None,
                  temperature: float = 4.0, taps=None, connector='auto',
                  teacher_ckpt: str | None = None, warmup: float = 0.0,
-                 teacher_kd: float | None = None):
+                 teacher_kd: float | None = None, total_steps: int | None = None,
+                 task_shares: dict | None = None):
         super().__init__()
         # any order: the model builders (UNets too) are the zoo's, not the adapters'
         self.adapter = build_adapter(adapter)
@@ -82,6 +83,7 @@ class Distiller(nn.Module):
             raise KeyError(f'{type(self).__name__} has no loss term(s) {sorted(unknown)}; '
                            f'its terms are {sorted(self.default_loss_weights)}')
         self.loss_weights = {**self.default_loss_weights, **(loss_weights or {})}
+        self.task_shares = self._check_task_shares(task_shares)
         self.temperature = temperature
         if not isinstance(warmup, (int, float)) or not 0.0 <= warmup < 1.0:
             raise ValueError(f'warmup is the fraction of training over which the distillation '
@@ -93,7 +95,16 @@ class Distiller(nn.Module):
                             f'{teacher_kd!r}')
         # online only: the weight of the teacher's KD from the student (None: loss_weights.kd)
         self.teacher_kd = teacher_kd
+        if total_steps is not None and (isinstance(total_steps, bool)
+                                        or not isinstance(total_steps, int) or total_steps < 1):
+            raise ValueError(f'total_steps is the number of training steps (a positive int), '
+                             f'got {total_steps!r}')
+        # the fraction of training done: set by an engine (set_progress) or, in a loop of the
+        # user's own, counted here from the training forwards over total_steps
+        self.total_steps = total_steps
         self.progress = 0.0
+        self._steps_counted = 0
+        self._progress_driven = False
         if teacher_ckpt:
             load_model_weights(self.teacher, teacher_ckpt)
         if not self.online:
@@ -106,6 +117,24 @@ class Distiller(nn.Module):
             self._build_taps(taps, connector)
 
     # ---------------------------------------------------------------- construction
+    def _check_task_shares(self, task_shares) -> dict:
+        if task_shares is None:
+            return {}
+        if not isinstance(task_shares, dict):
+            raise TypeError(f'task_shares is a dict of term -> share of its network\'s task '
+                            f'loss (e.g. dict(co=0.1, di=0.01)), got {task_shares!r}')
+        terms = set(self.default_loss_weights) - {'task'}
+        unknown = set(task_shares) - terms
+        if unknown:
+            raise KeyError(f'task_shares: {type(self).__name__} has no distillation term(s) '
+                           f'{sorted(unknown)}; its terms are {sorted(terms)}')
+        for name, share in task_shares.items():
+            if isinstance(share, bool) or not isinstance(share, (int, float)) or \
+                    not 0 <= share < float('inf'):
+                raise ValueError(f'task_shares.{name} must be a finite number >= 0, got '
+                                 f'{share!r}')
+        return {name: float(share) for name, share in task_shares.items()}
+
     def probe_forward(self, model: nn.Module, run) -> None:
         """``run(model)`` in eval mode without gradient (shape probes), mode restored."""
         was_training = model.training
@@ -218,12 +247,41 @@ class Distiller(nn.Module):
         if weights.get('kd', 0):
             terms.update(self.output_terms(student_out, teacher_out, batch))
         terms.update(self.feature_terms(s_feats, t_feats, batch))
-        return self.apply_warmup(terms)
+        return self.scale_terms(terms)
+
+    def scale_terms(self, terms: dict, exempt=()) -> dict[str, torch.Tensor]:
+        """The last call of a training forward: ``task_shares`` (``share_of_task``), then
+        the warm-up (``apply_warmup``), then the step count."""
+        return self.apply_warmup(self.share_of_task(terms), exempt)
+
+    #: the largest factor ``task_shares`` multiplies a term by (its weight at most x100): a
+    #: term that nearly vanishes (two networks that agree) is not blown up without bound
+    MAX_SHARE_GAIN = 100.0
+
+    def share_of_task(self, terms: dict) -> dict[str, torch.Tensor]:
+        """``task_shares=dict(co=0.1)``: ``student.co`` is rescaled to ``0.1 * student.task``
+        every step, ``term * share * sg(task) / sg(term)``; the factor carries no gradient, so
+        the term's gradient keeps its direction and its size follows the task loss's. The
+        factor is capped at ``MAX_SHARE_GAIN``. Terms not named keep their ``loss_weights``;
+        a term whose network has no task term (an offline teacher) is left as it is."""
+        if not self.task_shares:
+            return terms
+        out = dict(terms)
+        for name, value in terms.items():
+            network, _, term = name.partition('.')
+            share, task = self.task_shares.get(term), terms.get(f'{network}.task')
+            if share is None or task is None or term == 'task':
+                continue
+            target = share * task.detach()
+            floor = (target / self.MAX_SHARE_GAIN).clamp_min(torch.finfo(value.dtype).tiny)
+            out[name] = value * (target / torch.maximum(value.detach(), floor))
+        return out
 
     def apply_warmup(self, terms: dict, exempt=()) -> dict[str, torch.Tensor]:
         """During warm-up every term but the task losses (and the names in ``exempt``) is
-        scaled by ``ramp()``."""
+        scaled by ``ramp()``; it also counts the step (``count_step``)."""
         ramp = self.ramp()
+        self.count_step()
         if ramp >= 1.0:
             return terms
         return {name: value if name.endswith('.task') or name in exempt else value * ramp
@@ -267,6 +325,31 @@ class Distiller(nn.Module):
         ``(tap pair, gs, ft)`` triples; none by default."""
         return {}
 
+    def progress_uses(self) -> list[str]:
+        """What in this distiller depends on how far training is (empty: nothing)."""
+        return ([f'warmup={self.warmup:g} ramps its distillation terms up over the first '
+                 f'{self.warmup:.0%} of training'] if self.warmup > 0 else [])
+
     def set_progress(self, progress: float) -> None:
-        """Called by engines with the fraction of training done, for schedules."""
+        """The fraction of training done, for the warm-up and schedules. The engines call it
+        before every step; from then on the distiller stops counting its own steps."""
+        self._progress_driven = True
         self.progress = float(min(max(progress, 0.0), 1.0))
+
+    def count_step(self) -> None:
+        """After a training forward that no engine drives: ``progress = forwards counted /
+        total_steps``. Without ``total_steps`` a distiller whose terms depend on progress
+        fails here, on its first training step, rather than keep its warm-up at 0 for ever."""
+        if self._progress_driven or not self.training:
+            return
+        uses = self.progress_uses()
+        if not uses:
+            return
+        if self.total_steps is None:
+            raise RuntimeError(
+                f'{type(self).__name__}: {"; ".join(uses)}, so it must know how far training '
+                f'is: pass total_steps=N (your number of training steps; the distiller then '
+                f'counts its own training forwards), or call distiller.set_progress(step / '
+                f'total_steps) before each step (as the engines of tasks/ do)')
+        self._steps_counted += 1
+        self.progress = min(self._steps_counted / self.total_steps, 1.0)

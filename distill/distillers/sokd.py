@@ -22,7 +22,7 @@ SoKD changes what the student is taught:
 
 SoKD composes the base's public protocol (``Distiller``: ``run_student``/``run_teacher``, the
 tap pairs, ``location_distance`` where the base declares a ``feature_term``, ``logits_loss``,
-``teacher_feature_terms``, ``output_terms``, ``apply_warmup``); it reads nothing private of the
+``teacher_feature_terms``, ``output_terms``, ``scale_terms``); it reads nothing private of the
 base. DAM's pass is ``distill/sokd/dam_terms.py``, the bi-level search ``distill/sokd/search.py``.
 
 Engine protocol (duck-typed): ``arch_parameters()`` (keep them out of the main optimiser; step
@@ -294,7 +294,7 @@ class SoKD(DAMTerms, BiLevelSearch, nn.Module):
                     mirror = base.output_terms(student.out, teacher.out, batch)
                     terms.update({k: v for k, v in mirror.items() if k.startswith('teacher.')})
         # the base's warm-up, as Distiller.forward applies it; DAM's anchoring trains DAM alone
-        return base.apply_warmup(terms, exempt=('dam.anchor',))
+        return base.scale_terms(terms, exempt=('dam.anchor',))
 
     # ---------------------------------------------------------------- inspection
     @torch.no_grad()
