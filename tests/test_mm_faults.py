@@ -208,3 +208,26 @@ def test_cfg_options_take_lists_of_dicts_and_name_the_key_of_an_unreadable_value
         with pytest.raises(SystemExit):
             parse_args('t', [SEG, '--cfg-options', bad])
         assert '--cfg-options model.distiller.taps: cannot read the value' in capsys.readouterr().err
+
+
+def test_test_py_refuses_a_checkpoint_without_the_distillers_weights(tmp_path, monkeypatch):
+    # a plain mmseg model's iter_N.pth: mmengine would load it non-strictly and evaluate
+    # randomly initialised networks, exiting 0
+    from distill.engines.mmengine import evaluate
+    from distill.engines.mmengine.evaluate import check_distillation_weights, test
+    logged = []
+    monkeypatch.setattr(evaluate, 'print_log', lambda message, **kw: logged.append(message))
+    plain = tmp_path / 'iter_4.pth'
+    torch.save({'state_dict': {'backbone.stem.0.weight': torch.zeros(1)}, 'meta': {}}, plain)
+    with pytest.raises(ValueError, match=r'iter_4\.pth holds no student and no teacher weights '
+                                         r'.*not a checkpoint of this distillation config'):
+        test('t', [SEG, str(plain), '--work-dir', str(tmp_path / 'w')])
+    assert any('has no .sha256 beside it: its integrity is unverified' in m for m in logged)
+    student_only = tmp_path / 'student_only.pth'
+    torch.save({'state_dict': {'distiller.student.w': torch.zeros(1)}}, student_only)
+    with pytest.raises(ValueError, match='holds no teacher weights'):
+        check_distillation_weights(student_only)
+    both = tmp_path / 'both.pth'
+    torch.save({'state_dict': {'distiller.base.student.w': torch.zeros(1),
+                               'distiller.base.teacher.w': torch.zeros(1)}}, both)
+    check_distillation_weights(both)  # SoKD's layout

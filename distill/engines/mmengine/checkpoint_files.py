@@ -35,6 +35,10 @@ STEP_CHECKPOINT = re.compile(r'^(iter|epoch)_(\d+)\.pth$')
 TEMPORARY = re.compile(r'^\..+\.tmp$')
 
 
+#: where a DistillationModel checkpoint keeps each network (SoKD: under its base distiller)
+NETWORK_PREFIXES = dict(student=('distiller.student.', 'distiller.base.student.'),
+                        teacher=('distiller.teacher.', 'distiller.base.teacher.'))
+
 def checksum_path(path) -> Path:
     path = Path(path)
     return path.with_name(path.name + CHECKSUM_SUFFIX)

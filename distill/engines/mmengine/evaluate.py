@@ -14,17 +14,20 @@ from __future__ import annotations
 
 import argparse
 import copy
+import logging
 import os
 import os.path as osp
 import warnings
 
 from mmengine.config import Config, ConfigDict
+from mmengine.logging import print_log
 
 import distill.engines.mmengine  # noqa: F401  (distill.* types; the weights-only allow-list)
 from distill.dist import close_process_group
 from distill.engines.cli_options import ConfigOptionsAction
-from distill.engines.mmengine.checkpoint_files import verify_checkpoint
+from distill.engines.mmengine.checkpoint_files import NETWORK_PREFIXES, verify_checkpoint
 from distill.engines.mmengine.launch import prepare_data, setup_cpu_distributed
+from distill.engines.mmengine.safe_load import allow_mmengine_checkpoint_globals
 from distill.engines.mmengine.teacher_metric import TeacherMetric, labelled_metrics
 
 DISTILLATION_TYPES = ('distill.DistillationModel', 'DistillationModel')
@@ -152,6 +155,24 @@ def load_test_config(args) -> Config:
     return cfg
 
 
+def check_distillation_weights(path) -> None:
+    """A distillation config tests the student and teacher of its checkpoint: one without
+    their weights (a plain model's ``iter_N.pth``) would leave both randomly initialised
+    (mmengine loads non-strictly), so it is refused, naming the file."""
+    import torch
+    allow_mmengine_checkpoint_globals()
+    checkpoint = torch.load(path, map_location='cpu', weights_only=True)
+    state = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, dict) else {}
+    missing = [network for network, prefixes in NETWORK_PREFIXES.items()
+               if not any(key.startswith(prefixes) for key in state)]
+    if missing:
+        raise ValueError(
+            f'{path} holds no {" and no ".join(missing)} weights of a distillation model '
+            f'(keys {" or ".join(p + "*" for n in missing for p in NETWORK_PREFIXES[n])}): it '
+            f'is not a checkpoint of this distillation config. Test a plain model\'s checkpoint '
+            f'with its own config (e.g. the student.py that export.py writes)')
+
+
 def test(description: str, argv=None) -> dict:
     """Parse the command line, build the Runner and test; returns the metrics. Destroys the
     process group at the end: call it as a program's last step."""
@@ -159,8 +180,12 @@ def test(description: str, argv=None) -> dict:
     from mmengine.runner import Runner
     args = parse_args(description, argv)
     if '://' not in args.checkpoint:  # a checkpoint with a .sha256 beside it must match it
-        verify_checkpoint(args.checkpoint)
+        if not verify_checkpoint(args.checkpoint):
+            print_log(f'{args.checkpoint} has no .sha256 beside it: its integrity is '
+                      f'unverified', logger='current', level=logging.WARNING)
     cfg = load_test_config(args)
+    if is_distillation(cfg) and '://' not in args.checkpoint:
+        check_distillation_weights(args.checkpoint)
     prepare_data(cfg)
     setup_cpu_distributed(cfg)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)

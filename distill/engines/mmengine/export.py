@@ -17,14 +17,15 @@ from mmengine.logging import print_log
 
 from distill.engines.cli_options import ConfigOptionsAction
 from distill.engines.mmengine.build import load_model_cfg
-from distill.engines.mmengine.checkpoint_files import verify_checkpoint, write_checkpoint_bytes
+from distill.engines.mmengine.checkpoint_files import (NETWORK_PREFIXES, verify_checkpoint,
+                                                    write_checkpoint_bytes)
 from distill.engines.mmengine.teacher_metric import plain_metrics, single_or_list
 from distill.engines.mmengine.safe_load import allow_mmengine_checkpoint_globals
 
 DISTILL_TYPE = re.compile(r"""['"](distill\.\w+)['"]""")
 # the student's weights in a DistillationModel state dict: ``distiller.student.*``, or
 # ``distiller.base.student.*`` when a plug-in (SoKD) wraps the distiller
-STUDENT_PREFIXES = ('distiller.student.', 'distiller.base.student.')
+STUDENT_PREFIXES = NETWORK_PREFIXES['student']
 # the config entries the student's config keeps besides ``model``: everything the framework's
 # own tools/test.py and init_model / init_detector read (the val and test sections complete,
 # default_scope, dataset_meta through the datasets, visualiser, hooks)
