@@ -231,3 +231,20 @@ def test_test_py_refuses_a_checkpoint_without_the_distillers_weights(tmp_path, m
     torch.save({'state_dict': {'distiller.base.student.w': torch.zeros(1),
                                'distiller.base.teacher.w': torch.zeros(1)}}, both)
     check_distillation_weights(both)  # SoKD's layout
+
+
+def test_hook_argument_and_top_level_typos_are_named_before_the_runner(tmp_path):
+    # a CheckpointHook typo surfaced only when the hook first fired (200 iterations in, nothing
+    # saved); an unknown top-level --cfg-options key was silently ignored
+    from distill.config_checks import ConfigError
+    from distill.engines.mmengine.launch import train
+    work = tmp_path / 'work'
+    for option, message in [
+            ('default_hooks.checkpoint.intervall=2',
+             'default_hooks.checkpoint.intervall; did you mean default_hooks.checkpoint.interval'),
+            ('default_hooks.logger.intervall=2',
+             'default_hooks.logger.intervall; did you mean default_hooks.logger.interval'),
+            ('max_iterz=3', r"'max_iterz' is not a key of the config; did you mean max_iters")]:
+        with pytest.raises(ConfigError, match=message):
+            train('t', [SEG, '--work-dir', str(work), '--cfg-options', option])
+        assert not work.exists()  # refused before anything was written

@@ -91,6 +91,7 @@ def load_config(args) -> Config:
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
+        check_cfg_options(list(cfg.keys()), args.cfg_options)
         cfg.merge_from_dict(args.cfg_options)
     hooks = list(cfg.get('custom_hooks') or [])
     for name in ('FiniteStateHook', 'ResumeHook', 'ArchBatchesHook'):
@@ -169,6 +170,50 @@ def check_model_keys(cfg) -> None:
         check_distiller_cfg(model['distiller'], 'model.distiller')
 
 
+#: top-level keys the Runner (``Runner.from_cfg``) and these entry points read, besides the
+#: ``Runner.__init__`` arguments
+RUNNER_EXTRA_KEYS = ('custom_imports', 'runner_type', 'model_wrapper_cfg',
+                     'find_unused_parameters', 'compile', 'strategy', 'tta_model',
+                     'tta_pipeline', 'prepare_data', 'auto_scale_lr')
+
+
+def check_cfg_options(file_keys, cfg_options) -> None:
+    """A ``--cfg-options`` key must start with a key of the config file or one the Runner
+    reads: ``max_iterz=3`` is a typo the Runner would silently ignore."""
+    from mmengine.runner import Runner
+    from distill.config_checks import accepted_kwargs, check_top_level_keys
+    known = [*(accepted_kwargs(Runner.__init__) or ()), *RUNNER_EXTRA_KEYS, *file_keys]
+    check_top_level_keys({}, known, cfg_options)
+
+
+def check_hook_keys(cfg) -> None:
+    """The arguments of every hook in ``default_hooks`` and ``custom_hooks`` whose class is
+    registered, before the Runner is built: a typo (``default_hooks.checkpoint.intervall``)
+    would otherwise surface only when the hook first fires, hundreds of iterations in, with
+    nothing saved. ``CheckpointHook``'s ``**kwargs`` go to ``Runner.save_checkpoint``, which
+    takes none beyond what the hook passes itself, so its named arguments are the valid ones."""
+    import inspect
+    from mmengine.registry import HOOKS, DefaultScope
+    from distill.config_checks import check_keys, check_kwargs
+    hooks = [(f'default_hooks.{name}', hook) for name, hook in
+             (cfg.get('default_hooks') or {}).items()]
+    hooks += [(f'custom_hooks[{i}]', hook) for i, hook in enumerate(cfg.get('custom_hooks') or [])]
+    with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
+        for section, hook in hooks:
+            if not isinstance(hook, dict) or not isinstance(hook.get('type'), str):
+                continue
+            hook_class = HOOKS.get(hook['type'])
+            if hook_class is None:  # a scope's hook not imported yet: the Runner checks it
+                continue
+            if hook['type'].split('.')[-1] == 'CheckpointHook':
+                params = inspect.signature(hook_class.__init__).parameters.values()
+                check_keys(section, [k for k in hook if k not in ('type', 'priority')],
+                           [p.name for p in params if p.kind is p.POSITIONAL_OR_KEYWORD
+                            and p.name != 'self'])
+            else:
+                check_kwargs(section, hook, hook_class, skip=('type', 'priority'))
+
+
 def setup_cpu_distributed(cfg) -> None:
     """``--launcher pytorch`` without CUDA (CPU, gloo): mmengine 0.10.7's launcher calls
     ``torch.cuda.set_device`` and gives DDP a device id; initialise the process group here
@@ -201,6 +246,7 @@ def train(description: str, argv=None):
     if fresh and not args.overwrite:
         check_fresh_work_dir(cfg.work_dir, config_name=args.config)  # nothing written before
     check_model_keys(cfg)
+    check_hook_keys(cfg)
     check_teacher_checkpoint(cfg)
     prepare_data(cfg)
     check_annotation_files(cfg)
