@@ -283,10 +283,12 @@ def test_a_run_killed_while_writing_a_checkpoint_resumes_from_the_one_before(tmp
     assert all(verify_checkpoint(work / f'iter_{s}.pth') for s in (4, 6))
 
 
-def test_resumed_run_ends_with_the_weights_of_the_uninterrupted_one(tmp_path):
+@pytest.mark.parametrize('val_interval', [100, 2], ids=['no-val', 'val-at-checkpoint'])
+def test_resumed_run_ends_with_the_weights_of_the_uninterrupted_one(tmp_path, val_interval):
     """4 iterations uninterrupted vs. the same run resumed from its iter_2.pth: the iter_4.pth
     weights are equal (torch's RNG, for dropout, travels in the checkpoint; the Runner replays
-    the augmentation of the iterations it skips)."""
+    the augmentation of the iterations it skips), also when a validation runs at the
+    checkpoint's iteration (validation leaves the random streams as it found them)."""
     import shutil
     from distill.data.mmseg_layout import write_shapes_mmseg
     from distill.engines.mmengine.safe_load import allow_mmengine_checkpoint_globals
@@ -295,7 +297,7 @@ def test_resumed_run_ends_with_the_weights_of_the_uninterrupted_one(tmp_path):
 
     def options(work):
         return ['--work-dir', str(work), '--cfg-options', 'train_cfg.max_iters=4',
-                'train_cfg.val_interval=100', 'default_hooks.checkpoint.interval=2',
+                f'train_cfg.val_interval={val_interval}', 'default_hooks.checkpoint.interval=2',
                 f'prepare_data.root={root}', f'train_dataloader.dataset.data_root={root}',
                 f'val_dataloader.dataset.data_root={root}',
                 f'test_dataloader.dataset.data_root={root}']

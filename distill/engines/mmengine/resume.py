@@ -21,7 +21,10 @@ the ones restored from the checkpoint.
   ``before_save_checkpoint``, restored in ``before_train``, after mmengine's resume has
   reseeded): with the Runner's replay of the skipped iterations' data, a resumed run ends with
   the weights of the uninterrupted one (rank 0's state is restored on every process, exact
-  when the processes share a seed, mmengine's default ``diff_rank_seed=False``).
+  when the processes share a seed, mmengine's default ``diff_rank_seed=False``). A
+  validation inside training (``before_val``/``after_val``) leaves torch's, numpy's and
+  Python's random streams as it found them, so a checkpoint written at a validation iteration
+  resumes exactly too.
 
 ``tasks/{segmentation,detection}/train.py`` add it to ``custom_hooks``; a plain
 ``tools/train.py`` run gets it with ``custom_hooks = [dict(type='distill.ResumeHook')]``. It
@@ -32,8 +35,10 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 from pathlib import Path
 
+import numpy as np
 from mmengine.dist import is_main_process
 from mmengine.hooks import CheckpointHook, Hook
 from mmengine.logging import print_log
@@ -179,6 +184,22 @@ class ResumeHook(Hook):
     # Runner reseeds it and replays the data of the iterations done when it skips them.
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         checkpoint[RNG_KEY] = torch_rng_state()
+
+    # A validation inside training leaves the random streams as it found them. It would
+    # otherwise advance them (every DataLoader iterator draws its base seed from torch's RNG)
+    # after CheckpointHook saved them with the iteration's checkpoint, and a run resumed from
+    # a checkpoint written at a validation iteration (as every shipped config's intervals
+    # make them) would draw other dropout masks than the uninterrupted one.
+    def before_val(self, runner) -> None:
+        self._streams_before_val = (random.getstate(), np.random.get_state(),
+                                    torch_rng_state())
+
+    def after_val(self, runner) -> None:
+        saved, self._streams_before_val = getattr(self, '_streams_before_val', None), None
+        if saved is not None:
+            random.setstate(saved[0])
+            np.random.set_state(saved[1])
+            set_torch_rng_state(saved[2])
 
     def before_train(self, runner) -> None:
         # after Runner.resume, which may reseed everything with the checkpoint's seed
