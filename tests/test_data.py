@@ -279,3 +279,24 @@ def test_coco_annotation_files_are_named_when_damaged(tmp_path):
     (root / 'annotations' / 'instances_train.json').unlink()
     with pytest.raises(FileNotFoundError, match=r'train_dataloader\.dataset\.dataset\.ann_file'):
         check_annotation_files(cfg)
+
+
+def test_a_val_tree_missing_a_class_is_labelled_by_the_train_names(tmp_path, caplog):
+    # labels come from each tree's sorted folder names: without the check, val's 'c' images
+    # would get label 1 ('b' in train) and every metric would be silently wrong
+    from PIL import Image
+    from distill.engines.classification import build_classification_datasets
+    for split, names in (('train', 'abc'), ('val', 'ac')):
+        for name in names:
+            (tmp_path / split / name).mkdir(parents=True)
+            Image.new('RGB', (4, 4)).save(tmp_path / split / name / '0.png')
+    cfg = {split: dict(type='ImageFolder', root=str(tmp_path / split))
+           for split in ('train', 'val')}
+    with caplog.at_level('WARNING'):
+        datasets = build_classification_datasets(cfg)
+    assert [label for _, label in datasets['val'].samples] == [0, 2]
+    assert datasets['val'].classes == ['a', 'b', 'c'] and "['b']" in caplog.text
+    (tmp_path / 'val' / 'd').mkdir()
+    Image.new('RGB', (4, 4)).save(tmp_path / 'val' / 'd' / '0.png')
+    with pytest.raises(ValueError, match=r"data.val has class\(es\) \['d'\] that data.train"):
+        build_classification_datasets(cfg)

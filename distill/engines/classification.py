@@ -22,6 +22,7 @@ either ``milestones``/``gamma`` of a step decay per epoch or ``param_scheduler``
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,8 @@ from distill.engines.trainer import Trainer, TrainSettings, flat_config
 
 __all__ = ['train_classification', 'build_classification_datasets', 'make_accelerator',
            'TrainResult', 'DataLoadError', 'DEFAULT_TRAIN']
+
+logger = logging.getLogger('distill.trainer')  # the run's train.log
 
 DEFAULT_TRAIN = dict(seed=0, mixed_precision='no', gradient_accumulation_steps=1,
                      log_interval=50, find_unused_parameters=False, grad_clip=None,
@@ -71,7 +74,34 @@ def build_classification_datasets(data_cfg: dict) -> dict:
         if len(dataset) == 0:
             raise ValueError(f'data.{split} ({dict(data_cfg[split])}) holds no sample')
         datasets[split] = dataset
+    align_class_labels(datasets['train'], datasets['val'])
     return datasets
+
+
+def align_class_labels(train, val) -> None:
+    """Datasets that label by class names (``ImageFolder``: sorted folder names) give label k
+    to the k-th name of their own list: a ``val`` tree missing one class of ``train`` would
+    shift every later class's label by one, silently. So ``val`` is labelled by ``train``'s
+    names (a warning lists the classes it lacks), and a ``val`` class that ``train`` does not
+    have is an error."""
+    train_classes, val_classes = getattr(train, 'classes', None), getattr(val, 'classes', None)
+    if train_classes is None or val_classes is None or list(train_classes) == list(val_classes):
+        return
+    unknown = sorted(set(val_classes) - set(train_classes))
+    if unknown:
+        raise ValueError(f'data.val has class(es) {unknown} that data.train has not '
+                         f'(train: {list(train_classes)}): the two splits must name the same '
+                         f'classes')
+    if not hasattr(val, 'samples'):
+        raise ValueError(f'data.val names the classes {list(val_classes)}, data.train '
+                         f'{list(train_classes)}: the labels would not match')
+    index = {name: label for label, name in enumerate(train_classes)}
+    val.samples = [(path, index[val_classes[label]]) for path, label in val.samples]
+    missing = sorted(set(train_classes) - set(val_classes))
+    val.classes, val.class_to_idx = list(train_classes), index
+    logger.warning('data.val has no %s folder(s) of data.train: its images are labelled by '
+                   "data.train's class names (without this every later class would be "
+                   'labelled one off)', missing)
 
 
 def _run(cfg, work_dir: Path, resume, datasets, accelerator, close_group) -> TrainResult:
