@@ -144,10 +144,12 @@ def test_training_writes_records_checkpoints_and_logs(tmp_path):
 
 
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
-    # milestones=[3]: the lr decay falls after the resume point, so the schedule is restored too
-    full = train_classification(tiny_cfg(epochs=4), work_dir=tmp_path / 'full')
-    train_classification(tiny_cfg(epochs=2), work_dir=tmp_path / 'split')
-    resumed = train_classification(tiny_cfg(epochs=4), work_dir=tmp_path / 'split', resume=True)
+    # milestones=[3]: the lr decay falls after the resume point, so the schedule is restored too;
+    # no warm-up: its ramp follows the run's length, which the split run's first half changes
+    full = train_classification(tiny_cfg(epochs=4, warmup=0.0), work_dir=tmp_path / 'full')
+    train_classification(tiny_cfg(epochs=2, warmup=0.0), work_dir=tmp_path / 'split')
+    resumed = train_classification(tiny_cfg(epochs=4, warmup=0.0), work_dir=tmp_path / 'split',
+                                   resume=True)
     expected, got = full.distiller.state_dict(), resumed.distiller.state_dict()
     assert expected.keys() == got.keys()
     for key in expected:
@@ -156,6 +158,18 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
                  json.loads((tmp_path / 'split' / 'metrics.json').read_text())]
     assert drop_time == [{k: v for k, v in r.items() if k != 'epoch_time_s'}
                          for r in full.records]
+
+
+def test_resume_with_another_batch_size_is_refused(tmp_path):
+    # the saved position in the epoch (batches done) would map onto other batches: metrics.json
+    # held epochs [1, 2, 3, 3, 4, ...] after half an epoch was trained again
+    train_classification(tiny_cfg(epochs=1), work_dir=tmp_path)
+    cfg = tiny_cfg(epochs=2)
+    cfg.data.batch_size = 8
+    with pytest.raises(ValueError, match=r'checkpoint-6 was written with 6 batches per epoch '
+                                         r'and this run has 12 \(another batch size'):
+        train_classification(cfg, work_dir=tmp_path, resume=True)
+    assert checkpoint_names(tmp_path) == ['checkpoint-6']  # nothing written
 
 
 def test_gradient_accumulation_steps_the_optimiser_once_per_group(tmp_path):

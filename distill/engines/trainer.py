@@ -117,6 +117,13 @@ class Trainer:
                                self.work_dir)
             return None
         path, state = found
+        saved_steps = state.get('steps_per_epoch', self.steps_per_epoch)
+        if saved_steps != self.steps_per_epoch:  # like a changed number of processes
+            raise ValueError(
+                f'{path} was written with {saved_steps} batches per epoch and this run has '
+                f'{self.steps_per_epoch} (another batch size or data set): resuming would map '
+                f'its position in the epoch onto other batches, re-training or skipping part '
+                f'of an epoch. Resume with the settings of that run, or start a fresh run')
         main, per_process = ckpt.load_checkpoint_dir(
             self.accelerator, path, state,
             ['arch_optimizer'] * bool(self.arch_optimizer) + list(self.task.main_states(self)),
@@ -304,7 +311,7 @@ class Trainer:
         if self.arch_optimizer is not None:
             main['arch_optimizer'] = self.arch_optimizer.state_dict()
         state = dict(global_step=self.global_step, epoch=self.epoch,
-                     batches_in_epoch=self.batches_in_epoch,
+                     batches_in_epoch=self.batches_in_epoch, steps_per_epoch=self.steps_per_epoch,
                      records=self.records, seed=self.settings.seed)
         return ckpt.save_checkpoint(self.accelerator, self.work_dir, state, main,
                                     self.task.process_states(self),
