@@ -271,3 +271,16 @@ def test_task_shares_cap_offline_and_errors():
         make('ADM', task_shares=dict(fitnet=0.1))
     with pytest.raises(ValueError, match='finite number'):
         make('ADM', task_shares=dict(co=float('nan')))
+
+
+@pytest.mark.parametrize('settings,message', [
+    (dict(loss_weights=dict(co=-1.0)), r'loss_weights.co must be a finite number >= 0'),
+    (dict(loss_weights=dict(di=float('nan'))), r'loss_weights.di must be a finite number'),
+    (dict(loss_weights=dict(kd=float('inf'))), r'loss_weights.kd must be a finite number'),
+    (dict(temperature=0.0), r'temperature must be .*> 0'),
+    (dict(tau=float('nan')), r'tau must be .*> 0'),
+    (dict(teacher_kd=-0.5), r'teacher_kd must be a finite number >= 0'),
+])
+def test_weights_and_temperatures_are_checked_when_built(settings, message):
+    with pytest.raises(ValueError, match=message):
+        make('ADM', **settings)

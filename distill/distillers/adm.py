@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-from distill.distillers.base import Distiller
+from distill.distillers.base import Distiller, check_setting
 from distill.losses.adm import (adm_terms, consensus_distance, location_weights,
                                 similarity_map)
 from distill.registry import DISTILLERS
@@ -34,8 +34,7 @@ class ADM(Distiller):
                  standardise: bool = False, temperature: float = 1.0, warmup: float = 0.3,
                  **kwargs):
         super().__init__(*args, temperature=temperature, warmup=warmup, **kwargs)
-        if tau <= 0:
-            raise ValueError(f'tau must be > 0, got {tau}')
+        check_setting('tau', tau, positive=True)
         if tau_schedule is not None:
             unknown = set(tau_schedule) - {'start', 'end', 'type'}
             if unknown or tau_schedule.get('type', 'linear') not in ('linear', 'cosine'):

@@ -11,6 +11,7 @@ teacher is frozen, kept in eval mode and run under ``no_grad``; only student ter
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import NamedTuple
 
 import torch
@@ -29,6 +30,15 @@ def build_network(cfg) -> nn.Module:
         return cfg
     from distill.models import build_model  # the zoo registers itself on import
     return build_model(cfg)
+
+
+def check_setting(name: str, value, positive: bool = False) -> None:
+    """A loss weight, temperature or share: a finite number, >= 0 (> 0 if ``positive``). A
+    negative weight would train a network *away* from its target, NaN would poison every step."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or value < 0 or (positive and value == 0):
+        raise ValueError(f'{name} must be a finite number {"> 0" if positive else ">= 0"}, got '
+                         f'{value!r}')
 
 
 def _tap_side(pair: dict, side: str) -> TapSpec:
@@ -83,6 +93,9 @@ class Distiller(nn.Module):
             raise KeyError(f'{type(self).__name__} has no loss term(s) {sorted(unknown)}; '
                            f'its terms are {sorted(self.default_loss_weights)}')
         self.loss_weights = {**self.default_loss_weights, **(loss_weights or {})}
+        for name, weight in self.loss_weights.items():
+            check_setting(f'loss_weights.{name}', weight)
+        check_setting('temperature', temperature, positive=True)
         self.task_shares = self._check_task_shares(task_shares)
         self.temperature = temperature
         if not isinstance(warmup, (int, float)) or not 0.0 <= warmup < 1.0:
@@ -93,6 +106,8 @@ class Distiller(nn.Module):
                                        or not isinstance(teacher_kd, (int, float))):
             raise TypeError(f'teacher_kd is a number (the weight of teacher.kd), got '
                             f'{teacher_kd!r}')
+        if teacher_kd is not None:
+            check_setting('teacher_kd', teacher_kd)
         # online only: the weight of the teacher's KD from the student (None: loss_weights.kd)
         self.teacher_kd = teacher_kd
         if total_steps is not None and (isinstance(total_steps, bool)
@@ -129,10 +144,7 @@ class Distiller(nn.Module):
             raise KeyError(f'task_shares: {type(self).__name__} has no distillation term(s) '
                            f'{sorted(unknown)}; its terms are {sorted(terms)}')
         for name, share in task_shares.items():
-            if isinstance(share, bool) or not isinstance(share, (int, float)) or \
-                    not 0 <= share < float('inf'):
-                raise ValueError(f'task_shares.{name} must be a finite number >= 0, got '
-                                 f'{share!r}')
+            check_setting(f'task_shares.{name}', share)
         return {name: float(share) for name, share in task_shares.items()}
 
     def probe_forward(self, model: nn.Module, run) -> None:
