@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import re
 import tempfile
 from pathlib import Path
 
@@ -57,20 +58,34 @@ def load_checkpoint(path, map_location='cpu', allow_pickle: bool = False):
     """Load a checkpoint. Only tensors and plain containers unless ``allow_pickle`` (which runs
     code from the file: only for files you trust)."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f'checkpoint {path} is a directory, not a checkpoint file')
     if not path.is_file():
         raise FileNotFoundError(f'checkpoint not found: {path}')
     try:
         return torch.load(path, map_location=map_location, weights_only=not allow_pickle)
     except pickle.UnpicklingError as err:
-        if allow_pickle or 'Unsupported global' not in str(err):
+        foreign = None if allow_pickle else foreign_global(err)
+        if foreign is None:
             raise CorruptCheckpointError(f'{path} is not a readable checkpoint (truncated or '
                                          f'corrupted?): {err}') from err
-        # a well-formed file that names a class outside the allow-list
-        raise RuntimeError(f'could not load {path} with weights_only=True ({err}). If you trust '
-                           f'this file, load it with allow_pickle=True') from err
+        # a well-formed file that names code outside the allow-list: refused, and torch's
+        # advice to load it with weights_only=False is not passed on
+        raise RuntimeError(f'{path} was refused: loading it would call {foreign}, which is not '
+                           f'a tensor or a plain container (only those are loaded). If you '
+                           f'made this file and trust it, load it with allow_pickle=True') \
+            from None
     except Exception as err:  # truncated zip, bad record, ... : damage, not a foreign class
         raise CorruptCheckpointError(f'{path} is not a readable checkpoint (truncated or '
                                      f'corrupted?): {type(err).__name__}: {err}') from err
+
+
+def foreign_global(err: Exception) -> str | None:
+    """The name of the code a weights-only load refused (``posix.system``), or None when the
+    error is damage rather than a foreign global. torch words it 'Unsupported global: GLOBAL
+    x.y' (2.6) or 'unsupported GLOBAL x.y whose module x is blocked' (2.13)."""
+    match = re.search(r'unsupported global:?\s+(?:GLOBAL\s+)?([\w.]+)', str(err), re.IGNORECASE)
+    return match.group(1) if match else None
 
 
 def _find_state_dict(checkpoint, prefix: str | None):

@@ -358,3 +358,25 @@ def test_train_script_takes_the_flags_of_mm_tools_train(tmp_path, monkeypatch):
     script.main([str(tmp_path / 'tiny.py'), '--work-dir', str(work), '--overwrite',
                  '--cfg-options', 'train.seed=5'])
     assert Config.fromfile(str(work / 'config.py')).train.seed == 5
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ('echo this must not run',))
+
+
+def test_a_code_running_pickle_is_refused_naming_the_file_and_the_code(tmp_path, capfd):
+    path = tmp_path / 'teacher.pth'
+    torch.save({'fc.weight': _RunsCode()}, path)
+    with pytest.raises(RuntimeError) as info:
+        load_checkpoint(path)
+    message = str(info.value)
+    assert str(path) in message and 'system' in message and 'refused' in message
+    assert 'weights_only' not in message  # torch's advice to turn the check off: not passed on
+    assert 'must not run' not in capfd.readouterr().out
+    with pytest.raises(IsADirectoryError, match='is a directory, not a checkpoint file'):
+        load_checkpoint(tmp_path)
+    # a teacher checkpoint that is a folder is named as one, not as "not found"
+    from distill.engines.mmengine.model import check_teacher_ckpt
+    with pytest.raises(IsADirectoryError, match='is a directory'):
+        check_teacher_ckpt(str(tmp_path))

@@ -74,6 +74,9 @@ def check_teacher_ckpt(path: str, trained_by: str | None = None, scope: str = 'm
     """Raise a FileNotFoundError that says how to get a missing local teacher checkpoint."""
     if '://' in str(path) or osp.isfile(path):
         return
+    if osp.isdir(path):
+        raise IsADirectoryError(f'teacher checkpoint {path!r} is a directory, not a checkpoint '
+                                f'file: point model.teacher_ckpt at the .pth inside it')
     how = (f'train the teacher first (python tasks/{TASK_FOLDERS.get(scope, scope)}/train.py '
            f'{trained_by} writes it)' if trained_by else 'train the teacher first')
     raise FileNotFoundError(
