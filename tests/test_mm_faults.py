@@ -86,6 +86,11 @@ def test_overwrite_keeps_the_users_files_and_lists_what_it_deletes(tmp_path, cap
         assert name in caplog.text
     (work / 'plot_results.py').write_text('# mine\n')
     check_fresh_work_dir(work, config_name=SEG)  # the user's files alone: no earlier run
+    # a run that failed before its first checkpoint left its config dump and logs: the fixed
+    # rerun is not refused
+    (work / 'adm_online.py').write_text(dump)
+    (work / '20260102_000000').mkdir()
+    check_fresh_work_dir(work, config_name=SEG)
 
 
 def test_unknown_model_keys_are_named_with_the_closest(tmp_path):

@@ -15,8 +15,9 @@ run). So, with the rule of every engine (``distill.engines.checkpoints.check_fre
   the Runner would overwrite) or the content of an earlier run's ``vis_data/config.py``; any
   other file of the user's (``plot_results.py``, ``my_best_model.pth``) stays.
 
-Log folders alone (a run that failed while the Runner was built) are not an earlier run: a new
-run writes its own timestamped folder beside them.
+Log folders and a config dump alone (a run that failed before its first checkpoint, e.g. while
+the Runner was built) are not an earlier run: the fixed rerun starts without ``--overwrite``,
+writing its own timestamped folder beside them.
 """
 from __future__ import annotations
 
@@ -61,6 +62,8 @@ def check_fresh_work_dir(work_dir, overwrite: bool = False, delete: bool = True,
     """Raise ``FileExistsError`` (nothing changed) if ``work_dir`` holds an earlier run, unless
     ``overwrite``: then (if ``delete``, i.e. on one process only) its files and log folders
     are deleted and listed. ``config_name``: this run's config file (its dump's name)."""
+    if not overwrite and not earlier_run_entries(work_dir, CHECKPOINT_ENTRIES):
+        return  # a run that failed before its first checkpoint: nothing of it to lose
     entries = CHECKPOINT_ENTRIES + tuple(config_dumps(work_dir, config_name)) \
         if Path(work_dir).is_dir() else CHECKPOINT_ENTRIES
     if overwrite and not delete:
