@@ -380,3 +380,18 @@ def test_a_code_running_pickle_is_refused_naming_the_file_and_the_code(tmp_path,
     from distill.engines.mmengine.model import check_teacher_ckpt
     with pytest.raises(IsADirectoryError, match='is a directory'):
         check_teacher_ckpt(str(tmp_path))
+
+
+def test_class_count_and_channel_mismatches_are_named_before_the_first_step(tmp_path):
+    from test_classification_engine import tiny_cfg
+    cfg = tiny_cfg(epochs=1, distiller_type='DML')
+    cfg.distiller.student.num_classes = cfg.distiller.teacher.num_classes = 3  # data has 4
+    with pytest.raises(ConfigError, match=r'data.train has 4 classes but the student predicts '
+                                          r'3: set num_classes=4'):
+        train_classification(cfg, work_dir=tmp_path / 'classes')
+    cfg = tiny_cfg(epochs=1, distiller_type='DML')
+    cfg.distiller.student.in_channels = cfg.distiller.teacher.in_channels = 1  # data has 3
+    cfg.distiller.adapter.in_channels = 1
+    with pytest.raises(ConfigError, match=r'gives images of shape \(3, 16, 16\).*cannot take'):
+        train_classification(cfg, work_dir=tmp_path / 'channels')
+    assert not list(tmp_path.glob('*/checkpoint-*'))

@@ -104,6 +104,30 @@ def align_class_labels(train, val) -> None:
                    'labelled one off)', missing)
 
 
+def check_data_fits_model(distiller, train_set) -> None:
+    """Before the first step: the training images' channels go through the student, and its
+    logits cover the data set's classes; each mismatch is named with the setting to change
+    (torch would fail inside the first forward or loss, naming neither)."""
+    import torch
+    from distill.config_checks import ConfigError
+    sample = train_set[0]['inputs']
+    inputs = torch.zeros(2, *sample.shape)
+    logits = []
+    try:
+        distiller.probe_forward(distiller.student, lambda model: logits.append(
+            distiller.adapter.run(model, dict(inputs=inputs), compute_loss=False).outputs))
+    except RuntimeError as err:
+        raise ConfigError(f'data.train gives images of shape {tuple(sample.shape)} '
+                          f'(channels, height, width), which the student cannot take: '
+                          f'{str(err).splitlines()[0]}. Match the networks\' in_channels to the '
+                          f'data (data.train.channels where the data set has it)') from None
+    classes = getattr(train_set, 'classes', None)
+    if classes is not None and logits and logits[0].shape[-1] < len(classes):
+        raise ConfigError(f'data.train has {len(classes)} classes but the student predicts '
+                          f'{logits[0].shape[-1]}: set num_classes={len(classes)} for '
+                          f'distiller.student and distiller.teacher')
+
+
 def _run(cfg, work_dir: Path, resume, datasets, accelerator, close_group) -> TrainResult:
     from accelerate.utils import set_seed
 
@@ -115,6 +139,7 @@ def _run(cfg, work_dir: Path, resume, datasets, accelerator, close_group) -> Tra
     set_seed(seed)  # the same initial weights on every process and every run
     datasets = datasets or build_classification_datasets(data_cfg)
     distiller = build_distiller(cfg['distiller'])
+    check_data_fits_model(distiller, datasets['train'])
     settings = TrainSettings(
         seed=seed, epochs=int(schedule.get('epochs', 1)), grad_clip=train_cfg['grad_clip'],
         check_finite=train_cfg['check_finite'], keep_checkpoints=train_cfg['keep_checkpoints'],
