@@ -20,4 +20,5 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    from distill.engines.cli_errors import run_entry_point
+    run_entry_point(main)
