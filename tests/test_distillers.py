@@ -284,3 +284,14 @@ def test_task_shares_cap_offline_and_errors():
 def test_weights_and_temperatures_are_checked_when_built(settings, message):
     with pytest.raises(ValueError, match=message):
         make('ADM', **settings)
+
+
+def test_teacher_kd_holds_for_every_logits_method():
+    # DKD restated the base's output terms and ignored teacher_kd: DKD(online=True,
+    # teacher_kd=0) still trained its teacher on teacher.kd
+    for kind in ('DML', 'DKD', 'KD', 'ADM'):
+        terms = make(kind, online=True, teacher_kd=0.0)(batch())
+        assert 'student.kd' in terms and 'teacher.kd' not in terms, kind
+        halved = make(kind, online=True, teacher_kd=0.5)(batch())
+        full = make(kind, online=True)(batch())
+        torch.testing.assert_close(halved['teacher.kd'], 0.5 * full['teacher.kd'])

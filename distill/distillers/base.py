@@ -306,15 +306,19 @@ class Distiller(nn.Module):
         return 1.0 if self.progress >= self.warmup else self.progress / self.warmup
 
     def output_terms(self, student_out, teacher_out, batch) -> dict[str, torch.Tensor]:
-        """Logits KD to the student; online, the mirror term to the teacher (DML)."""
-        w, temp = self.loss_weights['kd'], self.temperature
-        terms = {'student.kd': w * self.adapter.output_loss(student_out, teacher_out, batch,
-                                                            temp)}
+        """Logits KD to the student; online, the mirror term to the teacher (DML), weighted by
+        ``teacher_kd`` (default: ``kd``). Each term is ``output_loss``."""
+        w = self.loss_weights['kd']
+        terms = {'student.kd': w * self.output_loss(student_out, teacher_out, batch)}
         w_teacher = w if self.teacher_kd is None else self.teacher_kd
         if self.online and w_teacher:
-            terms['teacher.kd'] = w_teacher * self.adapter.output_loss(teacher_out, student_out,
-                                                                       batch, temp)
+            terms['teacher.kd'] = w_teacher * self.output_loss(teacher_out, student_out, batch)
         return terms
+
+    def output_loss(self, learner_out, target_out, batch) -> torch.Tensor:
+        """The (unweighted) output distillation loss of ``learner_out`` toward the detached
+        ``target_out``: the task adapter's (KD per sample or per pixel, MSE of predictions)."""
+        return self.adapter.output_loss(learner_out, target_out, batch, self.temperature)
 
     def logits_loss(self, student_logits, target_logits, batch,
                     detach_target: bool = True) -> torch.Tensor:

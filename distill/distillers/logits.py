@@ -35,11 +35,6 @@ class DKD(KD):
         return dkd_loss(student_logits, target_logits, labels, self.alpha, self.beta,
                         self.temperature, detach_target=detach_target)
 
-    def output_terms(self, student_out, teacher_out, batch):
-        w = self.loss_weights['kd']
-        terms = {'student.kd': w * self.logits_loss(student_out.outputs, teacher_out.outputs,
-                                                    batch)}
-        if self.online:
-            terms['teacher.kd'] = w * self.logits_loss(teacher_out.outputs, student_out.outputs,
-                                                       batch)
-        return terms
+    def output_loss(self, learner_out, target_out, batch):
+        # the base's output_terms (and its teacher_kd) with DKD in place of KD
+        return self.logits_loss(learner_out.outputs, target_out.outputs, batch)
