@@ -5,7 +5,6 @@ mid-write never leaves a truncated file where a good one was.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 import re
@@ -113,31 +112,3 @@ def load_model_weights(model: nn.Module, path, prefix: str | None = None,
         raise ValueError(f'{path} does not match the model: missing {missing[:5]}'
                        f'{"..." if len(missing) > 5 else ""}, unexpected {unexpected[:5]}'
                        f'{"..." if len(unexpected) > 5 else ""}')
-
-
-def state_digest(obj) -> str:
-    """SHA-256 of a checkpoint's content: every key, number, string and tensor (dtype, shape,
-    bytes) of a nest of dicts, lists and tuples, in order. ``torch.load`` does not check the
-    zip records' CRCs, so a flipped byte in tensor data would otherwise load silently; a
-    digest stored in the checkpoint and recomputed after loading catches it."""
-    digest = hashlib.sha256()
-
-    def visit(value):
-        if torch.is_tensor(value):
-            tensor = value.detach().cpu().contiguous().reshape(-1)
-            digest.update(f'T{tensor.dtype}{tuple(value.shape)}'.encode())
-            digest.update(tensor.view(torch.uint8).numpy().tobytes())
-        elif isinstance(value, dict):
-            digest.update(f'D{len(value)}'.encode())
-            for key, item in value.items():
-                visit(key)
-                visit(item)
-        elif isinstance(value, (list, tuple)):
-            digest.update(f'L{len(value)}'.encode())
-            for item in value:
-                visit(item)
-        else:
-            digest.update(f'{type(value).__name__}:{value!r};'.encode())
-
-    visit(obj)
-    return digest.hexdigest()

@@ -1,4 +1,4 @@
-"""Connectors align a student feature map to its teacher's shape (DESIGN 1.1, step 1)."""
+"""Connectors align a student feature map to its teacher's shape (README, "Distil your own classifier from Python")."""
 from __future__ import annotations
 
 import torch

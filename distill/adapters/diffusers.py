@@ -3,7 +3,7 @@
 Teacher and student noise-predict on the same noisy images (or latents), timesteps and
 conditioning, drawn once per step by ``prepare``. The task loss is the denoising loss of the
 noise scheduler's ``prediction_type`` (epsilon, v-prediction or sample); logits KD becomes
-output matching, ``MSE(student prediction, sg(teacher prediction))`` (DESIGN 1.1, "Per task").
+output matching, ``MSE(student prediction, sg(teacher prediction))`` (README, "Loss terms in the logs").
 Features are taps on UNet blocks: ``down_blocks.i`` return ``(hidden, residuals)`` so they take
 ``index=0``; ``mid_block`` and ``up_blocks.i`` return tensors.
 

@@ -29,8 +29,6 @@ from distill.registry import DATASETS
 
 FASHION_MNIST_CLASSES = ('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal',
                          'Shirt', 'Sneaker', 'Bag', 'Ankle boot')
-FASHION_MNIST_MEAN = 0.2860  # of the 60k training images in [0, 1] (unpadded)
-FASHION_MNIST_STD = 0.3530
 DEBIAN_ROOT = '/usr/share/datasets/fashion-mnist'
 
 # idx magic numbers: 0x00000803 = unsigned bytes, 3 dimensions; 0x00000801 = bytes, 1 dimension

@@ -9,12 +9,6 @@ import torch
 import torch.nn.functional as F
 
 # Per-channel statistics of the training sets, images in [0, 1] (as in RepDistiller / torchvision).
-CIFAR100_MEAN = (0.5071, 0.4867, 0.4408)
-CIFAR100_STD = (0.2675, 0.2565, 0.2761)
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2470, 0.2435, 0.2616)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def image_to_tensor(image):

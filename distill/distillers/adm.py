@@ -1,4 +1,4 @@
-"""ADM: Asymmetric Decision-Making (online KD, ICML 2025), on top of DML (DESIGN 1.1).
+"""ADM: Asymmetric Decision-Making (online KD, ICML 2025), on top of DML (README, "ADM as implemented").
 
     student: CE + kd * T^2 * KL(sg(p_t) || p_s) + co * sum_taps w * L_co(gs, sg(ft))
     teacher: CE + kd * T^2 * KL(sg(p_s) || p_t) + di * sum_taps w * L_di(ft, sg(gs))
@@ -78,7 +78,7 @@ class ADM(Distiller):
                 totals[name] = totals[name] + value if name in totals else value
         return totals
 
-    # ------------------------------------------------ the per-location protocol (SoKD, DESIGN 1.2)
+    # ------------------------------------------------ the per-location protocol (SoKD)
     def location_distance(self, gs, ft, detach_target: bool = True):
         """Per-location consensus loss (B,H,W), ``H*W * w_co * (1 - cos)``: its mean over the
         locations is one tap's L_co, so SoKD can mask it."""

@@ -61,7 +61,7 @@ class NetworkRun(NamedTuple):
 class Distiller(nn.Module):
     """Base class. Subclasses add ``feature_terms``; this class does task and logits terms.
 
-    Its public methods are also the protocol a wrapper such as SoKD composes (DESIGN 1.2):
+    Its public methods are also the protocol a wrapper such as SoKD composes (README, "SoKD"):
     ``run_student``/``run_teacher``/``run_networks`` (the outputs and tapped features of one
     run), ``aligned_features``, ``student_features``, ``teacher_features`` and
     ``tap_channels`` (the tap pairs), ``location_distance`` (the per-location feature distance,

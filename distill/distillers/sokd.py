@@ -1,5 +1,5 @@
 """SoKD: Student-Oriented Knowledge Distillation as a plug-in around a base distiller
-(DESIGN 1.2).
+(README, "SoKD").
 
     build_distiller(dict(type='SoKD', base=dict(type='FitNet', ...), dafa=dict(...),
                          dam=dict(...)))

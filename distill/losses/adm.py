@@ -1,4 +1,4 @@
-"""ADM's consensus and divergence losses (DESIGN 1.1, steps 2-5, as revised on real data).
+"""ADM's consensus and divergence losses (README, "ADM as implemented").
 
 The paper states the ideas; these are this library's exact formulation of them. Per sample,
 with ``l`` running over the H*W locations and ``m(x) = mean_l |x_l|^2`` (no gradient):

@@ -1,4 +1,4 @@
-"""SoKD's parts (DESIGN 1.2): DAFA (differentiable feature augmentation and its bi-level
+"""SoKD's parts (README, "SoKD"): DAFA (differentiable feature augmentation and its bi-level
 search) and DAM (distinctive area detection). The distiller is ``distill.distillers.SoKD``."""
 from distill.sokd.dafa import AUGMENTATIONS, DAFA, DEFAULT_OPS
 from distill.sokd.dam import (DAM, anchoring_loss, boxes_to_mask, centernet_targets,

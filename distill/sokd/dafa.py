@@ -1,4 +1,4 @@
-"""DAFA: Differentiable Automatic Feature Augmentation of the teacher's feature (DESIGN 1.2).
+"""DAFA: Differentiable Automatic Feature Augmentation of the teacher's feature (README, "SoKD").
 
     ft_ref = sum_k softmax(alpha)_k * A_k(ft; m_k),      m_k = sigmoid(p_k)
 
@@ -209,7 +209,7 @@ DEFAULT_OPS = tuple(AUGMENTATIONS)
 
 
 class DAFA(nn.Module):
-    """The mixture ``sum_k softmax(alpha)_k A_k(ft; sigmoid(p_k))`` (DESIGN 1.2).
+    """The mixture ``sum_k softmax(alpha)_k A_k(ft; sigmoid(p_k))`` (README, "SoKD").
 
     Args:
         ops: names from ``AUGMENTATIONS`` (default: all eleven).

@@ -1,4 +1,4 @@
-"""DAM: Distinctive Area detection Module (DESIGN 1.2).
+"""DAM: Distinctive Area detection Module (README, "SoKD").
 
 A CenterNet-style detector over feature maps: three heads (3x3 conv, ReLU, 1x1 conv) on a
 common ``channels``-wide input, ``heatmap`` (K, sigmoid, bias -2.19), ``size`` (w, h) and
@@ -319,7 +319,7 @@ def resize_mask(mask: torch.Tensor, size) -> torch.Tensor:
 
 
 def masked_mean(distance: torch.Tensor, mask: torch.Tensor, beta: float = 0.1) -> torch.Tensor:
-    """``sum(M d)/max(sum M, 1) + beta * sum((1-M) d)/max(sum(1-M), 1)`` (DESIGN 1.2), with
+    """``sum(M d)/max(sum M, 1) + beta * sum((1-M) d)/max(sum(1-M), 1)`` (README, "SoKD"), with
     ``distance`` (B,H,W) the base loss per location and ``mask`` (B,1,H,W) or (B,H,W)."""
     mask = resize_mask(mask.reshape(mask.shape[0], 1, *mask.shape[-2:]).float(),
                        distance.shape[-2:])[:, 0].to(distance.dtype)

@@ -1,4 +1,4 @@
-"""DAM's pass inside SoKD (DESIGN 1.2), as a mixin of ``distill.distillers.SoKD``: the two
+"""DAM's pass inside SoKD (README, "SoKD"), as a mixin of ``distill.distillers.SoKD``: the two
 terms (``student.dam`` consistency, ``dam.anchor`` anchoring), the anchor boxes (the task's, or
 the teacher's CAM pseudo-box for classification), the decoded mask that weights the base loss
 per location, the cost schedule (``dam.interval``, ``dam.anchor_interval``) and the boxes for
@@ -87,7 +87,7 @@ class DAMTerms:
 
     def _dam_pass(self, batch, student_feat, refined_teacher_feat, teacher_head_feat,
                   terms: bool = True, anchor: bool = True):
-        """DAM's terms and the decoded mask (B,1,H,W) on the teacher grid (DESIGN 1.2);
+        """DAM's terms and the decoded mask (B,1,H,W) on the teacher grid (README, "SoKD");
         ``terms=False``: the mask alone; ``anchor=False``: ``dam.anchor`` is 0."""
         cfg = self.dam_cfg
         grid = tuple(refined_teacher_feat.shape[-2:])

@@ -1,4 +1,4 @@
-"""The one-step unrolled hypergradient of DAFA's bi-level search (DESIGN 1.2).
+"""The one-step unrolled hypergradient of DAFA's bi-level search (README, "SoKD").
 
     theta'   = theta - xi * grad_theta L_train(theta; alpha)
     h(alpha) = d/d alpha  L_val(theta'(alpha))

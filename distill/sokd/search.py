@@ -1,4 +1,4 @@
-"""SoKD's bi-level search of the DAFA policy (DESIGN 1.2), as a mixin of ``distill.distillers.
+"""SoKD's bi-level search of the DAFA policy (README, "SoKD"), as a mixin of ``distill.distillers.
 SoKD``: ``arch_backward`` and the two ways it builds the hypergradient's pieces (the generic
 ``train_loss``/``val_loss`` closures of the exact and finite-difference methods, and the
 features/coupling of the default ``'factored'`` one). It uses the distiller's networks, taps,

@@ -130,7 +130,7 @@ class ArchSearch(nn.Module):
 
     def step(self, train_batch: dict, val_batch: dict) -> dict:
         """One outer step: the hypergradient of the student's task loss on ``val_batch``
-        after a virtual step on ``train_batch`` (DESIGN 1.2), averaged over processes."""
+        after a virtual step on ``train_batch`` (README, "SoKD"), averaged over processes."""
         from mmengine.dist import all_reduce, get_world_size
         for param in self.params:
             param.requires_grad_(True)
