@@ -162,6 +162,10 @@ def main(argv=None):
                         help='a config override for every run (python literal value)')
     parser.add_argument('--out', default=None, help='default: work_dirs/real_data_<preset>')
     parser.add_argument('--rerun', action='store_true', help='retrain finished runs')
+    parser.add_argument('--baselines-from', metavar='RESULTS_JSON', default=None,
+                        help='take the runs of the methods not named in --methods from a saved '
+                             'results.json (e.g. docs/real_data_cpu.json, with the preset '
+                             'settings it was run with) instead of training them')
     parser.add_argument('--from-json', metavar='RESULTS_JSON', default=None,
                         help='train nothing: print the table of the runs a results.json holds '
                              '(e.g. docs/real_data_cpu.json)')
@@ -178,12 +182,27 @@ def main(argv=None):
     def work_dir(method, seed):
         return out / method.replace(' ', '_').replace('+', '-') / f'seed{seed}'
 
+    saved = saved_runs(args.baselines_from, args, epochs) if args.baselines_from else {}
+    if saved:  # the baselines of the named methods (and theirs), from the saved runs
+        needed, queue = set(), list(methods)
+        while queue:
+            baseline = METHODS[queue.pop()][1]
+            if baseline and baseline not in needed:
+                needed.add(baseline)
+                queue.append(baseline)
+        methods = [m for m in METHODS if m in methods or m in needed]
     finals = {m: {} for m in methods}
+    for method, runs in saved.items():
+        if method in finals and method not in args.methods:
+            finals[method].update(
+                {seed: runs[str(seed)] for seed in args.seeds if str(seed) in runs})
     jobs_by_phase = ([], [])
     for method in methods:
         offline = METHODS[method][2]
         for seed in args.seeds:
-            done = None if args.rerun else _finished(work_dir(method, seed), epochs)
+            done = finals[method].get(seed) if method in saved and method not in args.methods \
+                else None
+            done = done or (None if args.rerun else _finished(work_dir(method, seed), epochs))
             if done is not None:
                 finals[method][seed] = done
                 continue
@@ -212,6 +231,23 @@ def main(argv=None):
     png = plot_seed_bars(finals, args.seeds, out / 'results.png', title)
     print(f'\nwrote {out / "results.json"} and {png} ({time.time() - started:.0f} s)')
     return table
+
+
+def saved_runs(path, args, epochs) -> dict:
+    """``{method: {seed: final record}}`` of a saved ``results.json``, checked to be of this
+    preset, length and validation size (a baseline from another setting would pair nothing)."""
+    saved = json.loads(Path(path).read_text())
+    if saved.get('preset') != args.preset or saved.get('epochs') != epochs:
+        raise ValueError(f"{path} holds the {saved.get('preset')} preset at "
+                         f"{saved.get('epochs')} epochs, not {args.preset} at {epochs}")
+    expected = 10 * args.val_per_class if args.preset == 'cpu' else None
+    for method, runs in saved['runs'].items():
+        for record in runs.values():
+            if expected and record.get('val/num_samples') not in (None, expected):
+                raise ValueError(f"{path}: {method} was evaluated on "
+                                 f"{record['val/num_samples']} test images, this run on "
+                                 f'{expected} (--val-per-class {args.val_per_class})')
+    return saved['runs']
 
 
 def print_saved_table(path):
