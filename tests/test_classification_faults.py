@@ -395,3 +395,11 @@ def test_class_count_and_channel_mismatches_are_named_before_the_first_step(tmp_
     with pytest.raises(ConfigError, match=r'gives images of shape \(3, 16, 16\).*cannot take'):
         train_classification(cfg, work_dir=tmp_path / 'channels')
     assert not list(tmp_path.glob('*/checkpoint-*'))
+
+
+def test_fp16_on_a_cpu_and_a_logger_not_installed_are_errors(tmp_path):
+    from distill.engines.runtime import make_accelerator
+    with pytest.raises(ValueError, match="'fp16' needs a CUDA device.*'bf16'"):
+        make_accelerator(tmp_path, mixed_precision='fp16', cpu=True)
+    with pytest.raises(ValueError, match="logger 'surely_not_a_logger' is not installed"):
+        make_accelerator(tmp_path, log_with='surely_not_a_logger', cpu=True)

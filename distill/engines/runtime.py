@@ -54,10 +54,20 @@ def make_accelerator(work_dir, mixed_precision: str = 'no', gradient_accumulatio
     is 'tensorboard', so its events land in ``work_dir/tensorboard``). Without a GPU it
     runs on the CPU, so that ``accelerate launch --multi_gpu --num_processes N`` gives N CPU
     processes (DDP over gloo). ``log_with='tensorboard'`` is dropped (with a warning) when
-    tensorboard is not installed."""
+    tensorboard is not installed; another logger that is not installed, and fp16 on a CPU, are
+    errors (Accelerate would log nothing, or run fp32, without a word)."""
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
 
+    on_cpu = bool(cpu) or not torch.cuda.is_available()
+    if mixed_precision == 'fp16' and on_cpu:  # Accelerate would run fp32 without a word
+        raise ValueError("mixed precision 'fp16' needs a CUDA device and this run is on the "
+                         "CPU: use 'bf16' (CPU autocast) or 'no'")
+    if log_with not in (None, 'none', 'tensorboard', 'all'):
+        import importlib.util
+        if importlib.util.find_spec(str(log_with)) is None:  # it would log nothing, silently
+            raise ValueError(f'logger {log_with!r} is not installed (pip install {log_with}); '
+                             f"or log with 'tensorboard' or 'none'")
     if log_with == 'tensorboard' and not tensorboard_available():
         logging.getLogger('distill.trainer').warning(
             'tensorboard is not installed: no TensorBoard logs')
@@ -66,7 +76,7 @@ def make_accelerator(work_dir, mixed_precision: str = 'no', gradient_accumulatio
     return Accelerator(
         mixed_precision=mixed_precision,
         gradient_accumulation_steps=int(gradient_accumulation_steps),
-        cpu=bool(cpu) or not torch.cuda.is_available(),
+        cpu=on_cpu,
         log_with=None if log_with in (None, 'none') else log_with,
         project_config=ProjectConfiguration(project_dir=str(work_dir),
                                             logging_dir=str(Path(work_dir) / logging_dir)),
