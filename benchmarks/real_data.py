@@ -165,7 +165,9 @@ def main(argv=None):
     parser.add_argument('--baselines-from', metavar='RESULTS_JSON', default=None,
                         help='take the runs of the methods not named in --methods from a saved '
                              'results.json (e.g. docs/real_data_cpu.json, with the preset '
-                             'settings it was run with) instead of training them')
+                             'settings it was run with) instead of training them; on another '
+                             'CPU the same code ends a few tenths away (float rounding), so '
+                             'such pairs are noisier than pairs trained side by side')
     parser.add_argument('--from-json', metavar='RESULTS_JSON', default=None,
                         help='train nothing: print the table of the runs a results.json holds '
                              '(e.g. docs/real_data_cpu.json)')
