@@ -1,15 +1,11 @@
-# SoKD + FitNet on the shapes set: the frozen teacher of teacher.py, DAFA-refined teacher
+# SoKD + FitNet on the shapes set: FitNet's frozen teacher (fitnet.py), DAFA-refined teacher
 # features, DAM anchored on the connected components of each shape class.
-_base_ = './_base_.py'
+_base_ = './fitnet.py'
 model = dict(
-    type='distill.DistillationModel', scope='mmseg',
-    student=_base_.student_model, teacher=_base_.teacher_model,
-    teacher_ckpt='work_dirs/shapes_seg/teacher/iter_400.pth',  # read when training starts
-    teacher_trained_by='configs/segmentation/shapes/teacher.py',
     adapter=dict(background_classes=[0]),
     search_iters=40,  # the policy search runs over the first 40 iterations
     distiller=dict(
-        type='SoKD',
+        _delete_=True, type='SoKD',
         base=dict(type='FitNet', online=False,
                   taps=[dict(student='backbone.layer4', teacher='backbone.layer4')]),
         dafa=dict(), dam=dict(channels=32, top_k=4),
