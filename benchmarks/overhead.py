@@ -46,7 +46,10 @@ def distiller_configs(student, teacher, num_classes, image_size, tap):
     return {
         'independent': dict(networks, type='DML', loss_weights=dict(task=1.0, kd=0.0)),
         'DML': dict(networks, type='DML'),
-        'ADM': dict(networks, type='ADM', taps=[dict(student=tap, teacher=tap)]),
+        # no warm-up: every term at full weight, no engine to drive the schedule
+        'ADM': dict(networks, type='ADM', taps=[dict(student=tap, teacher=tap)], warmup=0.0),
+        'ADM shares': dict(networks, type='ADM', taps=[dict(student=tap, teacher=tap)],
+                           warmup=0.0, task_shares=dict(co=0.15, di=0.03)),
     }
 
 
@@ -150,6 +153,8 @@ def main(argv=None):
         print(f'{name:<12} {ops[name]:>15d} {median_ms[name]:>15.2f}'
               + (f' {cpu_ms[name]:>14.2f}' if on_cpu else '') + f' {memory:>18}')
     print(f"ADM / DML operator calls:    {ops['ADM'] / ops['DML']:.3f}x (target <= 1.03x)")
+    print(f"ADM task_shares / ADM calls: {ops['ADM shares'] / ops['ADM']:.3f}x "
+          f"(+{ops['ADM shares'] - ops['ADM']} calls)")
     if kernels:
         print(f"GPU kernels per step:        " + ', '.join(f'{n} {k}' for n, k in kernels.items())
               + f"; ADM / DML {kernels['ADM'] / kernels['DML']:.3f}x")
