@@ -47,6 +47,8 @@ METHODS = {
     'ADM': ('adm.py', 'DML', False),
     'ADM consensus-only': ('adm_consensus_only.py', 'DML', False),
     'ADM divergence-only': ('adm_divergence_only.py', 'DML', False),
+    'ADM mutual': ('adm_mutual.py', 'DML', False),
+    'ADM tau curriculum': ('adm_tau_curriculum.py', 'DML', False),
     'KD': ('kd.py', 'independent', True),
     'FitNet': ('fitnet.py', 'independent', True),
     'DKD': ('dkd.py', 'independent', True),

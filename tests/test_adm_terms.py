@@ -19,8 +19,9 @@ def _cos_e(a, b):
                              * (b.square().sum(1) + floor_b).sqrt())
 
 
-def reference(fs, ft, tau, co_weight, di_weight, standardise=False):
-    """(co * L_co, di * L_di) in float64; L_co's graph reaches fs only, L_di's ft only."""
+def reference(fs, ft, tau, co_weight, di_weight, standardise=False, divergence='repel'):
+    """(co * L_co, di * L_di) in float64; L_co's graph reaches fs only, L_di's ft only.
+    ``'repel'``: L_di weighs 1 + cos by w_di; ``'mutual'``: 1 - cos by w_co."""
     fs, ft = fs.double(), ft.double()
     sim = _cos_e(fs.detach(), ft.detach()).flatten(1)
     if standardise:
@@ -29,7 +30,10 @@ def reference(fs, ft, tau, co_weight, di_weight, standardise=False):
     w_co = torch.softmax(sim / tau, dim=1)
     w_di = torch.softmax(-sim / tau, dim=1)
     co = (w_co * (1 - _cos_e(fs, ft.detach()).flatten(1))).sum(1).mean()
-    di = (w_di * (1 + _cos_e(ft, fs.detach()).flatten(1))).sum(1).mean()
+    if divergence == 'mutual':
+        di = (w_co * (1 - _cos_e(ft, fs.detach()).flatten(1))).sum(1).mean()
+    else:
+        di = (w_di * (1 + _cos_e(ft, fs.detach()).flatten(1))).sum(1).mean()
     return co_weight * co, di_weight * di
 
 
@@ -42,9 +46,9 @@ def _run(fn, fs, ft, seed):
     return co, di, s.grad, t.grad
 
 
-def _fused(tau, co_weight, di_weight, standardise=False):
+def _fused(tau, co_weight, di_weight, standardise=False, divergence='repel'):
     def fn(s, t):
-        terms = adm_terms(s, t, tau, co_weight, di_weight, standardise)
+        terms = adm_terms(s, t, tau, co_weight, di_weight, standardise, divergence)
         assert terms.keys() == {name for name, w in (('co', co_weight), ('di', di_weight)) if w}
         return terms.get('co'), terms.get('di')
     return fn
@@ -58,16 +62,19 @@ def _close(actual, expected, scale_of, rtol):
 
 
 @pytest.mark.parametrize('shape', [(2, 5, 3, 4), (3, 6, 1, 1), (2, 16, 8, 8)])
-@pytest.mark.parametrize('tau,weights,standardise', [
-    (0.2, (1.0, 10.0), False), (1.0, (3.0, 0.5), True),
-    (0.5, (2.0, 0.0), False), (1.0, (0.0, 4.0), True)])
-def test_fused_terms_match_float64_autograd(shape, tau, weights, standardise):
+@pytest.mark.parametrize('tau,weights,standardise,divergence', [
+    (0.2, (1.0, 10.0), False, 'repel'), (1.0, (3.0, 0.5), True, 'repel'),
+    (0.5, (2.0, 0.0), False, 'repel'), (1.0, (0.0, 4.0), True, 'repel'),
+    (0.2, (1.0, 10.0), False, 'mutual'), (1.0, (3.0, 0.5), True, 'mutual'),
+    (1.0, (0.0, 4.0), False, 'mutual')])
+def test_fused_terms_match_float64_autograd(shape, tau, weights, standardise, divergence):
     g = torch.Generator().manual_seed(sum(shape))
     fs = torch.randn(shape, generator=g, dtype=torch.float64)
     ft = torch.randn(shape, generator=g, dtype=torch.float64)
     co_w, di_w = weights
-    got = _run(_fused(tau, co_w, di_w, standardise), fs, ft, seed=1)
-    ref = _run(lambda s, t: reference(s, t, tau, co_w, di_w, standardise), fs, ft, seed=1)
+    got = _run(_fused(tau, co_w, di_w, standardise, divergence), fs, ft, seed=1)
+    ref = _run(lambda s, t: reference(s, t, tau, co_w, di_w, standardise, divergence), fs, ft,
+               seed=1)
     # each term's value; a term of weight 0 is absent, and its side gets no gradient
     for term, weight in enumerate(weights):
         if weight:
@@ -90,10 +97,33 @@ def test_fused_terms_reference_can_fail():
     swapped = _run(lambda s, t: reference(s, t, 0.5, 10.0, 1.0), fs, ft, seed=2)
     flipped = _run(lambda s, t: tuple(-v for v in reference(s, t, 0.5, 1.0, 10.0)), fs, ft,
                    seed=2)
-    for wrong in (swapped, flipped):
+    other_reading = _run(lambda s, t: reference(s, t, 0.5, 1.0, 10.0, divergence='mutual'),
+                         fs, ft, seed=2)
+    for wrong in (swapped, flipped, other_reading):
         with pytest.raises(AssertionError):
             for side in (0, 1):
                 _close(got[2 + side], wrong[2 + side], wrong[2 + side], rtol=1e-5)
+
+
+def test_mutual_reading_pulls_the_teacher_where_repel_pushes_it():
+    """Where the two agree most, 'mutual' moves the teacher toward the student (its gradient
+    step raises the cosine) and 'repel' moves it away; neither reading touches the student."""
+    g = torch.Generator().manual_seed(8)
+    fs = torch.randn(1, 6, 2, 2, generator=g, dtype=torch.float64)
+    ft = fs + 0.3 * torch.randn(1, 6, 2, 2, generator=g, dtype=torch.float64)
+    for divergence, rises in (('mutual', True), ('repel', False)):
+        t = ft.clone().requires_grad_(True)
+        s = fs.clone().requires_grad_(True)
+        adm_terms(s, t, 1.0, 0.0, 1.0, divergence=divergence)['di'].backward()
+        assert s.grad is None
+        before = _cos_e(fs, ft).sum()
+        after = _cos_e(fs, ft - 1e-3 * t.grad).sum()
+        assert (after > before) == rises, divergence
+
+
+def test_unknown_divergence_reading_is_refused():
+    with pytest.raises(ValueError, match="divergence is one of"):
+        adm_terms(torch.randn(1, 2, 2, 2), torch.randn(1, 2, 2, 2), 1.0, divergence='push')
 
 
 @pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])

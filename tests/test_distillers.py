@@ -112,6 +112,26 @@ def test_tau_schedule_follows_progress():
         make('ADM', tau_schedule=dict(start=0.1, stop=1.0))
 
 
+def test_divergence_reading_reaches_the_teacher_term_only():
+    """``divergence='mutual'`` changes teacher.di (to the float64-tested reading of
+    tests/test_adm_terms.py) and nothing the student is trained on; a typo is refused."""
+    from distill.losses.adm import divergence_loss
+    repel, mutual = make('ADM'), make('ADM', divergence='mutual')
+    terms = {name: d(batch()) for name, d in (('repel', repel), ('mutual', mutual))}
+    for name in ('student.task', 'student.kd', 'student.co', 'teacher.kd'):
+        torch.testing.assert_close(terms['repel'][name], terms['mutual'][name])
+    assert not torch.allclose(terms['repel']['teacher.di'], terms['mutual']['teacher.di'])
+    # the distiller's term is di * sum_taps w * L_di of the aligned features
+    run = mutual.run_networks(batch())
+    expected = sum(pair['weight'] * divergence_loss(ft, gs, mutual.tau, divergence='mutual')
+                   for pair, gs, ft in mutual.aligned_features(run.student_feats,
+                                                               run.teacher_feats))
+    torch.testing.assert_close(terms['mutual']['teacher.di'],
+                               mutual.loss_weights['di'] * expected)
+    with pytest.raises(ValueError, match='divergence is one of'):
+        make('ADM', divergence='mutul')
+
+
 def test_auto_taps_and_connector_shapes():
     distiller = make('ADM', taps='auto')
     assert [p['student'] for p in distiller.tap_pairs] == ['4']

@@ -229,17 +229,20 @@ def test_distillation_gradient_reaches_learner_only(loss):
     assert _has_grad(g_learner) and not _has_grad(g_target)
 
 
-@pytest.mark.parametrize('tau,standardise', [(0.2, False), (1.0, False), (1.0, True)])
-def test_fused_adm_terms_equal_the_single_losses_in_value_and_gradient(tau, standardise):
+@pytest.mark.parametrize('tau,standardise,divergence', [
+    (0.2, False, 'repel'), (1.0, False, 'repel'), (1.0, True, 'repel'), (0.2, False, 'mutual')])
+def test_fused_adm_terms_equal_the_single_losses_in_value_and_gradient(tau, standardise,
+                                                                       divergence):
     fs, ft = _features(seed=11)
     values, grads = {}, {}
     for how in ('single', 'fused'):
         s, t = fs.clone().requires_grad_(True), ft.clone().requires_grad_(True)
         if how == 'single':
             co = consensus_loss(s, t, tau, standardise=standardise)
-            di = divergence_loss(t, s, tau, standardise=standardise)
+            di = divergence_loss(t, s, tau, standardise=standardise, divergence=divergence)
         else:
-            terms = adm_terms(s, t, tau, co_weight=1.0, di_weight=10.0, standardise=standardise)
+            terms = adm_terms(s, t, tau, co_weight=1.0, di_weight=10.0, standardise=standardise,
+                              divergence=divergence)
             co, di = terms['co'], terms['di'] / 10
         (co + 10 * di).backward()  # distinct weights: a term routed to the wrong side shows
         values[how], grads[how] = (co.item(), di.item()), (s.grad, t.grad)

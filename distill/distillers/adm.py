@@ -3,6 +3,10 @@
     student: CE + kd * T^2 * KL(sg(p_t) || p_s) + co * sum_taps w * L_co(gs, sg(ft))
     teacher: CE + kd * T^2 * KL(sg(p_s) || p_t) + di * sum_taps w * L_di(ft, sg(gs))
 
+``divergence`` picks the reading of L_di (``distill.losses.adm.divergence_loss``): ``'repel'``
+pushes the teacher's features away from the student's where they differ, ``'mutual'`` pulls
+them toward the student's only where they agree (README, "ADM as implemented").
+
 Offline (``online=False``) the teacher is frozen and only the student terms remain.
 ``tau`` may follow a schedule over training: ``tau_schedule=dict(start=0.1, end=2.0,
 type='linear'|'cosine')``, driven by ``set_progress`` from the engine.
@@ -12,8 +16,8 @@ from __future__ import annotations
 import math
 
 from distill.distillers.base import Distiller, check_setting
-from distill.losses.adm import (adm_terms, consensus_distance, location_weights,
-                                similarity_map)
+from distill.losses.adm import (adm_terms, check_divergence, consensus_distance,
+                                location_weights, similarity_map)
 from distill.registry import DISTILLERS
 
 
@@ -32,9 +36,11 @@ class ADM(Distiller):
 
     def __init__(self, *args, tau: float = 1.0, tau_schedule: dict | None = None,
                  standardise: bool = False, temperature: float = 1.0, warmup: float = 0.3,
-                 **kwargs):
+                 divergence: str = 'repel', **kwargs):
         super().__init__(*args, temperature=temperature, warmup=warmup, **kwargs)
         check_setting('tau', tau, positive=True)
+        check_divergence(divergence)
+        self.divergence = divergence
         if tau_schedule is not None:
             unknown = set(tau_schedule) - {'start', 'end', 'type'}
             if unknown or tau_schedule.get('type', 'linear') not in ('linear', 'cosine'):
@@ -73,7 +79,7 @@ class ADM(Distiller):
         for pair, gs, ft in self.aligned_features(student_feats, teacher_feats):
             weight = pair['weight']
             for name, value in adm_terms(gs, ft, tau, co_weight * weight, di_weight * weight,
-                                         standardise).items():
+                                         standardise, self.divergence).items():
                 name = _TERM_NAMES[name]
                 totals[name] = totals[name] + value if name in totals else value
         return totals
@@ -94,6 +100,7 @@ class ADM(Distiller):
         if not self.online or self.loss_weights['di'] == 0:
             return {}
         tau, weight = self.current_tau(), self.loss_weights['di']
-        total = sum(adm_terms(gs, ft, tau, 0.0, weight * pair['weight'], self.standardise)['di']
+        total = sum(adm_terms(gs, ft, tau, 0.0, weight * pair['weight'], self.standardise,
+                              self.divergence)['di']
                     for pair, gs, ft in aligned)
         return {'teacher.di': total}

@@ -8,6 +8,9 @@ with ``l`` running over the H*W locations and ``m(x) = mean_l |x_l|^2`` (no grad
     w_co  = softmax_l( S / tau)         w_di = softmax_l(-S / tau)
     L_co  = mean_b sum_l w_co * (1 - cos_e(gs, sg(ft)))   -> gradient to the student only
     L_di  = mean_b sum_l w_di * (1 + cos_e(ft, sg(gs)))   -> gradient to the teacher only
+    ('repel', the default reading; ``divergence='mutual'`` reads divergence learning as the
+    teacher freed of DML's pull where the two diverge: L_di = mean_b sum_l w_co *
+    (1 - cos_e(ft, sg(gs))), the teacher pulled toward the student only where they agree)
 
 ``e`` (``NORM_FLOOR``, 1e-2) is the one change from the first formulation, which used the plain
 cosine. The gradient of a cosine is ``1/|x|`` in size: at a location where a ReLU map is all
@@ -99,9 +102,18 @@ def consensus_loss(fs: torch.Tensor, ft: torch.Tensor, tau: float = 1.0,
 
 def divergence_loss(ft: torch.Tensor, fs: torch.Tensor, tau: float = 1.0,
                     similarity: torch.Tensor | None = None,
-                    standardise: bool = False) -> torch.Tensor:
-    """L_di: push the teacher away from the student where they disagree."""
+                    standardise: bool = False, divergence: str = 'repel') -> torch.Tensor:
+    """L_di, the teacher's term, in one of two readings:
+
+    ``'repel'``: push the teacher away from the student where they disagree,
+    ``mean_b sum_l w_di * (1 + cos_e(ft, sg(gs)))``;
+    ``'mutual'``: pull the teacher toward the student only where they agree (DML's pull kept
+    there, none where they diverge), ``mean_b sum_l w_co * (1 - cos_e(ft, sg(gs)))``."""
+    check_divergence(divergence)
     similarity = similarity_map(fs, ft) if similarity is None else similarity
+    if divergence == 'mutual':
+        weights = location_weights(similarity, tau, 'agreement', standardise)
+        return (weights * consensus_distance(ft, fs)).sum(dim=(1, 2)).mean()
     weights = location_weights(similarity, tau, 'disagreement', standardise)
     return (weights * divergence_affinity(ft, fs)).sum(dim=(1, 2)).mean()
 
@@ -110,22 +122,37 @@ def divergence_loss(ft: torch.Tensor, fs: torch.Tensor, tau: float = 1.0,
 _TINY = 1e-12
 
 
+#: the readings of divergence learning: (softmax sign of the teacher's weights, sign of the
+#: cosine in its loss), i.e. L_di = mean_b sum_l softmax_l(sign * S / tau) * (1 + cos_sign * c)
+DIVERGENCE_READINGS = {'repel': (-1.0, 1.0), 'mutual': (1.0, -1.0)}
+
+
+def check_divergence(divergence: str) -> None:
+    if divergence not in DIVERGENCE_READINGS:
+        raise ValueError(f'divergence is one of {sorted(DIVERGENCE_READINGS)}, got '
+                         f'{divergence!r}')
+
+
 @functools.lru_cache(maxsize=64)
-def _term_constants(device: torch.device, co_weight: float, di_weight: float):
+def _term_constants(device: torch.device, co_weight: float, di_weight: float,
+                    divergence: str = 'repel'):
     """The constant tensors of ``_ADMTerms`` for its terms (those of nonzero weight, co first),
     made once per device and weights: a Python number in a tensor expression is an operator
     call of its own at every step (a wrapped-number copy), a tensor kept here is none.
 
-    ``sign`` (k,1,1,1): w = softmax(sign * S / tau), +1 for L_co, -1 for L_di;
+    ``sign`` (k,1,1,1): w = softmax(sign * S / tau), +1 for L_co, -1 for L_di ('repel');
     ``slope`` (k,1,1,1) and ``offset`` (k,): term = offset + slope * sum_bl w c / B,
-    i.e. co * (1 - ...) and di * (1 + ...); ``zero`` and ``tiny``: 0-dim."""
-    terms = [(weight, sign) for weight, sign in ((co_weight, 1.0), (di_weight, -1.0)) if weight]
+    i.e. co * (1 - ...) and di * (1 + ...) ('mutual': +1 and di * (1 - ...));
+    ``zero`` and ``tiny``: 0-dim."""
+    di_sign, di_cos_sign = DIVERGENCE_READINGS[divergence]
+    terms = [(weight, sign, cos_sign) for weight, sign, cos_sign in
+             ((co_weight, 1.0, -1.0), (di_weight, di_sign, di_cos_sign)) if weight]
     with torch.inference_mode(False), torch.no_grad():  # plain tensors even if first made there
         def tensor(values):
             return torch.tensor(values, dtype=torch.float32, device=device)
-        return (tensor([sign for _, sign in terms]).view(-1, 1, 1, 1),
-                tensor([-sign * weight for weight, sign in terms]).view(-1, 1, 1, 1),
-                tensor([weight for weight, _ in terms]), tensor(0.0), tensor(_TINY))
+        return (tensor([sign for _, sign, _ in terms]).view(-1, 1, 1, 1),
+                tensor([cos_sign * weight for weight, _, cos_sign in terms]).view(-1, 1, 1, 1),
+                tensor([weight for weight, _, _ in terms]), tensor(0.0), tensor(_TINY))
 
 
 class _ADMTerms(torch.autograd.Function):
@@ -147,20 +174,24 @@ class _ADMTerms(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, gs, ft, tau: float, co_weight: float, di_weight: float, standardise: bool):
+    def forward(ctx, gs, ft, tau: float, co_weight: float, di_weight: float, standardise: bool,
+                divergence: str = 'repel'):
         # float32 throughout, outside autocast: under bf16/fp16 autocast every op below would
         # otherwise be dispatched through the cast policy (checked only: entering the context
         # costs more Python than the check)
         if torch.is_autocast_enabled(gs.device.type):
             with torch.autocast(gs.device.type, enabled=False):
-                return _ADMTerms._forward(ctx, gs, ft, tau, co_weight, di_weight, standardise)
-        return _ADMTerms._forward(ctx, gs, ft, tau, co_weight, di_weight, standardise)
+                return _ADMTerms._forward(ctx, gs, ft, tau, co_weight, di_weight, standardise,
+                                          divergence)
+        return _ADMTerms._forward(ctx, gs, ft, tau, co_weight, di_weight, standardise,
+                                  divergence)
 
     @staticmethod
-    def _forward(ctx, gs, ft, tau, co_weight, di_weight, standardise):
+    def _forward(ctx, gs, ft, tau, co_weight, di_weight, standardise, divergence):
         b, channels, height, width = gs.shape
         locations = height * width
-        sign, slope, offset, ctx.zero, tiny = _term_constants(gs.device, co_weight, di_weight)
+        sign, slope, offset, ctx.zero, tiny = _term_constants(gs.device, co_weight, di_weight,
+                                                              divergence)
         if (gs.dtype == ft.dtype == torch.float32 and gs.is_contiguous()
                 and ft.is_contiguous()):
             x = torch.cat((gs, ft))
@@ -206,21 +237,23 @@ class _ADMTerms(torch.autograd.Function):
                 out[side] = None
             elif out[side] is not None and dtype != torch.float32:
                 out[side] = out[side].to(dtype)
-        return out[0], out[1], None, None, None, None
+        return out[0], out[1], None, None, None, None, None
 
 
 def adm_terms(gs: torch.Tensor, ft: torch.Tensor, tau: float, co_weight: float = 1.0,
-              di_weight: float = 1.0, standardise: bool = False) -> dict[str, torch.Tensor]:
+              di_weight: float = 1.0, standardise: bool = False,
+              divergence: str = 'repel') -> dict[str, torch.Tensor]:
     """``{'co': co_weight * L_co, 'di': di_weight * L_di}`` of one aligned pair, equal in value
-    and gradient routing to ``consensus_loss(gs, ft, tau)`` and ``divergence_loss(ft, gs, tau)``
-    but computed in one pass: both sides normalised together, the cosine shared, the gradient
-    written out (``_ADMTerms``). A term of weight 0 is neither computed nor returned. What the
-    ADM distiller calls every step."""
+    and gradient routing to ``consensus_loss(gs, ft, tau)`` and
+    ``divergence_loss(ft, gs, tau, divergence=divergence)`` but computed in one pass: both sides
+    normalised together, the cosine shared, the gradient written out (``_ADMTerms``). A term of
+    weight 0 is neither computed nor returned. What the ADM distiller calls every step."""
     _check_pair(gs, ft)
     if tau <= 0:
         raise ValueError(f'tau must be > 0, got {tau}')
+    check_divergence(divergence)
     co_weight, di_weight = float(co_weight), float(di_weight)
-    args = float(tau), co_weight, di_weight, bool(standardise)
+    args = float(tau), co_weight, di_weight, bool(standardise), divergence
     if co_weight and di_weight:
         co, di = _ADMTerms.apply(gs, ft, *args)
         return {'co': co, 'di': di}
