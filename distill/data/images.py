@@ -1,4 +1,4 @@
-"""Images for diffusion training: a folder of the user's images or the synthetic shapes.
+"""Images for diffusion training: a folder of the user's images, Fashion-MNIST or the shapes.
 
 Both datasets give ``dict(pixel_values=float Tensor[3,H,W] in [-1, 1])`` and are pure functions
 of the index (no random augmentation here): the shuffling and the random flip are drawn by the
@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .fmnist import DEBIAN_ROOT, FashionMNIST
 from .folders import _to_rgb
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.webp', '.gif', '.tif', '.tiff')
@@ -99,12 +100,44 @@ class ShapesImages(Dataset):
         return dict(pixel_values=to_model_range(sample['image']))
 
 
+class FashionMNISTImages(Dataset):
+    """Fashion-MNIST garments (the Debian package's idx files in ``root``) as diffusion images:
+    the train or test split, class-balanced to ``count`` images (None: all), padded 28 -> 32
+    and resized to ``resolution`` if that is not 32, ``channels`` 1 (grey) or 3."""
+
+    def __init__(self, train: bool, resolution: int, root=DEBIAN_ROOT, count=None,
+                 channels: int = 1):
+        per_class = None if count is None else max(1, -(-int(count) // 10))
+        self.source = FashionMNIST(root, train=train, channels=channels, pad=2,
+                                   per_class=per_class)
+        self.count = len(self.source) if count is None else min(int(count), len(self.source))
+        self.resolution = resolution
+        if per_class is not None:  # balanced: interleave the classes, then keep ``count``
+            by_class = [np.flatnonzero(self.source.labels.numpy() == c) for c in range(10)]
+            order = np.stack([idx[:per_class] for idx in by_class if len(idx) >= per_class], 1)
+            self.order = order.reshape(-1)[:self.count]
+        else:
+            self.order = np.arange(self.count)
+
+    def __len__(self):
+        return self.count
+
+    def __getitem__(self, index):
+        image = self.source[int(self.order[index])]['inputs']             # (C, 32, 32) in [0, 1]
+        if self.resolution != image.shape[-1]:
+            image = torch.nn.functional.interpolate(
+                image[None], size=(self.resolution,) * 2, mode='bilinear', antialias=True,
+                align_corners=False)[0]
+        return dict(pixel_values=image.mul(2).sub(1))
+
+
 def build_image_datasets(data: dict, train_data_dir: str | None = None):
     """(train, held-out) datasets from the config's ``data`` dict.
 
     ``train_data_dir`` (the flag, or ``data['train_data_dir']``) selects an image folder;
-    without one, ``data['type'] == 'shapes'`` renders synthetic images (held-out images come
-    from another seed).
+    without one, ``data['type'] == 'fmnist'`` reads Fashion-MNIST (``num_samples`` training
+    images, the held-out ones from the test split) and ``'shapes'`` renders synthetic images
+    (held-out images come from another seed).
     """
     resolution = int(data['resolution'])
     root = train_data_dir or data.get('train_data_dir')
@@ -112,9 +145,14 @@ def build_image_datasets(data: dict, train_data_dir: str | None = None):
     if root:
         return ImageFolderImages(root, resolution, data.get('center_crop', True)).split(
             num_heldout)
+    if data.get('type', 'shapes') == 'fmnist':
+        options = dict(resolution=resolution, root=data.get('root') or DEBIAN_ROOT,
+                       channels=int(data.get('channels', 1)))
+        return (FashionMNISTImages(train=True, count=data.get('num_samples'), **options),
+                FashionMNISTImages(train=False, count=num_heldout, **options))
     if data.get('type', 'shapes') != 'shapes':
         raise ValueError(f"data type {data.get('type')!r} needs --train_data_dir (an image "
-                         f"folder); only type='shapes' renders its own images")
+                         f"folder); only type='shapes' and type='fmnist' need none")
     seed = int(data.get('seed', 0))
     options = dict(resolution=resolution, num_classes=data.get('num_classes', 6),
                    num_objects=data.get('num_objects', 1))

@@ -163,6 +163,9 @@ class DiffusionTask(Task):
         if isinstance(record.get('student_denoising_mse'), dict):
             parts.append(f"denoising MSE student {record['student_denoising_mse']['mean']:.4g}"
                          f" teacher {record['teacher_denoising_mse']['mean']:.4g}")
+        if 'student_fid' in record:  # labelled: not the Inception FID of papers
+            parts.append(f"FID ({record['fid_network']}; not Inception's) student "
+                         f"{record['student_fid']:.4g} teacher {record['teacher_fid']:.4g}")
         return ' | '.join(parts)
 
     def finish(self, trainer) -> dict | None:
@@ -238,11 +241,35 @@ class DiffusionTask(Task):
                                    evaluation.get('num_inference_steps', cfg.num_inference_steps),
                                    seed=cfg.seed + 1)
         result['agreement_mse'] = teacher_agreement(samples['teacher'], samples['student'])
+        if evaluation.get('feature_network'):
+            result.update(self.feature_fids(evaluation))
         result['fid'], reason = fid(images, samples['student'],
                                     evaluation.get('inception_weights'))
         if reason:
             result['fid_skipped'] = reason
-            self.accelerator.print(f'FID skipped: {reason}')
+            if not evaluation.get('feature_network'):
+                self.accelerator.print(f'FID skipped: {reason}')
+        return result
+
+    def feature_fids(self, evaluation: dict, batch_size: int = 250) -> dict:
+        """``student_fid`` and ``teacher_fid`` in the space of ``evaluation.feature_network``
+        (``distill.fid``: not Inception's FID): ``fid_images`` DDIM samples of each network
+        from the same noise against as many held-out images."""
+        from distill.fid import describe, feature_fid, load_feature_network
+        spec = dict(evaluation['feature_network'])
+        count = min(int(evaluation.get('fid_images', 1000)), len(self.heldout_set))
+        real = torch.stack([self.heldout_set[i]['pixel_values'] for i in range(count)])
+        steps = evaluation.get('num_inference_steps', self.cfg.num_inference_steps)
+        features = load_feature_network(spec)
+        generated = {'teacher': [], 'student': []}
+        for start in range(0, count, batch_size):  # batches bound the memory of sampling
+            batch = self.sample_pair(min(batch_size, count - start), steps,
+                                     seed=self.cfg.seed + 2 + start)
+            for name, images in batch.items():
+                generated[name].append(images.cpu())
+        result = {f'{name}_fid': feature_fid(real, torch.cat(images), features)
+                  for name, images in generated.items()}
+        result.update(fid_images=count, fid_network=describe(spec))
         return result
 
 

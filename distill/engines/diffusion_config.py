@@ -87,9 +87,9 @@ SWITCHES = dict(use_ema=('use_ema', 'keep an EMA of the student (the saved stude
 # and teacher UNet configs are checked against the diffusers class in check_sections
 SECTION_KEYS = dict(
     data=('type', 'resolution', 'train_data_dir', 'num_heldout', 'center_crop', 'seed',
-          'num_classes', 'num_objects', 'num_samples', 'random_flip'),
+          'num_classes', 'num_objects', 'num_samples', 'random_flip', 'root', 'channels'),
     evaluation=('num_images', 'num_buckets', 'num_samples', 'num_inference_steps',
-                'inception_weights', 'skip'),
+                'inception_weights', 'feature_network', 'fid_images', 'skip'),
     conditioning=('embeddings', 'sequence_length'),
     vae=('pretrained', 'subfolder'),
 )
