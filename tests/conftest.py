@@ -6,3 +6,4 @@ os.environ.setdefault('OMP_NUM_THREADS', '1')
 import torch  # noqa: E402
 
 torch.set_num_threads(int(os.environ['OMP_NUM_THREADS']))
+

@@ -1,5 +1,4 @@
 """The Fashion-MNIST garment canvases: masks, boxes and both layouts, on tiny idx files."""
-import gzip
 import json
 
 import numpy as np
@@ -11,31 +10,12 @@ from distill.data.garments import (MASK_ALPHA, GarmentRenderer, load_backgrounds
                                    render_garments)
 from distill.data.mmseg_layout import write_garments_mmseg
 
-
-def _write_idx(path, array, magic):
-    header = magic.to_bytes(4, 'big') + b''.join(d.to_bytes(4, 'big') for d in array.shape)
-    with gzip.open(path, 'wb') as file:
-        file.write(header + array.astype(np.uint8).tobytes())
-
-
-def _garments(count, seed):
-    """Bright blocks of a few sizes on black, like Fashion-MNIST's centred garments."""
-    rng = np.random.default_rng(seed)
-    images = np.zeros((count, 28, 28), np.uint8)
-    for image in images:
-        top, left = rng.integers(2, 8, size=2)
-        image[top:top + 16, left:left + 14] = rng.integers(120, 255)
-    return images, rng.integers(0, 10, size=count)
+from fmnist_helpers import garment_blocks, write_fmnist
 
 
 @pytest.fixture(scope='module')
 def fmnist_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp('fmnist')
-    for prefix, count, seed in (('train', 12, 0), ('t10k', 6, 1)):
-        images, labels = _garments(count, seed)
-        _write_idx(root / f'{prefix}-images-idx3-ubyte.gz', images, 2051)
-        _write_idx(root / f'{prefix}-labels-idx1-ubyte.gz', labels, 2049)
-    return root
+    return write_fmnist(tmp_path_factory.mktemp('fmnist'))
 
 
 def _box(pixels):
@@ -43,8 +23,8 @@ def _box(pixels):
     return [cols.min(), rows.min(), cols.max() + 1, rows.max() + 1]
 
 
-def test_canvas_masks_and_boxes_follow_the_garments():
-    images, labels = _garments(5, 2)
+def test_canvas_masks_and_boxes_follow_thegarment_blocks():
+    images, labels = garment_blocks(5, 2)
     backgrounds = [np.full((40, 40, 3), 30, np.uint8), np.full((50, 60, 3), 90, np.uint8)]
     for index in range(15):
         sample = render_garments(index, images, labels, backgrounds, seed=3, image_size=48)

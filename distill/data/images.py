@@ -102,22 +102,21 @@ class ShapesImages(Dataset):
 
 class FashionMNISTImages(Dataset):
     """Fashion-MNIST garments (the Debian package's idx files in ``root``) as diffusion images:
-    the train or test split, class-balanced to ``count`` images (None: all), padded 28 -> 32
+    the train or test split, ``count`` images (None: all) class-balanced, padded 28 -> 32
     and resized to ``resolution`` if that is not 32, ``channels`` 1 (grey) or 3."""
 
     def __init__(self, train: bool, resolution: int, root=DEBIAN_ROOT, count=None,
                  channels: int = 1):
-        per_class = None if count is None else max(1, -(-int(count) // 10))
-        self.source = FashionMNIST(root, train=train, channels=channels, pad=2,
-                                   per_class=per_class)
+        self.source = FashionMNIST(root, train=train, channels=channels, pad=2)
         self.count = len(self.source) if count is None else min(int(count), len(self.source))
         self.resolution = resolution
-        if per_class is not None:  # balanced: interleave the classes, then keep ``count``
-            by_class = [np.flatnonzero(self.source.labels.numpy() == c) for c in range(10)]
-            order = np.stack([idx[:per_class] for idx in by_class if len(idx) >= per_class], 1)
-            self.order = order.reshape(-1)[:self.count]
-        else:
-            self.order = np.arange(self.count)
+        # class-balanced as far as the classes allow: the classes interleaved (each image's
+        # rank within its class, then its class), the first ``count`` kept
+        labels = self.source.labels.numpy()
+        rank = np.zeros(len(labels), np.int64)
+        for c in np.unique(labels):
+            rank[labels == c] = np.arange(int((labels == c).sum()))
+        self.order = np.lexsort((labels, rank))[:self.count]
 
     def __len__(self):
         return self.count
