@@ -382,6 +382,28 @@ def test_a_code_running_pickle_is_refused_naming_the_file_and_the_code(tmp_path,
         check_teacher_ckpt(str(tmp_path))
 
 
+def test_a_code_running_rng_file_with_forged_checksums_stops_the_resume(tmp_path, capfd):
+    """Accelerate's load_state would skip an unreadable random_states_0.pkl with an INFO line
+    (the resumed run then silently differs); the engine refuses it, naming the file."""
+    from distill.engines.checkpoints import STATE_FILE, file_digests
+    run = tmp_path / 'run'
+    train_classification(tiny_cfg(epochs=1), work_dir=run)
+    newest = run / checkpoint_names(run)[-1]
+    torch.save({'state': _RunsCode()}, newest / 'random_states_0.pkl')
+    state = json.loads((newest / STATE_FILE).read_text())
+    state['sha256'] = file_digests(newest)  # checksums forged to match
+    (newest / STATE_FILE).write_text(json.dumps(state))
+    with pytest.raises(RuntimeError, match=r'random_states_0\.pkl was refused: loading it '
+                                           r'would call .*system'):
+        train_classification(tiny_cfg(epochs=2), work_dir=run, resume=str(newest))
+    assert 'must not run' not in capfd.readouterr().out
+    (newest / 'random_states_0.pkl').write_bytes(b'not a pickle')
+    state['sha256'] = file_digests(newest)
+    (newest / STATE_FILE).write_text(json.dumps(state))
+    with pytest.raises(CorruptCheckpointError, match=r'random_states_0\.pkl is not a readable'):
+        train_classification(tiny_cfg(epochs=2), work_dir=run, resume=str(newest))
+
+
 def test_class_count_and_channel_mismatches_are_named_before_the_first_step(tmp_path):
     from test_classification_engine import tiny_cfg
     cfg = tiny_cfg(epochs=1, distiller_type='DML')

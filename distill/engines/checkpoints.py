@@ -43,7 +43,8 @@ import re
 import shutil
 from pathlib import Path
 
-from distill.checkpoint import CorruptCheckpointError, load_checkpoint, save_atomic
+from distill.checkpoint import (CorruptCheckpointError, foreign_global, load_checkpoint,
+                                save_atomic)
 
 logger = logging.getLogger('distill.trainer')
 
@@ -193,6 +194,7 @@ def load_checkpoint_dir(accelerator, path, state: dict, main_names=(), process_n
     if state.get('num_processes', accelerator.num_processes) != accelerator.num_processes:
         raise ValueError(f'{path} was written by {state["num_processes"]} processes; resuming '
                          f'with {accelerator.num_processes} would change the data order')
+    check_random_states(path / f'random_states_{accelerator.process_index}.pkl')
     accelerator.load_state(str(path))
     main = {}
     for name in main_names:
@@ -202,6 +204,25 @@ def load_checkpoint_dir(accelerator, path, state: dict, main_names=(), process_n
     rank = accelerator.process_index
     per_process = {name: load_checkpoint(path / f'{name}_{rank}.pt') for name in process_names}
     return main, per_process
+
+
+def check_random_states(path: Path) -> None:
+    """Read this process's RNG file as ``accelerator.load_state`` will, first: Accelerate logs
+    an unreadable one at INFO level and goes on with the RNG as it was, so the resumed run
+    would silently differ from an uninterrupted one; here a file that names code (a pickle that
+    would run it) or cannot be read stops the resume, naming the file."""
+    if not path.is_file():
+        return
+    from accelerate.utils import load
+    try:
+        load(path, map_location='cpu')
+    except Exception as err:  # noqa: BLE001 - classified below
+        foreign = foreign_global(err)
+        if foreign is not None:
+            raise RuntimeError(f'{path} was refused: loading it would call {foreign}, which is '
+                               f'not an RNG state') from None
+        raise CorruptCheckpointError(f'{path} is not a readable RNG state (truncated or '
+                                     f'corrupted?): {type(err).__name__}: {err}') from err
 
 
 def remove_orphan_temporaries(work_dir) -> list[Path]:
