@@ -50,6 +50,28 @@ def test_fresh_output_dir_refused_and_overwrite_deletes_only_the_run(tmp_path):
     check_fresh_output_dir(tmp_path)
 
 
+def test_a_run_that_failed_before_its_first_step_does_not_block_the_fixed_rerun(tmp_path):
+    """train.py on a folder of undecodable images stops at its first batch, leaving an empty
+    metrics.json and a log: the rerun on good data needs no --overwrite_output_dir."""
+    images = tmp_path / 'images'
+    images.mkdir()
+    for index in range(12):
+        (images / f'{index}.png').write_bytes(b'not a png')
+    config = tmp_path / 'tiny.py'
+    config.write_text(TINY_CONFIG)
+    output_dir = tmp_path / 'run'
+    env = {k: v for k, v in os.environ.items() if k not in ('LOCAL_RANK', 'RANK', 'WORLD_SIZE')}
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), str(config), '--output_dir', str(output_dir),
+         '--train_data_dir', str(images), '--gradient_accumulation_steps', '1',
+         '--cfg-options', 'data.num_heldout=2'],
+        env=dict(env, OMP_NUM_THREADS='1'), capture_output=True, text=True, timeout=300,
+        cwd=REPO)
+    assert result.returncode == 2 and 'cannot decode image' in result.stderr
+    assert (output_dir / 'metrics.json').read_text().strip() == '[]'
+    check_fresh_output_dir(output_dir)  # the fixed rerun's check: no earlier run there
+
+
 def test_orphan_temporaries_of_an_interrupted_save_are_removed(tmp_path, caplog):
     path = fake_checkpoint(tmp_path, 3)
     half = tmp_path / '.checkpoint-4.tmp'  # the save of checkpoint-4 killed mid-write

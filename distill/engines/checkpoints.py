@@ -252,8 +252,16 @@ def earlier_run_entries(work_dir, run_entries) -> list[Path]:
         return []
     found = set(list_checkpoints(work_dir))
     for pattern in run_entries:
-        found.update(work_dir.glob(pattern))
+        found.update(path for path in work_dir.glob(pattern) if not _empty_records(path))
     return sorted(found)
+
+
+def _empty_records(path: Path) -> bool:
+    """A metrics file with no record (``[]``: what a run that failed before its first step
+    leaves) is no earlier run; it is rewritten by the next one."""
+    if path.name != 'metrics.json' or not path.is_file() or path.stat().st_size > 16:
+        return False
+    return path.read_text().strip() in ('', '[]')
 
 
 def check_fresh_work_dir(work_dir, run_entries, overwrite: bool = False, logs=(),
