@@ -103,6 +103,20 @@ def test_image_folder_reads_the_written_shapes(tmp_path):
     assert ImageFolder(splits['val'], image_size=(8, 12))[0]['inputs'].shape == (3, 8, 12)
 
 
+def test_images_of_mixed_sizes_are_named_with_the_fix(tmp_path):
+    from PIL import Image
+    from distill.data import collate_classification
+    for name, size in (('a.png', (12, 10)), ('b.png', (16, 16))):
+        (tmp_path / 'mixed' / 'cat').mkdir(parents=True, exist_ok=True)
+        Image.new('RGB', size).save(tmp_path / 'mixed' / 'cat' / name)
+    folder = ImageFolder(tmp_path / 'mixed')
+    with pytest.raises(ValueError, match=r'different sizes in one batch: \(3, 10, 12\), '
+                                         r'\(3, 16, 16\).*data.train.image_size'):
+        collate_classification([folder[0], folder[1]])
+    resized = ImageFolder(tmp_path / 'mixed', image_size=8)
+    assert collate_classification([resized[0], resized[1]])['inputs'].shape == (2, 3, 8, 8)
+
+
 def test_image_folder_clear_errors_for_missing_or_empty(tmp_path):
     with pytest.raises(FileNotFoundError, match='nowhere'):
         ImageFolder(tmp_path / 'nowhere')

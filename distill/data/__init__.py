@@ -38,7 +38,15 @@ def build_dataset(cfg):
 
 
 def collate_classification(samples):
-    """List of ``dict(inputs, labels)`` -> ``dict(inputs=Tensor[B,3,H,W], labels=LongTensor[B])``."""
+    """List of ``dict(inputs, labels)`` -> ``dict(inputs=Tensor[B,3,H,W], labels=LongTensor[B])``.
+    Images of different sizes cannot share a batch: that is named with the sizes and the fix
+    (torch's stack error names neither)."""
+    shapes = sorted({tuple(sample['inputs'].shape) for sample in samples})
+    if len(shapes) > 1:
+        raise ValueError(f'images of different sizes in one batch: {", ".join(map(str, shapes))} '
+                         f'(channels, height, width); give the data set an image_size '
+                         f'(data.train.image_size / data.val.image_size for image folders) so '
+                         f'every image is resized to one size')
     return dict(
         inputs=torch.stack([sample['inputs'] for sample in samples]),
         labels=torch.tensor([int(sample['labels']) for sample in samples], dtype=torch.long),
