@@ -212,6 +212,10 @@ def test_image_folder_errors_name_the_culprit(tmp_path):
 def test_plain_python_on_a_user_image_folder(tiny_config, tmp_path):
     write_images(tmp_path / 'images' / 'nested', 20)
     output_dir = tmp_path / 'run'
+    from distill.models import build_model
+    net = dict(type='tiny_cnn', num_classes=10, width=4, in_channels=1)
+    torch.save(build_model(dict(net)).state_dict(), tmp_path / 'net.pth')
+    feature_network = dict(model=net, checkpoint=str(tmp_path / 'net.pth'))
     env = {k: v for k, v in os.environ.items()  # a plain single-process run, whatever the
            if k not in ('LOCAL_RANK', 'RANK', 'WORLD_SIZE')}  # test process inherited
     env['OMP_NUM_THREADS'] = '1'
@@ -221,10 +225,15 @@ def test_plain_python_on_a_user_image_folder(tiny_config, tmp_path):
          '--gradient_accumulation_steps', '1', '--checkpointing_steps', '0',
          '--validation_steps', '0', '--resolution', '8', '--no-use_ema',
          '--dataloader_num_workers', '0', '--logger', 'tensorboard', '--logging_dir', 'tb',
-         '--cfg-options', 'data.num_heldout=4'],
+         '--cfg-options', 'data.num_heldout=4', 'evaluation.fid_images=4',
+         f'evaluation.feature_network={feature_network!r}'],
         env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert result.returncode == 0, result.stderr[-4000:]
     record = final(json.loads((output_dir / 'metrics.json').read_text()))
+    # the FID of a feature network of the user's (distill.fid), both networks, labelled
+    assert record['fid_images'] == 4 and 'penultimate features' in record['fid_network']
+    assert record['student_fid'] > 0 and record['teacher_fid'] > 0
+    assert "not Inception's" in result.stdout + result.stderr
     assert record['num_processes'] == 1 and record['heldout_images'] == 4
     assert record['global_step'] == 2  # one epoch: 16 training images, batches of 8
     assert (output_dir / 'unet' / 'diffusion_pytorch_model.safetensors').is_file()

@@ -1,10 +1,5 @@
-"""The feature-network FID (``distill.fid``), Fashion-MNIST as diffusion images, and both
-through ``tasks/diffusion/train.py`` on tiny idx files written here."""
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
+"""The feature-network FID (``distill.fid``) and Fashion-MNIST as diffusion images, on tiny
+idx files written here; ``tests/test_diffusion_train.py`` runs the FID through train.py."""
 
 import pytest
 import torch
@@ -14,7 +9,6 @@ from distill.fid import PenultimateFeatures, describe, feature_fid, load_feature
 from distill.models import build_model
 from fmnist_helpers import write_fmnist
 
-REPO = Path(__file__).resolve().parents[1]
 NET = dict(type='tiny_cnn', num_classes=10, width=4, in_channels=1)
 
 
@@ -81,42 +75,3 @@ def test_fashion_mnist_images_from_idx_files(tmp_path):
     assert len(set(labels[:len(set(labels))])) == len(set(labels))
     small = FashionMNISTImages(train=False, resolution=16, root=root, channels=3)
     assert len(small) == 12 and small[0]['pixel_values'].shape == (3, 16, 16)
-
-
-def test_train_py_reports_the_feature_fid_of_both_networks(tmp_path):
-    """``data.type='fmnist'`` and ``evaluation.feature_network`` through the entry point."""
-    root = write_fmnist(tmp_path, train=24, test=8)
-    torch.manual_seed(0)
-    torch.save(build_model(dict(NET)).state_dict(), tmp_path / 'net.pth')
-    config = tmp_path / 'tiny.py'
-    config.write_text(f"""
-_base_ = {str(REPO / 'configs' / 'diffusion' / 'adm_fmnist_tiny.py')!r}
-resolution = 8
-_unet = dict(type='UNet2DModel', sample_size=8, in_channels=1, out_channels=1,
-             norm_num_groups=4, down_block_types=('DownBlock2D', 'DownBlock2D'),
-             up_block_types=('UpBlock2D', 'UpBlock2D'), layers_per_block=1)
-teacher = dict(_unet, block_out_channels=(8, 16), _delete_=True)
-student = dict(_unet, block_out_channels=(4, 8), _delete_=True)
-del _unet
-noise_scheduler = dict(num_train_timesteps=50)
-data = dict(resolution=8, root={str(root)!r}, num_samples=16, num_heldout=6)
-train_batch_size = 8
-checkpointing_steps = 0
-validation_steps = 0
-report_to = 'none'
-evaluation = dict(num_images=6, num_buckets=2, num_samples=2, num_inference_steps=2,
-                  fid_images=6, feature_network=dict(model={NET!r},
-                                                     checkpoint={str(tmp_path / 'net.pth')!r}))
-""")
-    env = {k: v for k, v in os.environ.items() if k not in ('LOCAL_RANK', 'RANK', 'WORLD_SIZE')}
-    result = subprocess.run(
-        [sys.executable, str(REPO / 'tasks' / 'diffusion' / 'train.py'), str(config),
-         '--output_dir', str(tmp_path / 'run'), '--max_train_steps', '2'],
-        env=dict(env, OMP_NUM_THREADS='1'), capture_output=True, text=True, timeout=300,
-        cwd=REPO)
-    assert result.returncode == 0, result.stderr[-4000:]
-    final = [r for r in json.loads((tmp_path / 'run' / 'metrics.json').read_text())
-             if r['kind'] == 'final'][-1]
-    assert final['fid_images'] == 6 and 'penultimate features' in final['fid_network']
-    assert final['student_fid'] > 0 and final['teacher_fid'] > 0
-    assert "not Inception's" in result.stdout + result.stderr
