@@ -21,9 +21,11 @@ import torch
 from torch import nn
 
 from distill.config_checks import ConfigError, accepted_kwargs, check_keys, check_number, closest
+from distill.distillers.sokd import ARCH_OPTIMIZER
 
-# no weight decay: an L2 pull on alpha outweighs the hypergradient and the search stands still
-DEFAULT_ARCH_OPTIMIZER = dict(type='Adam', lr=3e-3, betas=(0.5, 0.999), weight_decay=0.0)
+# SoKD's architecture optimiser when a config gives none: the method's own recommendation,
+# one definition for both engines (its why: ``distill.distillers.sokd``)
+DEFAULT_ARCH_OPTIMIZER = ARCH_OPTIMIZER
 
 
 def _optimizers():

@@ -39,11 +39,10 @@ from distill.engines.guards import check_finite_terms
 from distill.engines.mmengine.build import build_mm_model
 from distill.engines.mmengine.teacher_metric import TEACHER_FIELD_PREFIX
 from distill.engines.mmengine.safe_load import allow_mmengine_checkpoint_globals
+from distill.engines.optimizers import DEFAULT_ARCH_OPTIMIZER
 from distill.registry import MODELS
 
 DEFAULT_ADAPTERS = dict(mmseg='MMSegAdapter', mmdet='MMDetAdapter')
-# SoKD's recommended one: no weight decay (it outweighs the ~1e-5 hypergradient)
-DEFAULT_ARCH_OPTIMIZER = dict(type='Adam', lr=0.05, betas=(0.5, 0.999), weight_decay=0.0)
 
 
 def adapter_class(adapter_cfg: dict, scope: str):
@@ -112,7 +111,7 @@ class DistillationModel(BaseModel):
             search runs during ``search_epochs * search_iters`` iterations). Default: the
             Runner's epoch (epoch-based loops); iteration-based loops should set it.
         arch_optimizer: SoKD only: the optimiser of its architecture parameters (default
-            ``DEFAULT_ARCH_OPTIMIZER``: Adam, lr 0.05, betas (0.5, 0.999), no weight decay).
+            ``distill.distillers.sokd.ARCH_OPTIMIZER``, as the classification engine's).
     """
 
     def __init__(self, student, teacher, distiller: dict, scope: str = 'mmseg',
