@@ -271,12 +271,13 @@ def test_arch_step_hook_of_sokd_style_distillers(tmp_path):
     model = result.distiller
     assert model.arch_calls == [True] * 6  # 3 per epoch, each with a different val batch
     alpha = model.alpha.detach()
-    assert (alpha > 0).all() and (alpha < 0.1).all() and torch.allclose(alpha, alpha[0])
+    # Adam moves alpha by about lr per arch step: 6 steps of the default lr (0.05)
+    assert (alpha > 0).all() and (alpha < 0.35).all() and torch.allclose(alpha, alpha[0])
     record = result.records[-1]
     assert 'arch.val_loss' in record and record['policy']['alpha'] == alpha.tolist()
     state = newest_checkpoint(tmp_path)
     main_count = sum(1 for p in model.parameters() if p.requires_grad) - 1
     assert len(state['optimizer']['param_groups'][0]['params']) == main_count
-    assert state['arch_optimizer']['param_groups'][0]['lr'] == 3e-3
+    assert state['arch_optimizer']['param_groups'][0]['lr'] == 0.05  # SoKD's ARCH_OPTIMIZER
     # the stray 1e3 gradient never reached the student (it would have thrown fc.bias far off)
     assert model.student.fc.bias.abs().max() < 1.0

@@ -321,7 +321,7 @@ def test_resume_applies_the_configs_arch_lr_over_the_restored_arch_optimiser(tmp
     train_classification(cfg, work_dir=tmp_path, resume=True)
     assert newest_checkpoint(tmp_path)['arch_optimizer']['param_groups'][0]['lr'] == 1e-3
     log = (tmp_path / 'train.log').read_text()
-    assert 'arch_optimizer.lr: 0.003 (checkpoint) -> 0.001 (config)' in log
+    assert 'arch_optimizer.lr: 0.05 (checkpoint) -> 0.001 (config)' in log
 
 
 # ---------------------------------------------------------------------------- the CLI

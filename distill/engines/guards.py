@@ -3,7 +3,9 @@
 Two checks, both before anything is written:
 
 * ``check_finite_terms`` before ``backward``: a non-finite loss term stops the run, naming the
-  first such term (in the distiller's order) and the step;
+  first such term (in the distiller's order) and the step (the mmengine model; the trainer core
+  defers the same check to its logging steps with ``DeferredChecks``, so that a training step
+  does not wait on the device);
 * ``check_finite_state`` after the optimiser step (and before every checkpoint): a parameter,
   buffer (BatchNorm statistics) or optimiser moment that is no longer finite stops the run,
   naming the first such tensor, the step, and that step's loss terms, largest first. A loss can
@@ -47,17 +49,7 @@ def check_finite_terms(terms: dict[str, torch.Tensor], step: int, epoch: int | N
     numbers = torch.stack([value.detach().float() for value in terms.values()]).tolist() \
         if terms else []
     values = dict(zip(terms, numbers))
-    bad = {name: v for name, v in values.items() if not math.isfinite(v)}
-    if bad:
-        first = next(iter(bad))
-        others = ', '.join(f'{name}={v}' for name, v in bad.items() if name != first)
-        finite = ', '.join(f'{name}={v:.4g}' for name, v in values.items() if name not in bad)
-        raise NonFiniteLossError(
-            f'loss term {first} became non-finite ({bad[first]}) at {_where(step, epoch)}'
-            + (f'; also non-finite: {others}' if others else '')
-            + (f'; finite: {finite}' if finite else '')
-            + (f'. The step before, largest first: {_ranked(previous)}' if previous else '')
-            + f'. {INTACT}')
+    check_finite_values(values, step, epoch, previous)
     return values
 
 
@@ -121,3 +113,119 @@ def check_finite_state(model: torch.nn.Module, step: int, epoch: int | None = No
 
     raise NonFiniteLossError(f'{what} {when} at {_where(step, epoch)}{terms}. Lower the '
                              f'learning rate or the largest loss weight. {INTACT}')
+
+
+def state_finite_flag(model: torch.nn.Module) -> torch.Tensor | None:
+    """A 0-dim bool tensor, True when every floating parameter and buffer of ``model`` is
+    finite, computed on the device without reading it (the fused norms of
+    ``first_non_finite``); None for a model without such tensors."""
+    tensors = [t.detach() for _, t in named_state_tensors(model)
+               if t.numel() and (t.is_floating_point() or t.is_complex())]
+    if not tensors:
+        return None
+    norms = torch._foreach_norm(tensors, float('inf'))
+    return torch.isfinite(torch.stack([n.float() for n in norms])).all()
+
+
+class DeferredChecks:
+    """The NaN guard of the trainer core without a device-to-host read in every step.
+
+    ``add_terms`` keeps each step's loss terms stacked on the device (one ``stack``) and
+    ``add_state`` a flag of the state after the optimiser step (fused norms); ``read`` brings
+    everything pending to the host in one copy (at logging steps, before a checkpoint or an
+    evaluation, at the end of an epoch), raises ``NonFiniteLossError`` for the first step whose
+    terms or state were not finite (naming the term or tensor, that step and the step before),
+    and returns each step's values for the logs. A bad step is therefore found at the next
+    read, not at once: the optimiser may have stepped on it meanwhile, which is why a
+    checkpoint is only written after a read (``Trainer.save``) and from state checked finite.
+    """
+
+    def __init__(self, max_pending: int = 256):
+        self.max_pending = max_pending
+        self.pending = []            # (kind, step, epoch, names, device tensor)
+        self.previous = None         # the values of the last step read, for the messages
+
+    def __len__(self):
+        return len(self.pending)
+
+    def add_terms(self, terms: dict, step: int, epoch: int | None) -> None:
+        if terms:
+            stacked = torch.stack([value.detach().float().reshape(()) for value in terms.values()])
+            self.pending.append(('terms', step, epoch, tuple(terms), stacked))
+
+    def add_values(self, values: dict, step: int, epoch: int | None) -> None:
+        """Logged values that are not checked (SoKD's arch step); tensors stay on the device."""
+        if values:
+            device = next((v.device for v in values.values() if torch.is_tensor(v)), None)
+            stacked = torch.stack([v.detach().float().reshape(()) if torch.is_tensor(v)
+                                   else torch.tensor(float(v), device=device)
+                                   for v in values.values()])
+            self.pending.append(('values', step, epoch, tuple(values), stacked))
+
+    def add_state(self, model: torch.nn.Module, step: int, epoch: int | None) -> None:
+        flag = state_finite_flag(model)
+        if flag is not None:
+            self.pending.append(('state', step, epoch, (), flag.float().reshape(1)))
+
+    def read(self, model: torch.nn.Module | None = None, reduce=None) -> list:
+        """``[(kind, step, {name: value})]`` of the pending steps, read in one copy; raises
+        ``NonFiniteLossError`` at the first bad one. ``reduce`` (a sum over processes) makes
+        every process raise when one finds a bad step, so none waits in a collective."""
+        if not self.pending:
+            return []
+        pending, self.pending = self.pending, []
+        device = pending[0][4].device
+        flat = torch.cat([entry[4].to(device).reshape(-1) for entry in pending])
+        if reduce is not None:  # one collective: does any process hold a bad step?
+            flat = torch.cat([flat, reduce(_bad_flag(pending).float().reshape(1).to(device))])
+        numbers = flat.tolist()
+        others_bad = reduce is not None and numbers.pop() > 0
+        out, position = [], 0
+        for kind, step, epoch, names, tensor in pending:
+            count = tensor.numel()
+            row, position = numbers[position:position + count], position + count
+            if kind == 'terms':
+                values = dict(zip(names, row))
+                check_finite_values(values, step, epoch, self.previous)
+                self.previous = values
+            elif kind == 'state':
+                if row[0] == 0:
+                    bad = first_non_finite(named_state_tensors(model)) if model else None
+                    what = (f'{bad} became non-finite' if bad else
+                            'a parameter or buffer became non-finite')
+                    terms = (f'; the loss terms of that step, largest first: '
+                             f'{_ranked(self.previous)}' if self.previous else '')
+                    raise NonFiniteLossError(
+                        f'{what} after the optimiser step at {_where(step, epoch)}{terms}. '
+                        f'Lower the learning rate or the largest loss weight. {INTACT}')
+                continue
+            else:
+                values = dict(zip(names, row))
+            out.append((kind, step, values))
+        if others_bad:
+            raise NonFiniteLossError(f'a loss term or a parameter became non-finite on another '
+                                     f'process before step {pending[-1][1]}. {INTACT}')
+        return out
+
+
+def _bad_flag(pending) -> torch.Tensor:
+    """On the device: does any pending entry hold a non-finite term or a bad state flag?"""
+    flags = [(~torch.isfinite(t)).any() if kind == 'terms' else (t == 0).any()
+             for kind, _, _, _, t in pending if kind != 'values']
+    return torch.stack(flags).any() if flags else torch.zeros((), dtype=torch.bool)
+
+
+def check_finite_values(values: dict, step: int, epoch: int | None = None,
+                        previous: dict | None = None) -> None:
+    """``check_finite_terms`` on values already read: the same message."""
+    bad = {name: v for name, v in values.items() if not math.isfinite(v)}
+    if bad:
+        first = next(iter(bad))
+        others = ', '.join(f'{name}={v}' for name, v in bad.items() if name != first)
+        finite = ', '.join(f'{name}={v:.4g}' for name, v in values.items() if name not in bad)
+        raise NonFiniteLossError(
+            f'loss term {first} became non-finite ({bad[first]}) at {_where(step, epoch)}'
+            + (f'; also non-finite: {others}' if others else '')
+            + (f'; finite: {finite}' if finite else '')
+            + (f'. The step before, largest first: {_ranked(previous)}' if previous else '')
+            + f'. {INTACT}')

@@ -11,9 +11,13 @@ Written once here, for every task:
   optimiser step per group, the last group of an epoch possibly shorter (the task's loader is
   wrapped with Accelerate's ``prepare_data_loader`` for one process, which gives ``accumulate``
   its end-of-epoch sync and ``skip_first_batches`` its mid-epoch resume; the task shards itself);
-* the NaN guard: ``check_finite_terms`` before every backward, ``check_finite_state`` after
-  every optimiser step (``check_finite='step'``) and always before a checkpoint, so a
-  checkpoint holds finite weights, buffers and optimiser moments;
+* the NaN guard without a device read per step (``guards.DeferredChecks``): every step's loss
+  terms and (``check_finite='step'``) a flag of the state after its optimiser step stay on the
+  device until the next read, at logging steps (``log_every_steps``, at most ``MAX_PENDING``
+  steps apart), before every evaluation and checkpoint and at the end of an epoch; a read
+  raises for the first non-finite step, naming the term or tensor and that step. Before a
+  checkpoint the whole state (optimiser moments included) is checked too, so a checkpoint holds
+  finite weights, buffers and optimiser moments;
 * the optimiser and schedule from mmengine's registries (``optimizers.py``), stepped per epoch
   or per optimiser step; ``distiller.set_progress(steps done / total)`` before every forward;
 * SoKD's arch step: a distiller with ``arch_parameters()`` gets a second optimiser, stepped
@@ -49,13 +53,16 @@ from torch import nn
 
 from distill.engines import checkpoints as ckpt
 from distill.engines.task import Task, TrainSettings, derive_seed, flat_config  # noqa: F401
-from distill.engines.guards import check_finite_state, check_finite_terms
+from distill.engines.guards import DeferredChecks, check_finite_state
 from distill.engines.metrics_file import MetricsFile
 from distill.engines.optimizers import (DEFAULT_ARCH_OPTIMIZER, apply_config_over_restored,
                                         build_optimizer, build_schedulers, restore_schedule,
                                         split_arch_parameters, step_schedulers)
 
 logger = logging.getLogger('distill.trainer')
+
+#: steps whose loss terms may wait on the device for a read (when logging is rarer or off)
+MAX_PENDING = 200
 
 
 class Trainer:
@@ -93,7 +100,7 @@ class Trainer:
         self.trainable = main_params
         self.epoch, self.global_step, self.batches_in_epoch = 1, 0, 0
         self.records: list[dict] = []
-        self.last_values = None  # the loss terms of the last step, for the NaN error
+        self.checks = DeferredChecks()  # the loss terms and state flags not yet read
         self.metrics = None
         self.steps_per_epoch = len(task.train_loader(self, 1))
         if self.steps_per_epoch == 0:
@@ -151,9 +158,17 @@ class Trainer:
     # ------------------------------------------------------------------ helpers
     def check_state(self, values=None, optimizer=None, when='after the optimiser step'):
         """Every process checks its weights and buffers; any bad one stops them all."""
-        reduce = (lambda t: self.accelerator.reduce(t, 'sum')) if self.world > 1 else None
-        check_finite_state(self.model, self.global_step, self.epoch, values, optimizer, reduce,
-                           when)
+        check_finite_state(self.model, self.global_step, self.epoch, values, optimizer,
+                           self._reduce_sum, when)
+
+    @property
+    def _reduce_sum(self):
+        return (lambda t: self.accelerator.reduce(t, 'sum')) if self.world > 1 else None
+
+    def read_checks(self) -> list:
+        """The pending steps' values, read from the device in one copy (``DeferredChecks``);
+        raises at the first non-finite one."""
+        return self.checks.read(self.model, self._reduce_sum)
 
     def reduce_mean(self, values: dict) -> dict:
         if self.world == 1 or not values:
@@ -194,8 +209,7 @@ class Trainer:
                 grad = param.grad if param.grad is not None else torch.zeros_like(param)
                 param.grad = self.accelerator.reduce(grad, 'mean')
         self.arch_optimizer.step()
-        return {(k if k.startswith('arch.') else f'arch.{k}'): float(v)
-                for k, v in (logs or {}).items()}
+        return {(k if k.startswith('arch.') else f'arch.{k}'): v for k, v in (logs or {}).items()}
 
     # ------------------------------------------------------------------ the epoch
     def _loader(self, epoch):
@@ -223,47 +237,58 @@ class Trainer:
         wants_arch = wants_arch and arch_source is not None
         set_progress = getattr(model, 'set_progress', None)
         self.ddp_model.train()
-        sums, counts, window, window_count = defaultdict(float), defaultdict(int), \
-            defaultdict(float), 0
+        sums, counts = defaultdict(float), defaultdict(int)
+        window, window_count = defaultdict(float), 0
+
+        def take_reads():  # the pending values, into the epoch means and the log window
+            nonlocal window_count
+            last_loss = None
+            for kind, _, values in self.read_checks():
+                if kind == 'terms':
+                    values['loss'] = last_loss = sum(values.values())
+                    window_count += 1
+                for name, value in values.items():
+                    sums[name] += value
+                    counts[name] += 1
+                    if kind == 'terms':
+                        window[name] += value
+            if last_loss is not None:
+                progress.set_postfix(loss=f'{last_loss:.3f}', refresh=False)
+
         step = self.batches_in_epoch
         for batch in self._loader(epoch):
             if set_progress is not None:
                 set_progress(self.global_step / self.total_steps)
             batch = self.task.prepare_batch(self, batch)
             if wants_arch and model.wants_arch_step(epoch, step):
-                for name, value in self._arch_step(batch, arch_source).items():
-                    sums[name] += value
-                    counts[name] += 1
+                self.checks.add_values(self._arch_step(batch, arch_source),
+                                       self.global_step + 1, epoch)
             with acc.accumulate(self.ddp_model):
                 terms = self.task.forward(self, batch)
-                values = check_finite_terms(terms, self.global_step + 1, epoch,
-                                            previous=self.last_values)
+                self.checks.add_terms(terms, self.global_step + 1, epoch)  # read later
                 acc.backward(sum(terms.values()))
                 if acc.sync_gradients and settings.grad_clip:
                     acc.clip_grad_norm_(self.trainable, float(settings.grad_clip))
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
             step += 1
-            self.last_values = dict(values)
-            values['loss'] = sum(values.values())
-            for name, value in values.items():
-                sums[name] += value
-                counts[name] += 1
-                window[name] += value
-            window_count += 1
             if not acc.sync_gradients:
                 continue
             self.global_step += 1
             self.batches_in_epoch = step  # batches of this epoch trained (for a checkpoint)
             if settings.check_finite == 'step':
-                self.check_state(values)
+                self.checks.add_state(self.model, self.global_step, epoch)
             if not settings.schedule_by_epoch:
                 step_schedulers(self.schedulers)
             self.task.after_optimizer_step(self)
             progress.update(1)
-            progress.set_postfix(loss=f"{values['loss']:.3f}", refresh=False)
-            if self._every(settings.log_every_steps, self.global_step) or self._every(
-                    settings.metrics_every_steps, self.global_step):
+            logs_now = self._every(settings.log_every_steps, self.global_step) or self._every(
+                settings.metrics_every_steps, self.global_step)
+            evaluates = self._every(settings.eval_every_steps, self.global_step)
+            saves = self._every(settings.checkpoint_every_steps, self.global_step)
+            if logs_now or evaluates or saves or len(self.checks) >= MAX_PENDING:
+                take_reads()  # the only device-to-host read of a training step
+            if logs_now and window_count:
                 logs = {name: total / window_count for name, total in window.items()}
                 window, window_count = defaultdict(float), 0
                 logs['lr'] = self.lr
@@ -271,14 +296,15 @@ class Trainer:
                 if self._every(settings.metrics_every_steps, self.global_step):
                     self.add_record(dict(global_step=self.global_step, epoch=epoch,
                                          kind='train', **logs))
-            if self._every(settings.eval_every_steps, self.global_step):
+            if evaluates:
                 record = self.task.evaluate(self)
                 if record:
                     self.add_record(dict(global_step=self.global_step, epoch=epoch, **record))
-            if self._every(settings.checkpoint_every_steps, self.global_step):
+            if saves:
                 self.save()
             if self._finished():
                 break
+        take_reads()
         self.batches_in_epoch = step
         return self.reduce_mean({name: total / counts[name] for name, total in sums.items()})
 
@@ -304,7 +330,9 @@ class Trainer:
             logger.info(' | '.join(parts + ([describe] if describe else [])))
 
     def save(self) -> Path:
-        """A checkpoint of the current state, only from finite state (every process)."""
+        """A checkpoint of the current state, only from finite state (every process): the
+        pending steps read and checked first, then the whole state, optimiser included."""
+        self.read_checks()
         self.check_state(optimizer=self.optimizer,
                          when=f'before writing the checkpoint of epoch {self.epoch}')
         main = dict(self.task.main_states(self))
