@@ -8,8 +8,8 @@ and holds nothing between steps, so no feature map outlives the step that made i
         model(x)
     feats['layer2']  # the tensor layer2 returned during that forward
 
-``find_auto_taps`` pairs the last module at each spatial stride of two networks, found from one
-probe forward of each (the idea of timm's ``feature_info``).
+``find_auto_taps`` pairs the stages (the last module at each spatial stride) of two networks
+from the deepest, found from one probe forward of each (the idea of timm's ``feature_info``).
 """
 from __future__ import annotations
 
@@ -160,11 +160,19 @@ def probe_strides(model: nn.Module, run: Callable[[nn.Module], object],
 
 def find_auto_taps(student_strides: dict, teacher_strides: dict,
                    min_stride: int = 2) -> list[dict]:
-    """Pair the student's and teacher's last modules at every stride both have (>= min_stride)."""
-    common = sorted(set(student_strides) & set(teacher_strides))
-    pairs = [dict(student=student_strides[s][0], teacher=teacher_strides[s][0], stride=s)
-             for s in common if s >= min_stride]
-    if not pairs:
-        raise ValueError(f"taps='auto' found no common stride >= {min_stride}: student strides "
-                         f'{list(student_strides)}, teacher strides {list(teacher_strides)}')
-    return pairs
+    """Pair the two networks' stages, the last module at each stride (>= ``min_stride``), from
+    the deepest: the student's last stage with the teacher's last, the one before with the one
+    before, as many pairs as the shallower network has stages. Matching strides instead would
+    pair a CIFAR-style student's last stage (stride 4) with an ImageNet-style teacher's first
+    (stride 4 after its stem) and leave the teacher's deeper stages untapped; where both
+    networks have the same strides the two rules agree. A connector resizes the student's map
+    to the teacher's where their sizes differ."""
+    student = [(s, student_strides[s][0]) for s in sorted(student_strides) if s >= min_stride]
+    teacher = [(s, teacher_strides[s][0]) for s in sorted(teacher_strides) if s >= min_stride]
+    if not student or not teacher:
+        raise ValueError(f"taps='auto' found no stage at a stride >= {min_stride}: student "
+                         f'strides {list(student_strides)}, teacher strides '
+                         f'{list(teacher_strides)}')
+    count = min(len(student), len(teacher))
+    return [dict(student=s_name, teacher=t_name, stride=s_stride, teacher_stride=t_stride)
+            for (s_stride, s_name), (t_stride, t_name) in zip(student[-count:], teacher[-count:])]

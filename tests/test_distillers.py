@@ -132,8 +132,10 @@ def test_divergence_reading_reaches_the_teacher_term_only():
         make('ADM', divergence='mutul')
 
 
-def test_auto_taps_and_connector_shapes():
-    distiller = make('ADM', taps='auto')
+def test_auto_taps_and_connector_shapes(caplog):
+    with caplog.at_level('INFO', logger='distill.distillers'):
+        distiller = make('ADM', taps='auto')
+    assert "taps='auto' paired student 4 (stride 2) -> teacher 4 (stride 2)" in caplog.text
     assert [p['student'] for p in distiller.tap_pairs] == ['4']
     assert distiller.connectors[0].conv.weight.shape == (16, 8, 1, 1)
 

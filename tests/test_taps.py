@@ -74,5 +74,17 @@ def test_auto_taps_pick_last_module_per_stride():
     assert probe_strides(stage, lambda m: m(torch.zeros(1, 3, 8, 8)), 8)[2][0] == '0'
     pairs = find_auto_taps(strides, strides)
     assert [(p['student'], p['stride']) for p in pairs] == [('4', 2)]
-    with pytest.raises(ValueError, match='no common stride'):
-        find_auto_taps({2: ('a', None)}, {4: ('b', None)})
+    with pytest.raises(ValueError, match='no stage at a stride >= 2'):
+        find_auto_taps({1: ('a', None)}, {4: ('b', None)})
+
+
+def test_auto_taps_pair_stages_from_the_deepest():
+    """A CIFAR-style student (stages at strides 1, 2, 4) and an ImageNet-style teacher (a stem
+    at 2, stages at 4, 8, 16): the last stages pair, not the equal strides (stride matching
+    gave student layer2 -> the teacher's stem ReLU and layer3 -> its first stage)."""
+    student = {1: ('layer1', None), 2: ('layer2', None), 4: ('layer3', None)}
+    teacher = {2: ('relu', None), 4: ('layer1', None), 8: ('layer2', None), 16: ('layer3', None)}
+    pairs = find_auto_taps(student, teacher)
+    assert [(p['student'], p['teacher']) for p in pairs] == [('layer2', 'layer2'),
+                                                             ('layer3', 'layer3')]
+    assert [(p['stride'], p['teacher_stride']) for p in pairs] == [(2, 8), (4, 16)]

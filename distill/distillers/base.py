@@ -11,6 +11,7 @@ teacher is frozen, kept in eval mode and run under ``no_grad``; only student ter
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 from typing import NamedTuple
 
@@ -22,6 +23,8 @@ from distill.connectors import build_connector, check_alignable
 from distill.adapters import build_adapter
 from distill.losses.logits import kd_loss
 from distill.taps import FeatureTaps, TapSpec, find_auto_taps, probe_strides
+
+logger = logging.getLogger('distill.distillers')
 
 
 def build_network(cfg) -> nn.Module:
@@ -165,6 +168,9 @@ class Distiller(nn.Module):
             size = self.adapter.probe_input_size
             strides = [self._strides(model, size) for model in (self.student, self.teacher)]
             taps = find_auto_taps(*strides)
+            logger.info("taps='auto' paired %s", ', '.join(
+                f"student {p['student']} (stride {p['stride']}) -> teacher {p['teacher']} "
+                f"(stride {p['teacher_stride']})" for p in taps))
         self.student_taps = FeatureTaps(self.student, [_tap_side(p, 'student') for p in taps],
                                         owner='student')
         self.teacher_taps = FeatureTaps(self.teacher, [_tap_side(p, 'teacher') for p in taps],

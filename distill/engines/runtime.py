@@ -8,8 +8,10 @@ from pathlib import Path
 
 import torch
 
-# the loggers whose lines go to train.log: the trainer core's and the tasks'
-RUN_LOGGERS = ('distill.trainer', 'distill.classification', 'distill.diffusion')
+# the loggers whose lines go to train.log: the trainer core's, the tasks' and the distillers'
+# (what taps='auto' chose)
+RUN_LOGGERS = ('distill.trainer', 'distill.classification', 'distill.diffusion',
+               'distill.distillers')
 
 
 @contextlib.contextmanager
