@@ -163,7 +163,18 @@ def test_offline_two_processes_frozen_teacher(tiny_config, tmp_path):
     teacher = UNet2DModel(sample_size=8, block_out_channels=(16, 32), layers_per_block=1,
                           norm_num_groups=4, down_block_types=('DownBlock2D', 'DownBlock2D'),
                           up_block_types=('UpBlock2D', 'UpBlock2D'))
-    teacher.save_pretrained(tmp_path / 'teacher')
+    # a pipeline folder, as diffusers' examples and this engine write it (a bare UNet folder
+    # works too)
+    from diffusers import DDPMPipeline, DDPMScheduler
+    from distill.engines.diffusion_config import teacher_from_directory
+    DDPMPipeline(unet=teacher, scheduler=DDPMScheduler(num_train_timesteps=100)).save_pretrained(
+        tmp_path / 'teacher')
+    teacher.save_pretrained(tmp_path / 'bare')
+    assert teacher_from_directory(str(tmp_path / 'teacher'))['pretrained'] == str(
+        tmp_path / 'teacher' / 'unet')
+    assert teacher_from_directory(str(tmp_path / 'bare'))['pretrained'] == str(tmp_path / 'bare')
+    with pytest.raises(FileNotFoundError, match='neither a UNet folder'):
+        teacher_from_directory(str(tmp_path))
     output_dir = tmp_path / 'offline'
     metrics = launch(tiny_config, output_dir, '--teacher_model_name_or_path',
                      str(tmp_path / 'teacher'), '--max_train_steps', '2',

@@ -127,12 +127,19 @@ def set_resolution(cfg, resolution: int) -> None:
 
 
 def teacher_from_directory(path: str) -> dict:
-    config_file = Path(path) / 'config.json'
+    """The teacher config of ``--teacher_model_name_or_path``: a UNet folder
+    (``save_pretrained``'s ``config.json`` and weights) or a pipeline folder (``model_index.json``
+    and its ``unet/``, what diffusers' training examples and this engine write)."""
+    folder = Path(path)
+    if (folder / 'model_index.json').is_file() and (folder / 'unet' / 'config.json').is_file():
+        folder = folder / 'unet'
+    config_file = folder / 'config.json'
     if not config_file.is_file():
-        raise FileNotFoundError(f'--teacher_model_name_or_path {path!r}: no config.json there '
-                                f'(a directory written by save_pretrained is expected)')
+        raise FileNotFoundError(f'--teacher_model_name_or_path {path!r}: neither a UNet folder '
+                                f'(config.json) nor a pipeline folder (model_index.json and '
+                                f'unet/config.json), as save_pretrained writes them')
     class_name = json.loads(config_file.read_text()).get('_class_name', 'UNet2DModel')
-    return dict(type=class_name, pretrained=str(path))
+    return dict(type=class_name, pretrained=str(folder))
 
 
 def load_config_file(path, cfg_options: dict | None = None):
