@@ -148,7 +148,9 @@ def test_resume_latest_without_a_checkpoint_refuses_an_earlier_run(tmp_path):
 
 @pytest.mark.parametrize('name, warmup', [('linear', 0), ('linear', 3), ('cosine', 0),
                                           ('cosine', 3), ('constant_with_warmup', 3),
-                                          ('constant', 3), ('cosine', 12), ('linear', 11)])
+                                          ('constant', 3), ('cosine', 12), ('linear', 11),
+                                          ('cosine_with_restarts', 3), ('polynomial', 0),
+                                          ('polynomial', 3)])
 def test_lr_schedule_follows_diffusers_get_scheduler(name, warmup):
     """The mmengine schedules of --lr_scheduler give diffusers' lr after every optimiser step;
     only the warm-up differs by design (from lr / (warmup + 1), not 0): checked against its

@@ -37,6 +37,27 @@ def test_train_unconditional_flags_map_to_the_config():
         config('--num_epochs', '1', '--max_train_steps', '5')
 
 
+def test_more_flags_of_diffusers_examples(tmp_path, caplog):
+    """--center_crop, --eval_batch_size, --save_images_epochs, --save_model_epochs,
+    --model_config_name_or_path and --cache_dir are taken; --dataset_name is refused saying
+    what to give instead."""
+    from diffusers import UNet2DModel
+    from distill.config_checks import ConfigError
+    UNet2DModel(sample_size=8, block_out_channels=(8, 16), norm_num_groups=4,
+                layers_per_block=1, down_block_types=('DownBlock2D', 'DownBlock2D'),
+                up_block_types=('UpBlock2D', 'UpBlock2D')).save_config(tmp_path / 'arch')
+    with caplog.at_level('WARNING'):
+        cfg = config('--center_crop', '--eval_batch_size', '5', '--save_images_epochs', '2',
+                     '--save_model_epochs', '3', '--model_config_name_or_path',
+                     str(tmp_path / 'arch'), '--cache_dir', str(tmp_path))
+    assert cfg.data.center_crop is True and cfg.num_validation_images == 5
+    assert (cfg.validation_epochs, cfg.checkpointing_epochs) == (2, 3)
+    assert cfg.student.type == 'UNet2DModel' and cfg.student.block_out_channels == [8, 16]
+    assert '--cache_dir changes nothing' in caplog.text
+    with pytest.raises(ConfigError, match='--dataset_name downloads.*--train_data_dir'):
+        config('--dataset_name', 'huggan/flowers-102-categories')
+
+
 def test_resolution_leaves_a_pretrained_teacher_alone(tmp_path):
     from diffusers import UNet2DModel
     UNet2DModel(sample_size=16, block_out_channels=(8, 16), norm_num_groups=4,

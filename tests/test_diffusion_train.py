@@ -233,7 +233,7 @@ def test_plain_python_on_a_user_image_folder(tiny_config, tmp_path):
     result = subprocess.run(
         [sys.executable, str(SCRIPT), str(tiny_config), '--output_dir', str(output_dir),
          '--train_data_dir', str(tmp_path / 'images'), '--num_epochs', '1',
-         '--gradient_accumulation_steps', '1', '--checkpointing_steps', '0',
+         '--gradient_accumulation_steps', '1', '--save_model_epochs', '1',
          '--validation_steps', '0', '--resolution', '8', '--no-use_ema',
          '--dataloader_num_workers', '0', '--logger', 'tensorboard', '--logging_dir', 'tb',
          '--cfg-options', 'data.num_heldout=4', 'evaluation.fid_images=4',
@@ -247,5 +247,6 @@ def test_plain_python_on_a_user_image_folder(tiny_config, tmp_path):
     assert "not Inception's" in result.stdout + result.stderr
     assert record['num_processes'] == 1 and record['heldout_images'] == 4
     assert record['global_step'] == 2  # one epoch: 16 training images, batches of 8
+    assert [p.name for p in output_dir.glob('checkpoint-*')] == ['checkpoint-2']  # per epoch
     assert (output_dir / 'unet' / 'diffusion_pytorch_model.safetensors').is_file()
     assert (output_dir / 'model_index.json').is_file() and (output_dir / 'tb').is_dir()

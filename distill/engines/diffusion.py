@@ -315,8 +315,14 @@ def train(cfg) -> dict | None:
                          f'process per epoch, fewer than gradient_accumulation_steps='
                          f'{cfg.gradient_accumulation_steps}: use more images or smaller '
                          f'train_batch_size')
+    updates_per_epoch = math.ceil(batches / cfg.gradient_accumulation_steps)
     if cfg.get('num_epochs'):  # diffusers' --num_epochs: optimiser steps of that many
-        cfg.max_train_steps = cfg.num_epochs * math.ceil(batches / cfg.gradient_accumulation_steps)
+        cfg.max_train_steps = cfg.num_epochs * updates_per_epoch
+    # diffusers' --save_images_epochs / --save_model_epochs, as steps of the trainer core
+    if cfg.get('validation_epochs'):
+        cfg.validation_steps = cfg.validation_epochs * updates_per_epoch
+    if cfg.get('checkpointing_epochs'):
+        cfg.checkpointing_steps = cfg.checkpointing_epochs * updates_per_epoch
     if accelerator.num_processes > 1:
         standard_grad_strides(p for p in task.distiller.parameters() if p.requires_grad)
     settings = TrainSettings(

@@ -27,6 +27,7 @@ DEFAULTS = dict(
     validation_steps=500, num_validation_images=8, num_inference_steps=50,
     report_to='tensorboard', logging_dir='logs', logging_steps=50, dataloader_num_workers=0,
     train_data_dir=None, num_epochs=None, overwrite_output_dir=False,
+    validation_epochs=None, checkpointing_epochs=None,
     evaluation=dict(num_images=64, num_buckets=4, num_samples=16, inception_weights=None),
 )
 
@@ -48,12 +49,15 @@ FLAGS = dict(
     max_train_steps=(int, 'optimiser steps'),
     train_batch_size=(int, 'images per process per micro-batch'),
     learning_rate=(float, 'peak learning rate'),
-    lr_scheduler=(str, 'cosine, linear, constant or constant_with_warmup (as diffusers\' '
-                       'get_scheduler, on mmengine schedulers)'),
+    lr_scheduler=(str, 'cosine, cosine_with_restarts, linear, polynomial, constant or '
+                       'constant_with_warmup (as diffusers\' get_scheduler, on mmengine '
+                       'schedulers)'),
     lr_warmup_steps=(int, 'warm-up optimiser steps'),
     validation_steps=(int, 'DDIM grid every N steps (0: never)'),
     num_inference_steps=(int, 'DDIM steps for validation grids'),
-    teacher_model_name_or_path=(str, 'a local save_pretrained directory: offline teacher'),
+    teacher_model_name_or_path=(str, 'a local UNet or pipeline folder: offline teacher'),
+    model_config_name_or_path=(str, "a folder (or its config.json) of the student UNet's "
+                                    "architecture, as diffusers' example takes it"),
     num_epochs=(int, 'train for this many epochs (sets max_train_steps from the data size)'),
     dataloader_num_workers=(int, 'data loading worker processes'),
     logging_dir=(str, 'TensorBoard folder, under output_dir'),
@@ -73,10 +77,24 @@ RENAMED_FLAGS = dict(
     prediction_type=(str, 'noise_scheduler.prediction_type', "'epsilon' or 'v_prediction'"),
     ddpm_num_steps=(int, 'noise_scheduler.num_train_timesteps', 'diffusion timesteps'),
     ddpm_beta_schedule=(str, 'noise_scheduler.beta_schedule', "'linear', 'squaredcos_cap_v2'"),
+    eval_batch_size=(int, 'num_validation_images', 'images of each validation grid'),
+    save_images_epochs=(int, 'validation_epochs', 'validation grid every N epochs (instead of '
+                                                  '--validation_steps)'),
+    save_model_epochs=(int, 'checkpointing_epochs', 'checkpoint every N epochs (instead of '
+                                                    '--checkpointing_steps)'),
+)
+# flags of train_unconditional.py that need the internet: refused with what to do instead
+# (dataset_name) or accepted with a warning that they change nothing (cache_dir)
+OFFLINE_FLAGS = dict(
+    dataset_name='--dataset_name downloads a data set from the Hugging Face hub, which this '
+                 'engine does not do: give --train_data_dir, a local folder of images',
+    cache_dir='--cache_dir changes nothing here: nothing is downloaded',
 )
 # on/off flags: --use_ema / --no-use_ema, --random_flip / --no-random_flip
 SWITCHES = dict(use_ema=('use_ema', 'keep an EMA of the student (the saved student is it)'),
                 random_flip=('data.random_flip', 'flip training images horizontally'),
+                center_crop=('data.center_crop', 'crop image folders at the centre (else the '
+                                                 'top-left corner) after resizing'),
                 overwrite_output_dir=('overwrite_output_dir',
                                       'start afresh in an output_dir that holds an earlier run, '
                                       'deleting its checkpoints, metrics, pipeline and logs'))
@@ -106,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, (_, text) in SWITCHES.items():
         parser.add_argument(f'--{flag}', action=argparse.BooleanOptionalAction, default=None,
                             help=text)
+    for flag in OFFLINE_FLAGS:
+        parser.add_argument(f'--{flag}', type=str, default=None, help=OFFLINE_FLAGS[flag])
     parser.add_argument('--resolution', type=int, default=None,
                         help='image side: data.resolution and the sample_size of the UNets '
                              'built from a config (not of a pretrained teacher)')
@@ -140,6 +160,19 @@ def teacher_from_directory(path: str) -> dict:
                                 f'unet/config.json), as save_pretrained writes them')
     class_name = json.loads(config_file.read_text()).get('_class_name', 'UNet2DModel')
     return dict(type=class_name, pretrained=str(folder))
+
+
+def unet_from_config(path: str) -> dict:
+    """``--model_config_name_or_path``: the student's architecture from a UNet folder's (or a
+    pipeline folder's ``unet/``) ``config.json``, or that file itself; new weights."""
+    path = Path(path)
+    for candidate in (path, path / 'config.json', path / 'unet' / 'config.json'):
+        if candidate.is_file():
+            config = json.loads(candidate.read_text())
+            kind = config.get('_class_name', 'UNet2DModel')
+            return dict(type=kind, **{k: v for k, v in config.items() if not k.startswith('_')})
+    raise FileNotFoundError(f'--model_config_name_or_path {str(path)!r}: no config.json there '
+                            f'(nor in its unet/)')
 
 
 def load_config_file(path, cfg_options: dict | None = None):
@@ -190,9 +223,15 @@ def check_sections(cfg) -> None:
 def load_config(args: argparse.Namespace):
     """The run's ``mmengine.Config``: the file, ``--cfg-options``, then the named flags."""
     cfg = load_config_file(args.config, args.cfg_options)
+    if getattr(args, 'dataset_name', None):
+        from distill.config_checks import ConfigError
+        raise ConfigError(OFFLINE_FLAGS['dataset_name'])
+    if getattr(args, 'cache_dir', None):
+        import logging
+        logging.getLogger('distill.diffusion').warning(OFFLINE_FLAGS['cache_dir'])
     for flag in FLAGS:
         value = getattr(args, flag, None)
-        if value is None or flag == 'teacher_model_name_or_path':
+        if value is None or flag in ('teacher_model_name_or_path', 'model_config_name_or_path'):
             continue
         cfg[flag] = value
     named = {key: getattr(args, flag, None) for flag, (_, key, _) in RENAMED_FLAGS.items()}
@@ -204,6 +243,8 @@ def load_config(args: argparse.Namespace):
         raise ValueError('give --num_epochs or --max_train_steps, not both')
     if getattr(args, 'max_train_steps', None) is not None:
         cfg.num_epochs = None  # the command line's step count wins over a config's epochs
+    if getattr(args, 'model_config_name_or_path', None):
+        cfg.student = unet_from_config(args.model_config_name_or_path)
     if args.teacher_model_name_or_path:
         cfg.teacher = teacher_from_directory(args.teacher_model_name_or_path)
         cfg.distiller.online = False  # a pretrained teacher given here is the offline setting
@@ -220,7 +261,10 @@ def load_config(args: argparse.Namespace):
 
 
 # diffusers' --lr_scheduler names that map onto mmengine's schedulers (the trainer core's)
-LR_SCHEDULERS = ('constant', 'constant_with_warmup', 'linear', 'cosine')
+LR_SCHEDULERS = ('constant', 'constant_with_warmup', 'linear', 'cosine', 'cosine_with_restarts',
+                 'polynomial')
+#: diffusers' get_scheduler defaults for the two: one cosine cycle, a linear decay to 1e-7
+POLYNOMIAL_LR_END, POLYNOMIAL_POWER = 1e-7, 1.0
 
 
 #: the flags that set each key of ``optimizer_config`` (named in resume messages)
@@ -259,7 +303,10 @@ def lr_schedule(name, warmup_steps: int, total_steps: int) -> list[dict]:
     if name == 'linear':
         schedule.append(dict(type='LinearLR', start_factor=1.0, end_factor=0.0,
                              begin=warmup_steps, end=total_steps + 1, **steps))
-    elif name == 'cosine':
+    elif name == 'polynomial':
+        schedule.append(dict(type='PolyLR', eta_min=POLYNOMIAL_LR_END, power=POLYNOMIAL_POWER,
+                             begin=warmup_steps, end=total_steps + 1, **steps))
+    elif name in ('cosine', 'cosine_with_restarts'):  # num_cycles=1: the same single cosine
         schedule.append(dict(type='CosineAnnealingLR', T_max=total_steps - warmup_steps,
                              eta_min=0.0, begin=warmup_steps, end=total_steps + 1, **steps))
     return schedule
