@@ -185,7 +185,6 @@ def sample_grid(out: Path, methods, seed: int, path: Path, count: int = 10):
     same noise, one labelled row each."""
     import torch
     from diffusers import DDPMScheduler, UNet2DModel
-    from PIL import Image, ImageDraw
     from distill.engines.diffusion_eval import ddim_sample, image_grid
     rows, labels = [], []
     alone = out / 'independent' / f'seed{seed}'
@@ -203,14 +202,8 @@ def sample_grid(out: Path, methods, seed: int, path: Path, count: int = 10):
                                 unet.config.sample_size, generator=torch.Generator().manual_seed(0))
         rows.append(ddim_sample(unet, scheduler.config, noise, 50))
         labels.append(label)
-    grid = image_grid(rows)
-    margin = 170
-    canvas = Image.new('RGB', (grid.width + margin, grid.height), 'white')
-    canvas.paste(grid, (margin, 0))
-    draw, tile = ImageDraw.Draw(canvas), grid.height // len(rows)
-    for i, label in enumerate(labels):
-        draw.text((6, i * tile + tile // 2 - 6), label, fill='black')
-    canvas.save(path)
+    grid = image_grid(rows, labels=labels, label_width=170)
+    grid.save(path)
     return path
 
 

@@ -49,9 +49,10 @@ def test_more_flags_of_diffusers_examples(tmp_path, caplog):
     with caplog.at_level('WARNING'):
         cfg = config('--center_crop', '--eval_batch_size', '5', '--save_images_epochs', '2',
                      '--save_model_epochs', '3', '--model_config_name_or_path',
-                     str(tmp_path / 'arch'), '--cache_dir', str(tmp_path))
+                     str(tmp_path / 'arch'), '--cache_dir', str(tmp_path),
+                     '--logging_steps', '7')
     assert cfg.data.center_crop is True and cfg.num_validation_images == 5
-    assert (cfg.validation_epochs, cfg.checkpointing_epochs) == (2, 3)
+    assert (cfg.validation_epochs, cfg.checkpointing_epochs, cfg.logging_steps) == (2, 3, 7)
     assert cfg.student.type == 'UNet2DModel' and cfg.student.block_out_channels == [8, 16]
     assert '--cache_dir changes nothing' in caplog.text
     with pytest.raises(ConfigError, match='--dataset_name downloads.*--train_data_dir'):

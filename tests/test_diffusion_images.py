@@ -19,6 +19,18 @@ def test_grid_is_teacher_row_over_student_row_enlarged_nearest():
     assert (grid[32:48, 32:64] == 0).all() and (grid[48:, 32:64] == 255).all()
 
 
+def test_grid_rows_can_be_labelled_in_a_margin():
+    from distill.engines.diffusion_eval import image_grid
+    rows = [-torch.ones(2, 3, 8, 8), -torch.ones(2, 3, 8, 8)]
+    grid = np.asarray(image_grid(rows, min_tile=32, labels=['teacher', 'student'],
+                                 label_width=60))
+    assert grid.shape == (64, 60 + 64, 3) and (grid[:, 60:] == 0).all()
+    margin = grid[:, :60]
+    assert (margin[:32] < 255).any() and (margin[32:] < 255).any()  # text in each row's band
+    with pytest.raises(ValueError, match='1 labels for 2 rows'):
+        image_grid(rows, labels=['teacher'])
+
+
 def test_latent_and_grey_rows_show_three_channels():
     from distill.engines.diffusion_eval import image_grid
     grid = image_grid([torch.zeros(2, 4, 16, 16), torch.zeros(2, 1, 16, 16)], min_tile=16)

@@ -140,7 +140,8 @@ class DiffusionTask(Task):
         if self.main:
             samples = self.sample_pair(cfg.num_validation_images, cfg.num_inference_steps,
                                        seed=cfg.seed)
-            grid = image_grid([samples['teacher'], samples['student']])
+            grid = image_grid([samples['teacher'], samples['student']],
+                              labels=['teacher', 'student (EMA)' if self.ema else 'student'])
             folder = self.output_dir / 'validation'
             folder.mkdir(parents=True, exist_ok=True)
             grid.save(folder / f'step-{trainer.global_step:06d}.png')

@@ -61,6 +61,7 @@ FLAGS = dict(
     num_epochs=(int, 'train for this many epochs (sets max_train_steps from the data size)'),
     dataloader_num_workers=(int, 'data loading worker processes'),
     logging_dir=(str, 'TensorBoard folder, under output_dir'),
+    logging_steps=(int, 'a training record (window means) into metrics.json every N steps'),
     adam_beta1=(float, 'AdamW beta1'),
     adam_beta2=(float, 'AdamW beta2'),
     adam_weight_decay=(float, 'AdamW weight decay'),

@@ -90,13 +90,15 @@ def teacher_agreement(teacher_samples: torch.Tensor, student_samples: torch.Tens
     return float(((teacher_samples.clamp(-1, 1) - student_samples.clamp(-1, 1)) ** 2).mean())
 
 
-def image_grid(rows: list[torch.Tensor], min_tile: int = 64):
+def image_grid(rows: list[torch.Tensor], min_tile: int = 64, labels=None,
+               label_width: int = 120):
     """One row of images per tensor (N,C,H,W) in [-1, 1] (teacher over student) -> an RGB PIL
     image, laid out by diffusers' ``make_image_grid``. Small images are first enlarged (nearest,
     where ``make_image_grid``'s ``resize`` would blur them) to at least ``min_tile`` pixels;
-    latents show their first three channels."""
+    latents show their first three channels. ``labels``: one name per row, written in a white
+    margin of ``label_width`` pixels on the left."""
     from diffusers.utils import make_image_grid
-    from PIL import Image
+    from PIL import Image, ImageDraw
     tiles = []
     for row in rows:
         row = ((row.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().byte()
@@ -106,7 +108,17 @@ def image_grid(rows: list[torch.Tensor], min_tile: int = 64):
     if scale > 1:
         tiles = [tile.resize((tile.width * scale, tile.height * scale), Image.NEAREST)
                  for tile in tiles]
-    return make_image_grid(tiles, rows=len(rows), cols=len(tiles) // len(rows))
+    grid = make_image_grid(tiles, rows=len(rows), cols=len(tiles) // len(rows))
+    if not labels:
+        return grid
+    if len(labels) != len(rows):
+        raise ValueError(f'{len(labels)} labels for {len(rows)} rows')
+    canvas = Image.new('RGB', (grid.width + label_width, grid.height), 'white')
+    canvas.paste(grid, (label_width, 0))
+    draw, tile = ImageDraw.Draw(canvas), grid.height // len(rows)
+    for index, label in enumerate(labels):
+        draw.text((4, index * tile + tile // 2 - 6), str(label), fill='black')
+    return canvas
 
 
 def fid(real: torch.Tensor, fake: torch.Tensor, inception_weights: str | None):
