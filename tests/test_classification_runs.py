@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from mmengine.config import Config
 
 from distill.engines.classification import train_classification
@@ -123,3 +124,31 @@ def test_short_training_on_shapes_ends_well_above_chance(tmp_path):
     # chance is 25%; this run reaches about 65% (student) and 75% (teacher)
     assert record['val/student/top1'] > 50, record
     assert record['val/teacher/top1'] > 50, record
+
+
+def test_test_py_gives_the_runs_own_val_metrics(tmp_path):
+    """tasks/classification/test.py on a run's checkpoint folder, and on its student.pth and
+    teacher.pth, reports the val metrics the run recorded for the same weights."""
+    import importlib.util
+    from test_classification_engine import checkpoint_names, tiny_cfg
+    from distill.engines.classification import train_classification
+    cfg = tiny_cfg(epochs=1)
+    run = tmp_path / 'run'
+    record = train_classification(cfg, work_dir=run).records[-1]
+    cfg.dump(str(tmp_path / 'config.py'))
+    spec = importlib.util.spec_from_file_location(
+        'cls_test', Path(__file__).resolve().parents[1] / 'tasks' / 'classification' / 'test.py')
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    folder = script.main([str(tmp_path / 'config.py'), str(run / checkpoint_names(run)[-1])])
+    files = script.main([str(tmp_path / 'config.py'), str(run / 'student.pth'), '--teacher',
+                         str(run / 'teacher.pth'), '--out', str(tmp_path / 'test.json')])
+    for results in (folder, files):
+        for net in ('student', 'teacher'):
+            for metric in ('top1', 'top5', 'ece'):
+                assert results[net][metric] == pytest.approx(record[f'val/{net}/{metric}'],
+                                                             abs=1e-4), (net, metric)
+    assert json.loads((tmp_path / 'test.json').read_text())['results'].keys() == {'student',
+                                                                                  'teacher'}
+    student_only = script.main([str(tmp_path / 'config.py'), str(run / 'student.pth')])
+    assert set(student_only) == {'student'}

@@ -85,6 +85,10 @@ class ClassificationTask(Task):
                            if k != 'num_samples'})
         return record
 
+    def data_summary(self) -> str:
+        return (f"{len(self.datasets['train'])} training and {len(self.datasets['val'])} val "
+                f"images, batches of {self.train_batches.batch_size} per process")
+
     def end_of_epoch(self, trainer, record) -> None:
         from distill.sokd.viz import record_policy
         # SoKD: the policy in metrics.json and TensorBoard, its chart after the search

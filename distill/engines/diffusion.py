@@ -156,6 +156,10 @@ class DiffusionTask(Task):
         self.accelerator.wait_for_everyone()
         return record
 
+    def data_summary(self) -> str:
+        return (f'{len(self.train_set)} training and {len(self.heldout_set)} held-out images, '
+                f'batches of {self.cfg.train_batch_size} per process')
+
     def describe(self, record: dict) -> str:
         """The task's part of the core's log line of a validation or final record."""
         parts = []

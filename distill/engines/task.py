@@ -12,6 +12,7 @@ What a task provides (subclass ``Task``; every hook has a default but ``train_lo
     evaluate(trainer)                a dict of record entries ('val/...'), at the eval cadence
     end_of_epoch(trainer, record)    add to the epoch record (e.g. SoKD's policy)
     describe(record)                 the task's part of the log line of a record
+    data_summary()                   its data and batch size, for the run's first log line
     main_states / process_states     extra state to checkpoint, ``{name: state}`` (weights-only
                                      types), of the main process / of each process
     load_states(trainer, main, per_process)  the same, given back on resume
@@ -107,6 +108,9 @@ class Task:
         pass
 
     def describe(self, record: dict) -> str:
+        return ''
+
+    def data_summary(self) -> str:
         return ''
 
     def main_states(self, trainer) -> dict:

@@ -356,6 +356,14 @@ class Trainer:
             self.metrics.truncate('global_step', self.global_step)
         if acc.log_with:
             acc.init_trackers(settings.project_name, config=self.tracker_config)
+        if self.is_main:  # what this run is, before it starts (the engines share the line)
+            data = self.task.data_summary()
+            logger.info('%s: %s%s micro-batches per epoch per process, %d optimiser steps '
+                        '(%d done), %d process(es) x accumulation %d, precision %s, device %s',
+                        'resuming' if self.global_step else 'starting', data + '; ' if data
+                        else '', self.steps_per_epoch, self.total_steps, self.global_step,
+                        self.world, acc.gradient_accumulation_steps, acc.mixed_precision,
+                        acc.device)
         from tqdm.auto import tqdm
         progress = tqdm(total=self.total_steps, initial=self.global_step, dynamic_ncols=True,
                         disable=not (self.is_main and settings.progress_bar), leave=False)
