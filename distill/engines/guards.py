@@ -115,16 +115,25 @@ def check_finite_state(model: torch.nn.Module, step: int, epoch: int | None = No
                              f'learning rate or the largest loss weight. {INTACT}')
 
 
-def state_finite_flag(model: torch.nn.Module) -> torch.Tensor | None:
-    """A 0-dim bool tensor, True when every floating parameter and buffer of ``model`` is
-    finite, computed on the device without reading it (the fused norms of
-    ``first_non_finite``); None for a model without such tensors."""
-    tensors = [t.detach() for _, t in named_state_tensors(model)
-               if t.numel() and (t.is_floating_point() or t.is_complex())]
+def state_finite_flag(tensors: list, buffer: tuple | None = None) -> torch.Tensor | None:
+    """A 0-dim bool tensor, True when every tensor of ``tensors`` (floating parameters and
+    buffers) is finite, computed on the device without reading it: one fused max-abs
+    (``torch._foreach_norm``) and, with ``buffer`` (a float32 tensor of one entry per tensor and
+    the list of its entries, made once), one fused copy of the norms into it instead of a
+    ``stack`` (which costs an ``unsqueeze`` operator call per tensor); None for no tensors."""
     if not tensors:
         return None
-    norms = torch._foreach_norm(tensors, float('inf'))
-    return torch.isfinite(torch.stack([n.float() for n in norms])).all()
+    with torch.no_grad():
+        norms = torch._foreach_norm(tensors, float('inf'))
+        if buffer is None:
+            return torch.isfinite(torch.stack([n.float() for n in norms])).all()
+        torch._foreach_copy_(buffer[1], norms)
+        return torch.isfinite(buffer[0]).all()
+
+
+def _state_tensors(model: torch.nn.Module) -> list:
+    return [t for _, t in named_state_tensors(model)
+            if t.numel() and (t.is_floating_point() or t.is_complex())]
 
 
 class DeferredChecks:
@@ -140,17 +149,17 @@ class DeferredChecks:
     checkpoint is only written after a read (``Trainer.save``) and from state checked finite.
     """
 
-    def __init__(self, max_pending: int = 256):
-        self.max_pending = max_pending
+    def __init__(self):
         self.pending = []            # (kind, step, epoch, names, device tensor)
         self.previous = None         # the values of the last step read, for the messages
+        self._tensors = (None, [], None)  # (model, its state tensors, a buffer of their norms)
 
     def __len__(self):
         return len(self.pending)
 
     def add_terms(self, terms: dict, step: int, epoch: int | None) -> None:
-        if terms:
-            stacked = torch.stack([value.detach().float().reshape(()) for value in terms.values()])
+        if terms:  # one stack of the 0-dim terms (promoted to a common dtype), no per-term op
+            stacked = torch.stack(list(terms.values())).detach().float()
             self.pending.append(('terms', step, epoch, tuple(terms), stacked))
 
     def add_values(self, values: dict, step: int, epoch: int | None) -> None:
@@ -163,9 +172,13 @@ class DeferredChecks:
             self.pending.append(('values', step, epoch, tuple(values), stacked))
 
     def add_state(self, model: torch.nn.Module, step: int, epoch: int | None) -> None:
-        flag = state_finite_flag(model)
+        if self._tensors[0] is not model:
+            tensors = _state_tensors(model)
+            norms = torch.empty(len(tensors), device=tensors[0].device) if tensors else None
+            self._tensors = (model, tensors, (norms, list(norms.unbind())) if tensors else None)
+        flag = state_finite_flag(*self._tensors[1:])
         if flag is not None:
-            self.pending.append(('state', step, epoch, (), flag.float().reshape(1)))
+            self.pending.append(('state', step, epoch, (), flag.reshape(1)))
 
     def read(self, model: torch.nn.Module | None = None, reduce=None) -> list:
         """``[(kind, step, {name: value})]`` of the pending steps, read in one copy; raises
@@ -175,7 +188,7 @@ class DeferredChecks:
             return []
         pending, self.pending = self.pending, []
         device = pending[0][4].device
-        flat = torch.cat([entry[4].to(device).reshape(-1) for entry in pending])
+        flat = torch.cat([entry[4].to(device, torch.float32).reshape(-1) for entry in pending])
         if reduce is not None:  # one collective: does any process hold a bad step?
             flat = torch.cat([flat, reduce(_bad_flag(pending).float().reshape(1).to(device))])
         numbers = flat.tolist()
