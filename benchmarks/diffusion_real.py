@@ -207,6 +207,19 @@ def sample_grid(out: Path, methods, seed: int, path: Path, count: int = 10):
     return path
 
 
+def print_tables(records: dict, seeds, note: str, title: str):
+    """The FID* and denoising-MSE tables of ``distill.results`` (paired to each method's
+    baseline); returns both."""
+    from distill.results import format_table, summarise
+    baselines = {m: METHODS.get(m, (None, None))[1] for m in records}
+    table = summarise(records, seeds, baselines, metrics=METRICS, primary='fid')
+    mse_table = summarise(records, seeds, baselines, metrics=METRICS, primary='mse')
+    print(f'\n{title}\n{note}\n\npaired differences of FID* (lower is better):\n\n'
+          f'{format_table(table, METRICS)}\n\npaired differences of the denoising MSE x 1000 '
+          f'(lower is better):\n\n{format_table(mse_table, METRICS)}')
+    return table, mse_table
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--preset', choices=tuple(PRESETS), default='cpu')
@@ -225,7 +238,18 @@ def main(argv=None):
     parser.add_argument('--feature-epochs', type=int, default=3,
                         help='epochs of the FID feature network (trained once, cached in --out)')
     parser.add_argument('--rerun', action='store_true', help='retrain finished runs')
+    parser.add_argument('--from-json', default=None, metavar='RESULTS_JSON',
+                        help="print the tables of a saved results.json (e.g. "
+                             "docs/diffusion_fmnist_cpu.json) with today's statistics; trains "
+                             "nothing")
     args = parser.parse_args(argv)
+    if args.from_json:
+        saved = json.loads(Path(args.from_json).read_text())
+        records = {m: {int(s): r for s, r in v.items()} for m, v in saved['runs'].items()}
+        return print_tables(records, saved['seeds'], saved['note'],
+                            f"{args.from_json}: Fashion-MNIST DDPM, {saved['preset']} preset, "
+                            f"{saved['steps']} steps, seeds "
+                            f"{', '.join(map(str, saved['seeds']))}")
     preset = PRESETS[args.preset]
     args.steps = args.steps or preset['steps']
     args.fid_images = args.fid_images or preset['fid_images']
@@ -270,19 +294,14 @@ def main(argv=None):
             for record in records[method].values():
                 record.update({k: v for k, v in frozen.items() if k.startswith('val/teacher')})
 
-    from distill.results import format_table, plot_seed_bars, summarise
-    baselines = {m: METHODS[m][1] for m in methods}
-    table = summarise(records, args.seeds, baselines, metrics=METRICS, primary='fid')
-    mse_table = summarise(records, args.seeds, baselines, metrics=METRICS, primary='mse')
+    from distill.results import plot_seed_bars
     title = (f'Fashion-MNIST DDPM, {args.preset} preset, {args.steps} steps, seeds '
              f'{", ".join(map(str, args.seeds))}')
     note = (f"FID* = Fréchet distance in the features of {feature_spec['model']['type']} "
             f"trained here on Fashion-MNIST (test top-1 {info['test_top1']:.1f} %), "
             f'{args.fid_images} DDIM samples vs {args.fid_images} test images: not the '
             f'Inception FID of papers; lower is better')
-    print(f'\n{title}\n{note}\n\npaired differences of FID* (lower is better):\n\n'
-          f'{format_table(table, METRICS)}\n\npaired differences of the denoising MSE x 1000:'
-          f'\n\n{format_table(mse_table, METRICS)}')
+    table, mse_table = print_tables(records, args.seeds, note, title)
     (out / 'results.json').write_text(json.dumps(dict(
         preset=args.preset, seeds=args.seeds, steps=args.steps, fid_images=args.fid_images,
         feature_network=info, overrides=args.set or [], note=note, table=table,
