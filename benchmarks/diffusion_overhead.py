@@ -109,7 +109,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     import distill.adapters.diffusers  # noqa: F401  (registers the UNet builders)
-    from distill.engines.diffusion_config import load_config_file
+    from distill.engines.diffusion.config import load_config_file
     cfg = load_config_file(args.config)
     online = args.teacher_dir is None and cfg.distiller.get('online', True)
     args.work_dir.mkdir(parents=True, exist_ok=True)

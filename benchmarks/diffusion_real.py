@@ -185,7 +185,7 @@ def sample_grid(out: Path, methods, seed: int, path: Path, count: int = 10):
     same noise, one labelled row each."""
     import torch
     from diffusers import DDPMScheduler, UNet2DModel
-    from distill.engines.diffusion_eval import ddim_sample, image_grid
+    from distill.engines.diffusion.eval import ddim_sample, image_grid
     rows, labels = [], []
     alone = out / 'independent' / f'seed{seed}'
     nets = [('teacher alone', alone / 'teacher')] + [

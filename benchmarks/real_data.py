@@ -117,7 +117,7 @@ def _train_one(job):
     method, seed, preset, args, teacher_ckpt, work_dir = job
     import torch
     torch.set_num_threads(1)
-    from distill.engines.classification import train_classification
+    from distill.engines.classification.train import train_classification
     cfg = build_run_config(method, seed, preset, args, teacher_ckpt)
     started = time.time()
     # an interrupted run continues from its newest valid checkpoint; --rerun starts afresh

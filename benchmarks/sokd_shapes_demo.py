@@ -54,7 +54,7 @@ def base_config(sokd_cfg: dict, name: str) -> dict:
 
 
 def train(cfg, work_dir, seed, epochs):
-    from distill.engines.classification import train_classification
+    from distill.engines.classification.train import train_classification
     cfg = copy.deepcopy(cfg)
     cfg.train.seed = seed
     cfg.train.progress_bar = False

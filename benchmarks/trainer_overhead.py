@@ -5,7 +5,7 @@
 
 The same distiller (same initial weights), the same batches held in memory and the same SGD
 optimiser, run ``--steps`` optimiser steps twice: by a bare loop (forward, sum of the terms,
-backward, step, zero_grad) and by ``distill.engines.trainer.Trainer`` (Accelerate's
+backward, step, zero_grad) and by ``distill.engines.core.trainer.Trainer`` (Accelerate's
 ``accumulate``, the deferred NaN guard with the state flag of every step, the lr schedule,
 the progress bar, a log read every ``--log-every`` steps; no evaluation, no checkpoint). Prints
 the ``aten::`` operator calls per step of each (``op_count.py``: the launch-bound cost a GPU
@@ -65,9 +65,9 @@ def bare_loop(distiller, optimizer, data):
 
 
 def trainer_loop(args, distiller, data, work_dir):
-    from distill.engines.runtime import make_accelerator
-    from distill.engines.task import Task, TrainSettings
-    from distill.engines.trainer import Trainer
+    from distill.engines.core.runtime import make_accelerator
+    from distill.engines.core.task import Task, TrainSettings
+    from distill.engines.core.trainer import Trainer
 
     class InMemory(Task):  # the batches as they are (batch_size=None: no collation)
         def train_loader(self, trainer, epoch):

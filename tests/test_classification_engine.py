@@ -14,10 +14,10 @@ from distill import DISTILLERS
 from distill.checkpoint import load_checkpoint
 from distill.distillers.logits import DML
 from distill.engines import NonFiniteLossError
-from distill.engines.classification import DataLoadError, train_classification
-from distill.engines.checkpoints import list_checkpoints
-from distill.engines.classification_data import ShardedBatches
-from distill.engines.classification_metrics import ClassificationMeter
+from distill.engines.classification.train import DataLoadError, train_classification
+from distill.engines.core.checkpoints import list_checkpoints
+from distill.engines.classification.data import ShardedBatches
+from distill.engines.classification.metrics import ClassificationMeter
 from distill.taps import TapPathError
 
 ONLINE_ADM_TERMS = {'student.task', 'student.kd', 'student.co',

@@ -18,7 +18,7 @@ from distill.checkpoint import CorruptCheckpointError, load_checkpoint
 from distill.config_checks import ConfigError
 from distill.distillers.logits import DML
 from distill.engines import NonFiniteLossError
-from distill.engines.classification import train_classification
+from distill.engines.classification.train import train_classification
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_classification_engine import (checkpoint_names, newest_checkpoint,  # noqa: E402
@@ -169,8 +169,8 @@ def test_build_checks_logits_and_1x1_taps():
 
 def test_every_classification_config_passes_the_checks():
     from distill.config_checks import check_distiller_cfg
-    from distill.engines.classification import DEFAULT_TRAIN
-    from distill.engines.classification_config import check_classification_config
+    from distill.engines.classification.train import DEFAULT_TRAIN
+    from distill.engines.classification.config import check_classification_config
     paths = sorted(p for p in (ROOT / 'configs' / 'classification').rglob('*.py')
                    if '_base_' not in p.parts)
     assert len(paths) > 10
@@ -181,8 +181,8 @@ def test_every_classification_config_passes_the_checks():
 
 
 def test_cli_names_a_cfg_options_key_outside_every_section():
-    from distill.engines.classification import DEFAULT_TRAIN
-    from distill.engines.classification_config import check_cfg_options
+    from distill.engines.classification.train import DEFAULT_TRAIN
+    from distill.engines.classification.config import check_cfg_options
     cfg = tiny_cfg()
     with pytest.raises(ConfigError, match=r'loss_weights\.co.*did you mean '
                                           r'distiller\.loss_weights\.co\?'):
@@ -234,7 +234,7 @@ sys.path.insert(0, {tests!r})
 torch.set_num_threads(1)
 from accelerate import Accelerator
 from test_classification_engine import tiny_cfg
-from distill.engines.classification import train_classification
+from distill.engines.classification.train import train_classification
 real_save_state, calls = Accelerator.save_state, []
 def dying_save_state(self, output_dir, *args, **kwargs):
     calls.append(output_dir)
@@ -385,7 +385,7 @@ def test_a_code_running_pickle_is_refused_naming_the_file_and_the_code(tmp_path,
 def test_a_code_running_rng_file_with_forged_checksums_stops_the_resume(tmp_path, capfd):
     """Accelerate's load_state would skip an unreadable random_states_0.pkl with an INFO line
     (the resumed run then silently differs); the engine refuses it, naming the file."""
-    from distill.engines.checkpoints import STATE_FILE, file_digests
+    from distill.engines.core.checkpoints import STATE_FILE, file_digests
     run = tmp_path / 'run'
     train_classification(tiny_cfg(epochs=1), work_dir=run)
     newest = run / checkpoint_names(run)[-1]
@@ -420,7 +420,7 @@ def test_class_count_and_channel_mismatches_are_named_before_the_first_step(tmp_
 
 
 def test_fp16_on_a_cpu_and_a_logger_not_installed_are_errors(tmp_path):
-    from distill.engines.runtime import make_accelerator
+    from distill.engines.core.runtime import make_accelerator
     with pytest.raises(ValueError, match="'fp16' needs a CUDA device.*'bf16'"):
         make_accelerator(tmp_path, mixed_precision='fp16', cpu=True)
     with pytest.raises(ValueError, match="logger 'surely_not_a_logger' is not installed"):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from mmengine.config import Config
 
-from distill.engines.classification import train_classification
+from distill.engines.classification.train import train_classification
 
 from test_classification_engine import tiny_cfg
 
@@ -62,7 +62,7 @@ def test_two_processes_through_accelerate_launch(tmp_path):
 SHARDED_METRICS = """
 import torch
 from accelerate import Accelerator
-from distill.engines.classification_metrics import ClassificationMeter
+from distill.engines.classification.metrics import ClassificationMeter
 acc = Accelerator(cpu=True)
 g = torch.Generator().manual_seed(0)
 logits, labels = torch.randn(50, 7, generator=g) * 3, torch.randint(0, 7, (50,), generator=g)
@@ -131,7 +131,7 @@ def test_test_py_gives_the_runs_own_val_metrics(tmp_path):
     teacher.pth, reports the val metrics the run recorded for the same weights."""
     import importlib.util
     from test_classification_engine import checkpoint_names, tiny_cfg
-    from distill.engines.classification import train_classification
+    from distill.engines.classification.train import train_classification
     cfg = tiny_cfg(epochs=1)
     run = tmp_path / 'run'
     record = train_classification(cfg, work_dir=run).records[-1]

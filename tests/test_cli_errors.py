@@ -8,7 +8,7 @@ import pytest
 
 from mm_helpers import REPO
 
-from distill.engines.cli_errors import run_entry_point
+from distill.engines.core.cli_errors import run_entry_point
 
 
 def run(script, *args, debug_env=False):

@@ -28,7 +28,7 @@ def test_flat_configs_reject_near_misses_but_keep_file_variables():
 
 
 def test_diffusion_config_typos_are_named():
-    from distill.engines.diffusion_config import load_config_file
+    from distill.engines.diffusion.config import load_config_file
     config = ROOT / 'configs' / 'diffusion' / 'adm_shapes_tiny.py'
     load_config_file(config, {'learning_rate': 1e-3, 'distiller.loss_weights.co': 0.5})
     with pytest.raises(ConfigError, match=r"'learning_rat'; did you mean 'learning_rate'"):
@@ -40,7 +40,7 @@ def test_diffusion_config_typos_are_named():
 def test_classification_and_diffusion_cfg_options_take_lists_of_dicts():
     """mmengine's DictAction recursed forever on dict(...) values; both entry points use the
     shared ConfigOptionsAction."""
-    from distill.engines.diffusion_config import build_parser
+    from distill.engines.diffusion.config import build_parser
     from tasks.classification.train import parse_args
     taps = "distiller.taps=[dict(student='layer3',teacher='layer3')]"
     expected = {'distiller.taps': [{'student': 'layer3', 'teacher': 'layer3'}]}

@@ -299,7 +299,7 @@ def test_a_val_tree_missing_a_class_is_labelled_by_the_train_names(tmp_path, cap
     # labels come from each tree's sorted folder names: without the check, val's 'c' images
     # would get label 1 ('b' in train) and every metric would be silently wrong
     from PIL import Image
-    from distill.engines.classification import build_classification_datasets
+    from distill.engines.classification.train import build_classification_datasets
     for split, names in (('train', 'abc'), ('val', 'ac')):
         for name in names:
             (tmp_path / split / name).mkdir(parents=True)

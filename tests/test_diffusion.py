@@ -4,7 +4,7 @@ import torch
 
 import distill.adapters.diffusers as diffusion  # registers the adapter and the UNet builders
 from distill import build_distiller
-from distill.engines.diffusion_eval import ddim_sample, denoising_mse, teacher_agreement
+from distill.engines.diffusion.eval import ddim_sample, denoising_mse, teacher_agreement
 
 SIZE = 8
 

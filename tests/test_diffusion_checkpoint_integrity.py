@@ -6,7 +6,7 @@ import logging
 import pytest
 
 from distill.checkpoint import CorruptCheckpointError
-from distill.engines.checkpoints import STATE_FILE, file_digests, find_resume_checkpoint
+from distill.engines.core.checkpoints import STATE_FILE, file_digests, find_resume_checkpoint
 
 
 def fake_checkpoint(output_dir, step):

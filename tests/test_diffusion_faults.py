@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from distill.config_checks import ConfigError
-from distill.engines.checkpoints import remove_orphan_temporaries
-from distill.engines.diffusion_output import check_fresh_output_dir
+from distill.engines.core.checkpoints import remove_orphan_temporaries
+from distill.engines.diffusion.output import check_fresh_output_dir
 from test_diffusion_checkpoint_integrity import fake_checkpoint, resolve
 from test_diffusion_train import SCRIPT, TINY_CONFIG
 
@@ -93,7 +93,7 @@ def test_orphan_temporaries_of_an_interrupted_save_are_removed(tmp_path, caplog)
     ('conditioning.sequence_len=7', 'did you mean conditioning.sequence_length'),
     ('student.layers_per_blok=1', 'did you mean student.layers_per_block')])
 def test_unknown_section_keys_are_named_with_the_closest(option, message):
-    from distill.engines.diffusion_config import build_parser, load_config
+    from distill.engines.diffusion.config import build_parser, load_config
     args = build_parser().parse_args([str(REPO / 'configs/diffusion/adm_shapes_tiny.py'),
                                       '--cfg-options', option])
     with pytest.raises(ConfigError, match=message):
@@ -160,8 +160,8 @@ def test_lr_schedule_follows_diffusers_get_scheduler(name, warmup):
     import torch
     from diffusers.optimization import get_scheduler
 
-    from distill.engines.diffusion_config import lr_schedule
-    from distill.engines.optimizers import build_schedulers, step_schedulers
+    from distill.engines.diffusion.config import lr_schedule
+    from distill.engines.core.optimizers import build_schedulers, step_schedulers
     total, base = 10, 1e-3
     ours = torch.optim.AdamW([torch.nn.Parameter(torch.ones(1))], lr=base)
     schedulers = build_schedulers(lr_schedule(name, warmup, total), ours, by_epoch=False)
@@ -178,6 +178,6 @@ def test_lr_schedule_follows_diffusers_get_scheduler(name, warmup):
 
 
 def test_unknown_lr_scheduler_is_named():
-    from distill.engines.diffusion_config import lr_schedule
+    from distill.engines.diffusion.config import lr_schedule
     with pytest.raises(ConfigError, match="lr_scheduler='cosin'.*did you mean cosine"):
         lr_schedule('cosin', 0, 10)

@@ -9,7 +9,7 @@ pytest.importorskip('diffusers')
 
 
 def config(*flags):
-    from distill.engines.diffusion_config import build_parser, load_config
+    from distill.engines.diffusion.config import build_parser, load_config
     return load_config(build_parser().parse_args([str(BASE), *flags]))
 
 
@@ -71,7 +71,7 @@ def test_resolution_leaves_a_pretrained_teacher_alone(tmp_path):
 def test_grad_of_1x1_conv_keeps_the_parameter_strides():
     """A 1x1 conv on a channels-last-strided input (a UNet attention block's output) gets a
     weight gradient with strides DDP's reducer reports; the hook gives it the weight's."""
-    from distill.engines.grad_strides import standard_grad_strides
+    from distill.engines.diffusion.grad_strides import standard_grad_strides
     conv = torch.nn.Conv2d(32, 64, 1, bias=False)
     x = torch.randn(16, 4, 4, 32).permute(0, 3, 1, 2)
     conv(x).square().sum().backward()

@@ -7,7 +7,7 @@ pytest.importorskip('diffusers')
 
 
 def test_grid_is_teacher_row_over_student_row_enlarged_nearest():
-    from distill.engines.diffusion_eval import image_grid
+    from distill.engines.diffusion.eval import image_grid
     teacher = -torch.ones(3, 3, 8, 8)  # black
     student = torch.ones(3, 3, 8, 8)   # white
     student[1, :, :4] = -1             # the middle student image: top half black
@@ -20,7 +20,7 @@ def test_grid_is_teacher_row_over_student_row_enlarged_nearest():
 
 
 def test_grid_rows_can_be_labelled_in_a_margin():
-    from distill.engines.diffusion_eval import image_grid
+    from distill.engines.diffusion.eval import image_grid
     rows = [-torch.ones(2, 3, 8, 8), -torch.ones(2, 3, 8, 8)]
     grid = np.asarray(image_grid(rows, min_tile=32, labels=['teacher', 'student'],
                                  label_width=60))
@@ -32,7 +32,7 @@ def test_grid_rows_can_be_labelled_in_a_margin():
 
 
 def test_latent_and_grey_rows_show_three_channels():
-    from distill.engines.diffusion_eval import image_grid
+    from distill.engines.diffusion.eval import image_grid
     grid = image_grid([torch.zeros(2, 4, 16, 16), torch.zeros(2, 1, 16, 16)], min_tile=16)
     assert grid.size == (32, 32) and grid.mode == 'RGB'
 
@@ -57,7 +57,7 @@ def test_shapes_images_are_a_function_of_the_index():
 
 
 def test_shards_are_disjoint_equal_and_a_function_of_seed_and_epoch():
-    from distill.engines.diffusion_randomness import EpochShuffleSampler
+    from distill.engines.diffusion.randomness import EpochShuffleSampler
     shards = [list(EpochShuffleSampler(50, seed=3, epoch=2, batch_size=4, rank=rank,
                                        num_processes=3)) for rank in range(3)]
     assert [len(s) for s in shards] == [16, 16, 16]  # 48 of 50: whole global batches of 12

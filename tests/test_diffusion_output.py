@@ -19,7 +19,7 @@ def test_latent_student_of_a_pipeline_folder_becomes_that_pipeline(tmp_path):
     with the student as its unet and the run's scheduler, saved whole."""
     from diffusers import DDIMScheduler, DDPMScheduler, LDMPipeline, VQModel
 
-    from distill.engines.diffusion_output import save_student_pipeline
+    from distill.engines.diffusion.output import save_student_pipeline
     vqvae = VQModel(in_channels=3, out_channels=3, latent_channels=3, block_out_channels=(8,),
                     norm_num_groups=4, num_vq_embeddings=16)
     LDMPipeline(vqvae=vqvae, unet=tiny_unet((16, 32)), scheduler=DDIMScheduler()
@@ -40,7 +40,7 @@ def test_latent_student_of_a_pipeline_folder_becomes_that_pipeline(tmp_path):
 def test_latent_student_of_a_bare_vae_folder_gets_unet_and_scheduler(tmp_path):
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DModel
 
-    from distill.engines.diffusion_output import save_student_pipeline
+    from distill.engines.diffusion.output import save_student_pipeline
     AutoencoderKL(block_out_channels=(8,), norm_num_groups=4, latent_channels=4
                   ).save_pretrained(tmp_path / 'vae')
     written = save_student_pipeline(tmp_path / 'out', tiny_unet(in_channels=4), DDPMScheduler(),

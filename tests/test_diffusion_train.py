@@ -166,7 +166,7 @@ def test_offline_two_processes_frozen_teacher(tiny_config, tmp_path):
     # a pipeline folder, as diffusers' examples and this engine write it (a bare UNet folder
     # works too)
     from diffusers import DDPMPipeline, DDPMScheduler
-    from distill.engines.diffusion_config import teacher_from_directory
+    from distill.engines.diffusion.config import teacher_from_directory
     DDPMPipeline(unet=teacher, scheduler=DDPMScheduler(num_train_timesteps=100)).save_pretrained(
         tmp_path / 'teacher')
     teacher.save_pretrained(tmp_path / 'bare')
@@ -189,7 +189,7 @@ def test_offline_two_processes_frozen_teacher(tiny_config, tmp_path):
     # the frozen teacher is unchanged: its held-out error equals a fresh evaluation's
     from distill.adapters.diffusers import DiffusionAdapter
     from distill.data.images import ShapesImages
-    from distill.engines.diffusion_eval import denoising_mse
+    from distill.engines.diffusion.eval import denoising_mse
     images = torch.stack([ShapesImages(8, 8, seed=1)[i]['pixel_values'] for i in range(8)])
     tiny = DiffusionAdapter(noise_scheduler=dict(type='DDPMScheduler', num_train_timesteps=100,
                                                  beta_schedule='linear'))

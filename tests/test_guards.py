@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from distill.engines.guards import NonFiniteLossError, check_finite_state, first_non_finite
+from distill.engines.core.guards import NonFiniteLossError, check_finite_state, first_non_finite
 
 
 def test_first_non_finite_tensor_is_named_with_its_step_and_terms():
@@ -44,8 +44,8 @@ def test_a_training_step_reads_the_device_only_at_logging_steps(tmp_path, monkey
     """Every host read of a tensor (``.item()``, ``.tolist()``, ``bool``, ``float``, ``.cpu()``,
     ...) during a classification run, attributed to the step whose forward came last: only the
     logging steps (every 4th) and the last one (the epoch's evaluation and checkpoint) read."""
-    from distill.engines.classification import train_classification
-    from distill.engines.guards import DeferredChecks
+    from distill.engines.classification.train import train_classification
+    from distill.engines.core.guards import DeferredChecks
     from test_classification_engine import tiny_cfg
 
     step, reads = [0], {}
@@ -74,7 +74,7 @@ def test_a_training_step_reads_the_device_only_at_logging_steps(tmp_path, monkey
 
 def test_deferred_checks_name_the_first_bad_step_and_term():
     """A NaN term and, later, a bad state flag wait on the device; the read names the first."""
-    from distill.engines.guards import DeferredChecks
+    from distill.engines.core.guards import DeferredChecks
     model = nn.Linear(2, 2)
     checks = DeferredChecks()
     checks.add_terms({'student.task': torch.tensor(1.0), 'student.kd': torch.tensor(2.0)}, 1, 1)

@@ -130,7 +130,7 @@ def fake_runner(model, iteration, optimizer=None):
 
 
 def test_finite_state_hook_names_the_tensor_and_the_iteration():
-    from distill.engines.guards import NonFiniteLossError
+    from distill.engines.core.guards import NonFiniteLossError
     from distill.engines.mmengine.hooks import FiniteStateHook
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 1), torch.nn.BatchNorm2d(2))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)

@@ -45,7 +45,7 @@ def test_shapes_demo_through_the_engine(tmp_path):
     from mmengine.config import Config
 
     from distill.data.shapes import ShapesClassification
-    from distill.engines.classification import train_classification
+    from distill.engines.classification.train import train_classification
     cfg = Config.fromfile(str(CONFIGS / 'shapes_demo.py'))
     cfg.distiller.base.teacher_ckpt = None
     cfg.distiller.arch_interval = 2

@@ -10,9 +10,9 @@ from accelerate import Accelerator
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from distill.engines.checkpoints import list_checkpoints
-from distill.engines.optimizers import step_schedulers
-from distill.engines.trainer import Task, Trainer, TrainSettings
+from distill.engines.core.checkpoints import list_checkpoints
+from distill.engines.core.optimizers import step_schedulers
+from distill.engines.core.trainer import Task, Trainer, TrainSettings
 
 DATA = TensorDataset(torch.randn(40, 6, generator=torch.Generator().manual_seed(0)),
                      torch.randint(0, 3, (40,), generator=torch.Generator().manual_seed(1)))

@@ -2,7 +2,7 @@
 
 Both datasets give ``dict(pixel_values=float Tensor[3,H,W] in [-1, 1])`` and are pure functions
 of the index (no random augmentation here): the shuffling and the random flip are drawn by the
-engine (``distill.engines.diffusion_randomness``) from generators it saves in its checkpoints,
+engine (``distill.engines.diffusion.randomness``) from generators it saves in its checkpoints,
 so a resumed run sees exactly the data an uninterrupted one would. 16-bit images are scaled to
 8 bits as the classification folders do (``folders._to_rgb``), not clipped to white.
 """

@@ -75,9 +75,9 @@ def main(argv=None):
         torch.set_num_threads(1)
     from mmengine.config import Config
 
-    from distill.engines.classification import (build_classification_datasets,
+    from distill.engines.classification.train import (build_classification_datasets,
                                                train_classification)
-    from distill.engines.classification_data import BatchPreparer
+    from distill.engines.classification.data import BatchPreparer
     from distill.results import format_table, summarise
     from distill.viz import adm_maps, plot_adm_maps, plot_curves
 
@@ -134,5 +134,5 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    from distill.engines.cli_errors import run_entry_point
+    from distill.engines.core.cli_errors import run_entry_point
     run_entry_point(main)

@@ -22,8 +22,8 @@ except ImportError:  # running from a source checkout that is not installed
 def main(argv=None):
     from mmengine.config import Config
 
-    from distill.engines.classification_eval import evaluate_checkpoint
-    from distill.engines.cli_options import ConfigOptionsAction
+    from distill.engines.classification.eval import evaluate_checkpoint
+    from distill.engines.core.cli_options import ConfigOptionsAction
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('config', help='the run\'s config (its work dir holds config.py)')
     parser.add_argument('checkpoint', help='a checkpoint-N folder or student.pth')
@@ -41,5 +41,5 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    from distill.engines.cli_errors import run_entry_point
+    from distill.engines.core.cli_errors import run_entry_point
     run_entry_point(main)

@@ -24,7 +24,7 @@ except ImportError:  # running from a source checkout that is not installed
 
 
 def parse_args(argv=None):
-    from distill.engines.cli_options import ConfigOptionsAction
+    from distill.engines.core.cli_options import ConfigOptionsAction
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('config', help='config file, e.g. configs/classification/demo.py')
     parser.add_argument('--work-dir', help='where checkpoints and logs go (overrides the '
@@ -83,8 +83,8 @@ def set_amp(cfg) -> None:
 def main(argv=None):
     from mmengine.config import Config
 
-    from distill.engines.classification import DEFAULT_TRAIN, train_classification
-    from distill.engines.classification_config import check_cfg_options
+    from distill.engines.classification.train import DEFAULT_TRAIN, train_classification
+    from distill.engines.classification.config import check_cfg_options
 
     args = parse_args(argv)
     cfg = Config.fromfile(args.config)
@@ -102,5 +102,5 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    from distill.engines.cli_errors import run_entry_point
+    from distill.engines.core.cli_errors import run_entry_point
     run_entry_point(main)

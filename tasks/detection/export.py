@@ -13,7 +13,7 @@ import sys
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..')))
 
 from distill.engines.mmengine.export import export_main  # noqa: E402
-from distill.engines.cli_errors import run_entry_point  # noqa: E402
+from distill.engines.core.cli_errors import run_entry_point  # noqa: E402
 
 if __name__ == '__main__':
     run_entry_point(export_main, 'Export the student of a detection distillation checkpoint')

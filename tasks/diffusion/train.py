@@ -10,8 +10,8 @@ Flags are those of diffusers' train_unconditional.py that apply (``--resolution`
 samples from the (EMA) student. A fresh run refuses an output folder that holds an earlier run
 unless ``--overwrite_output_dir`` (train_unconditional.py's flag), which deletes that run.
 """
-from distill.engines.diffusion import train
-from distill.engines.diffusion_config import build_parser, load_config
+from distill.engines.diffusion.train import train
+from distill.engines.diffusion.config import build_parser, load_config
 
 
 def main(argv=None):
@@ -20,5 +20,5 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    from distill.engines.cli_errors import run_entry_point
+    from distill.engines.core.cli_errors import run_entry_point
     run_entry_point(main)

@@ -13,7 +13,7 @@ import sys
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..')))
 
 from distill.engines.mmengine.evaluate import test  # noqa: E402
-from distill.engines.cli_errors import run_entry_point  # noqa: E402
+from distill.engines.core.cli_errors import run_entry_point  # noqa: E402
 
 if __name__ == '__main__':
     run_entry_point(test, 'Evaluate a segmentor (student and teacher of a distillation checkpoint)')

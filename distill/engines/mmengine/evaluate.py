@@ -24,7 +24,7 @@ from mmengine.logging import print_log
 
 import distill.engines.mmengine  # noqa: F401  (distill.* types; the weights-only allow-list)
 from distill.dist import close_process_group
-from distill.engines.cli_options import ConfigOptionsAction
+from distill.engines.core.cli_options import ConfigOptionsAction
 from distill.engines.mmengine.checkpoint_files import NETWORK_PREFIXES, verify_checkpoint
 from distill.engines.mmengine.launch import prepare_data, setup_cpu_distributed
 from distill.engines.mmengine.safe_load import allow_mmengine_checkpoint_globals

@@ -15,7 +15,7 @@ import torch
 from mmengine.config import Config
 from mmengine.logging import print_log
 
-from distill.engines.cli_options import ConfigOptionsAction
+from distill.engines.core.cli_options import ConfigOptionsAction
 from distill.engines.mmengine.build import load_model_cfg
 from distill.engines.mmengine.checkpoint_files import (NETWORK_PREFIXES, verify_checkpoint,
                                                     write_checkpoint_bytes)

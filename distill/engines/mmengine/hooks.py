@@ -3,7 +3,7 @@ weights, and the iteration where a weight or buffer first became NaN/inf is name
 
 A loss can stay finite (1e27) while the optimiser step it drives leaves ``inf`` in a weight or a
 BatchNorm ``running_var``; ``DistillationModel.parse_losses`` only sees the next forward's NaN.
-This hook runs the classification engine's check (``distill.engines.guards``) on the Runner:
+This hook runs the classification engine's check (``distill.engines.core.guards``) on the Runner:
 
 * ``after_train_iter`` (every ``interval`` iterations, default every one): the parameters and
   buffers of the (unwrapped) model. It runs before ``CheckpointHook`` (priority NORMAL before
@@ -22,7 +22,7 @@ from __future__ import annotations
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
-from distill.engines.guards import check_finite_state
+from distill.engines.core.guards import check_finite_state
 # the other distill.* hooks, registered when the HOOKS registry imports this module
 from distill.engines.mmengine.resume import ResumeHook  # noqa: F401
 from distill.engines.mmengine.sokd_search import ArchBatchesHook  # noqa: F401

@@ -34,7 +34,7 @@ from mmengine.logging import print_log
 
 import distill.engines.mmengine  # noqa: F401  (registers distill.DistillationModel, distill.TeacherMetric)
 from distill.dist import close_process_group
-from distill.engines.cli_options import ConfigOptionsAction
+from distill.engines.core.cli_options import ConfigOptionsAction
 from distill.engines.mmengine.safe_load import allow_mmengine_checkpoint_globals
 
 

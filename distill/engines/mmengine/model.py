@@ -35,11 +35,11 @@ from mmengine.runner.checkpoint import load_checkpoint
 
 from distill import build_distiller
 from distill.adapters import build_adapter
-from distill.engines.guards import check_finite_terms
+from distill.engines.core.guards import check_finite_terms
 from distill.engines.mmengine.build import build_mm_model
 from distill.engines.mmengine.teacher_metric import TEACHER_FIELD_PREFIX
 from distill.engines.mmengine.safe_load import allow_mmengine_checkpoint_globals
-from distill.engines.optimizers import DEFAULT_ARCH_OPTIMIZER
+from distill.engines.core.optimizers import DEFAULT_ARCH_OPTIMIZER
 from distill.registry import MODELS
 
 DEFAULT_ADAPTERS = dict(mmseg='MMSegAdapter', mmdet='MMDetAdapter')

@@ -6,7 +6,7 @@ Runner is built, and again as ``<timestamp>/vis_data/config.py``), ``iter_N.pth`
 ``distill.ResumeHook``, a ``.sha256`` beside each checkpoint) and a ``YYYYMMDD_HHMMSS/`` folder
 of logs per run. A second fresh run into the same folder would overwrite the first one's
 config, checkpoints and ``last_checkpoint`` (which ``--resume`` then follows into the new
-run). So, with the rule of every engine (``distill.engines.checkpoints.check_fresh_work_dir``):
+run). So, with the rule of every engine (``distill.engines.core.checkpoints.check_fresh_work_dir``):
 
 * a fresh run (no ``--resume``) into a work dir holding such a file raises
   ``FileExistsError`` before anything is written;
@@ -24,8 +24,8 @@ from __future__ import annotations
 import os.path as osp
 from pathlib import Path
 
-from distill.engines.checkpoints import check_fresh_work_dir as check_fresh_entries
-from distill.engines.checkpoints import earlier_run_entries
+from distill.engines.core.checkpoints import check_fresh_work_dir as check_fresh_entries
+from distill.engines.core.checkpoints import earlier_run_entries
 
 #: what the Runner (and ResumeHook) write in the work dir, besides the config dump
 CHECKPOINT_ENTRIES = tuple(f'{stem}{suffix}' for stem in (

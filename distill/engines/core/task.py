@@ -1,4 +1,4 @@
-"""What a task gives the trainer core (``distill.engines.trainer.Trainer``): its hooks
+"""What a task gives the trainer core (``distill.engines.core.trainer.Trainer``): its hooks
 (``Task``), the run's settings (``TrainSettings``), and the seeding rule (``derive_seed``).
 
 What a task provides (subclass ``Task``; every hook has a default but ``train_loader``):

@@ -21,7 +21,7 @@ def load_networks(distiller, checkpoint, teacher=None) -> list[str]:
     path = Path(checkpoint)
     if path.is_dir():
         from safetensors.torch import load_file
-        from distill.engines.checkpoints import read_verified_state
+        from distill.engines.core.checkpoints import read_verified_state
         read_verified_state(path)  # every file against its SHA-256
         weights = path / 'model.safetensors'
         if not weights.is_file():
@@ -50,10 +50,10 @@ def evaluate_checkpoint(cfg, checkpoint, teacher=None, out=None) -> dict:
     from accelerate import Accelerator
 
     from distill import build_distiller
-    from distill.engines.classification import (DEFAULT_TRAIN, _cfg_dict,
+    from distill.engines.classification.train import (DEFAULT_TRAIN, _cfg_dict,
                                                 build_classification_datasets)
-    from distill.engines.classification_config import check_classification_config
-    from distill.engines.classification_task import ClassificationTask
+    from distill.engines.classification.config import check_classification_config
+    from distill.engines.classification.task import ClassificationTask
     check_classification_config(cfg, DEFAULT_TRAIN)
     data_cfg = _cfg_dict(cfg, 'data')
     datasets = build_classification_datasets(data_cfg)  # train too: the class names

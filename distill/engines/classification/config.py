@@ -13,7 +13,7 @@ import difflib
 
 from distill.config_checks import (ConfigError, accepted_kwargs, check_keys, check_number,
                                    check_registered, check_top_level_keys)
-from distill.engines.optimizers import check_optimizer_cfg
+from distill.engines.core.optimizers import check_optimizer_cfg
 
 SECTIONS = ('distiller', 'data', 'optimizer', 'schedule', 'train', 'arch_optimizer',
             'work_dir')

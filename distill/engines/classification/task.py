@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import logging
 
-from distill.engines.classification_data import BatchPreparer, ShardedBatches, make_loader
-from distill.engines.classification_metrics import evaluate_classifiers
-from distill.engines.task import Task, derive_seed
+from distill.engines.classification.data import BatchPreparer, ShardedBatches, make_loader
+from distill.engines.classification.metrics import evaluate_classifiers
+from distill.engines.core.task import Task, derive_seed
 
 logger = logging.getLogger('distill.classification')
 

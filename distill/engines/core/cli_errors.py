@@ -23,7 +23,7 @@ def user_errors() -> tuple:
     mistakes (ConfigError, ValueError, KeyError, TypeError from a config value), files
     (missing, a directory, a refused work dir, a damaged or refused checkpoint) and runs that
     stop on a non-finite value."""
-    from distill.engines.guards import NonFiniteLossError
+    from distill.engines.core.guards import NonFiniteLossError
     return (ConfigError, ValueError, KeyError, TypeError, FileExistsError, FileNotFoundError,
             IsADirectoryError, CorruptCheckpointError, NonFiniteLossError)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Sampler
 
-from distill.engines.task import seeded_permutation
+from distill.engines.core.task import seeded_permutation
 
 
 class EpochShuffleSampler(Sampler):

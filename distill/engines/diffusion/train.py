@@ -1,4 +1,4 @@
-"""Diffusion distillation on the trainer core (``distill.engines.trainer``), shaped like
+"""Diffusion distillation on the trainer core (``distill.engines.core.trainer``), shaped like
 diffusers' ``examples/unconditional_image_generation/train_unconditional.py``.
 
 The loop, gradient accumulation, NaN guard, lr schedule, ``checkpoint-N`` folders (rotation,
@@ -31,18 +31,18 @@ from distill import build_distiller
 from distill.adapters.diffusers import DiffusionAdapter, model_sample_size
 from distill.data.images import build_image_datasets
 from distill.distillers.base import build_network
-from distill.engines import checkpoints as ckpt
-from distill.engines.diffusion_conditioning import Conditioning
-from distill.engines.diffusion_config import OPTIMIZER_FLAGS, lr_schedule, optimizer_config
-from distill.engines.diffusion_eval import (ddim_sample, denoising_mse, fid, image_grid,
+from distill.engines.core import checkpoints as ckpt
+from distill.engines.diffusion.conditioning import Conditioning
+from distill.engines.diffusion.config import OPTIMIZER_FLAGS, lr_schedule, optimizer_config
+from distill.engines.diffusion.eval import (ddim_sample, denoising_mse, fid, image_grid,
                                            teacher_agreement)
-from distill.engines.diffusion_latents import LatentCodec
-from distill.engines.diffusion_output import check_fresh_output_dir, save_student_pipeline
-from distill.engines.diffusion_randomness import EpochShuffleSampler, random_flip
-from distill.engines.grad_strides import standard_grad_strides
-from distill.engines.runtime import log_to, make_accelerator
-from distill.engines.task import Task, TrainSettings, derive_seed, flat_config
-from distill.engines.trainer import Trainer
+from distill.engines.diffusion.latents import LatentCodec
+from distill.engines.diffusion.output import check_fresh_output_dir, save_student_pipeline
+from distill.engines.diffusion.randomness import EpochShuffleSampler, random_flip
+from distill.engines.diffusion.grad_strides import standard_grad_strides
+from distill.engines.core.runtime import log_to, make_accelerator
+from distill.engines.core.task import Task, TrainSettings, derive_seed, flat_config
+from distill.engines.core.trainer import Trainer
 
 WEIGHT_DTYPES = dict(fp16=torch.float16, bf16=torch.bfloat16)
 

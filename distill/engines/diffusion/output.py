@@ -1,5 +1,5 @@
 """What a diffusion run leaves in ``output_dir`` besides the trainer core's ``checkpoint-N``
-folders and ``metrics.json`` (``distill.engines.checkpoints``, ``trainer``): the student as a
+folders and ``metrics.json`` (``distill.engines.core.checkpoints``, ``trainer``): the student as a
 pipeline folder, and the rule that a fresh run does not write over an earlier one.
 
 * ``check_fresh_output_dir``: a fresh run (no ``--resume_from_checkpoint``, or ``latest`` with
@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from distill.engines.checkpoints import check_fresh_work_dir
+from distill.engines.core.checkpoints import check_fresh_work_dir
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from distill.data.transforms import normalize, random_crop_flip
-from distill.engines.task import seeded_permutation
+from distill.engines.core.task import seeded_permutation
 
 
 def seeded_generator(seed: int, device='cpu') -> torch.Generator:

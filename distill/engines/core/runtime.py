@@ -83,3 +83,13 @@ def make_accelerator(work_dir, mixed_precision: str = 'no', gradient_accumulatio
         project_config=ProjectConfiguration(project_dir=str(work_dir),
                                             logging_dir=str(Path(work_dir) / logging_dir)),
         kwargs_handlers=[ddp_kwargs])
+
+
+def run_summary(trainer) -> str:
+    """The first log line of a run: its data, steps, processes, precision and device."""
+    acc, data = trainer.accelerator, trainer.task.data_summary()
+    return (f"{'resuming' if trainer.global_step else 'starting'}: {data + '; ' if data else ''}"
+            f'{trainer.steps_per_epoch} micro-batches per epoch per process, '
+            f'{trainer.total_steps} optimiser steps ({trainer.global_step} done), '
+            f'{trainer.world} process(es) x accumulation {acc.gradient_accumulation_steps}, '
+            f'precision {acc.mixed_precision}, device {acc.device}')

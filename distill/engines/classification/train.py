@@ -1,13 +1,13 @@
 """The classification engine: train a distiller on the Accelerate trainer core.
 
     from mmengine.config import Config
-    from distill.engines.classification import train_classification
+    from distill.engines.classification.train import train_classification
     result = train_classification(Config.fromfile('configs/classification/demo.py'))
 
 The config is checked first (``classification_config``: an unknown key or an ill-typed value
 fails naming it, before anything is built or written), and a fresh run refuses a work dir that
 holds an earlier run unless ``overwrite``. The loop, the NaN guard, checkpoints, resume,
-logging and SoKD's arch step are the trainer core's (``distill.engines.trainer``); this module
+logging and SoKD's arch step are the trainer core's (``distill.engines.core.trainer``); this module
 gives it the classification hooks (``classification_task``): each epoch, top-1, top-5 and ECE
 of the student and the teacher on the val set, one record in ``metrics.json`` and the
 trackers (TensorBoard under ``work_dir/tensorboard``), a ``checkpoint-N`` folder (N the
@@ -28,13 +28,13 @@ from pathlib import Path
 
 from torch import nn
 
-from distill.engines.checkpoints import check_fresh_work_dir
-from distill.engines.classification_config import check_classification_config
-from distill.engines.classification_data import DataLoadError
-from distill.engines.classification_task import ClassificationTask
-from distill.engines.optimizers import scheduler_configs
-from distill.engines.runtime import log_to, make_accelerator
-from distill.engines.trainer import Trainer, TrainSettings, flat_config
+from distill.engines.core.checkpoints import check_fresh_work_dir
+from distill.engines.classification.config import check_classification_config
+from distill.engines.classification.data import DataLoadError
+from distill.engines.classification.task import ClassificationTask
+from distill.engines.core.optimizers import scheduler_configs
+from distill.engines.core.runtime import log_to, make_accelerator
+from distill.engines.core.trainer import Trainer, TrainSettings, flat_config
 
 __all__ = ['train_classification', 'build_classification_datasets', 'make_accelerator',
            'TrainResult', 'DataLoadError', 'DEFAULT_TRAIN']

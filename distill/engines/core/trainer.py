@@ -39,7 +39,7 @@ every process), and every later random draw of epoch ``e`` on process ``r`` is s
 ``derive_seed(seed, e, stream, r)`` (``torch.manual_seed`` at each epoch start; tasks seed their
 shuffles and augmentation the same way), so a resumed run draws what an uninterrupted one drew.
 
-What a task provides: ``distill.engines.task.Task`` (its docstring lists the hooks).
+What a task provides: ``distill.engines.core.task.Task`` (its docstring lists the hooks).
 """
 from __future__ import annotations
 
@@ -51,11 +51,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from distill.engines import checkpoints as ckpt
-from distill.engines.task import Task, TrainSettings, derive_seed, flat_config  # noqa: F401
-from distill.engines.guards import DeferredChecks, check_finite_state
-from distill.engines.metrics_file import MetricsFile
-from distill.engines.optimizers import (DEFAULT_ARCH_OPTIMIZER, apply_config_over_restored,
+from distill.engines.core import checkpoints as ckpt
+from distill.engines.core.task import Task, TrainSettings, derive_seed, flat_config  # noqa: F401
+from distill.engines.core.guards import DeferredChecks, check_finite_state
+from distill.engines.core.metrics_file import MetricsFile
+from distill.engines.core.runtime import run_summary
+from distill.engines.core.optimizers import (DEFAULT_ARCH_OPTIMIZER, apply_config_over_restored,
                                         build_optimizer, build_schedulers, restore_schedule,
                                         split_arch_parameters, step_schedulers)
 
@@ -357,13 +358,7 @@ class Trainer:
         if acc.log_with:
             acc.init_trackers(settings.project_name, config=self.tracker_config)
         if self.is_main:  # what this run is, before it starts (the engines share the line)
-            data = self.task.data_summary()
-            logger.info('%s: %s%s micro-batches per epoch per process, %d optimiser steps '
-                        '(%d done), %d process(es) x accumulation %d, precision %s, device %s',
-                        'resuming' if self.global_step else 'starting', data + '; ' if data
-                        else '', self.steps_per_epoch, self.total_steps, self.global_step,
-                        self.world, acc.gradient_accumulation_steps, acc.mixed_precision,
-                        acc.device)
+            logger.info(run_summary(self))
         from tqdm.auto import tqdm
         progress = tqdm(total=self.total_steps, initial=self.global_step, dynamic_ncols=True,
                         disable=not (self.is_main and settings.progress_bar), leave=False)

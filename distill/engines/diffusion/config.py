@@ -115,7 +115,7 @@ SECTION_KEYS = dict(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from distill.engines.cli_options import ConfigOptionsAction
+    from distill.engines.core.cli_options import ConfigOptionsAction
     parser = argparse.ArgumentParser(description='Distil a diffusers UNet (ADM, KD, DML)')
     parser.add_argument('config', help='mmengine Python config, e.g. configs/diffusion/...')
     for flag, (kind, text) in FLAGS.items():
