@@ -157,11 +157,10 @@ def run_command(method, seed, args, preset, feature_spec, teacher_dir, output_di
     overrides.update(METHODS[method][0])
     overrides.update({'data.root': args.fmnist_root, 'evaluation.fid_images': args.fid_images,
                       'evaluation.feature_network': feature_spec, 'seed': seed})
-    for item in args.set or []:
-        target, _, assignment = item.rpartition(':') if ':' in item.split('=')[0] else ('', '',
-                                                                                           item)
+    for item in args.set or []:  # [METHOD:]KEY=VALUE, as mm_real_data.py reads it
+        key, value = item.split('=', 1)
+        target, _, key = key.rpartition(':')
         if target in ('', method):
-            key, value = assignment.split('=', 1)
             overrides[key] = ast.literal_eval(value)
     config = REPO / preset['config']
     if args.preset == 'gpu':

@@ -62,7 +62,7 @@ def evaluate_checkpoint(cfg, checkpoint, teacher=None, out=None) -> dict:
     accelerator = Accelerator(cpu=bool(_cfg_dict(cfg, 'train').get('cpu', False)))
     distiller.to(accelerator.device).eval()
     task = ClassificationTask(datasets, data_cfg, 0, accelerator, None)
-    results = task._evaluate({name: getattr(distiller, name) for name in loaded})
+    results = task.evaluate_networks({name: getattr(distiller, name) for name in loaded})
     for name, summary in results.items():
         logger.info('%s: top-1 %.2f top-5 %.2f ECE %.2f on %d images', name, summary['top1'],
                     summary['top5'], summary['ece'], summary['num_samples'])

@@ -64,7 +64,8 @@ class ClassificationTask(Task):
         loader = self._loader('val', self.val_batches.batches(0), 'validation', 0)
         return (self.preparer(batch) for batch in loader)
 
-    def _evaluate(self, models: dict) -> dict:
+    def evaluate_networks(self, models: dict) -> dict:
+        """``{name: {top1, top5, ece, num_samples}}`` of ``models`` on the val set."""
         acc = self.accelerator
         return evaluate_classifiers(models, self._val_batches(), lambda t: acc.reduce(t, 'sum'),
                                     acc.autocast, device=acc.device)
@@ -73,10 +74,10 @@ class ClassificationTask(Task):
         model = trainer.model
         online = getattr(model, 'online', True)
         models = {'student': model.student, **({'teacher': model.teacher} if online else {})}
-        summaries = self._evaluate(models)
+        summaries = self.evaluate_networks(models)
         if not online:
             if self.offline_teacher_metrics is None:
-                self.offline_teacher_metrics = self._evaluate({'teacher': model.teacher})[
+                self.offline_teacher_metrics = self.evaluate_networks({'teacher': model.teacher})[
                     'teacher']
             summaries['teacher'] = self.offline_teacher_metrics
         record = {'val/num_samples': summaries['student']['num_samples']}
