@@ -12,10 +12,6 @@ resolution = 32
 teacher = dict(sample_size=resolution, in_channels=1, out_channels=1)
 student = dict(sample_size=resolution, in_channels=1, out_channels=1)
 
-# ADM as its class defaults it (co=0.1, di=0.01, 30 % warm-up; README, "ADM as implemented"),
-# not adm_shapes_tiny.py's unmeasured di=0.1 without warm-up
-distiller = dict(loss_weights=dict(di=0.01), warmup=0.3)
-
 data = dict(_delete_=True, type='fmnist', resolution=resolution, channels=1, num_samples=20000,
             num_heldout=1000, random_flip=True)
 output_dir = 'work_dirs/adm_fmnist_tiny'
