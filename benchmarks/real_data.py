@@ -55,6 +55,7 @@ METHODS = {
     'ADM offline': ('adm_offline.py', 'KD', True),
     'SoKD+FitNet': ('sokd_fitnet.py', 'FitNet', True),
     'SoKD+KD': ('sokd_kd.py', 'KD', True),
+    'SoKD+KD DAM': ('sokd_kd_dam.py', 'SoKD+KD', True),  # DAM's own effect
 }
 
 # the cpu preset: the demo's tiny pair on a subset; taps at the tiny CNN's last two stages

@@ -44,7 +44,7 @@ def _groups(distiller):
     return dict(student=distiller.student, teacher=distiller.teacher,
                 connectors=distiller.base.connectors, dam_teacher=dam.teacher_proj,
                 dam_student=dam.student_proj,
-                dam_heads=torch.nn.ModuleList([dam.heatmap, dam.size, dam.offset]),
+                dam_heads=torch.nn.ModuleList([dam.hidden, dam.out]),
                 dafa=distiller.dafa)
 
 
@@ -160,7 +160,7 @@ def test_search_schedule_policy_and_checkpoint():
     assert {'dafa.alpha', 'dafa.magnitude_logits'} <= set(distiller.state_dict())
     main = [p for p in distiller.parameters()
             if all(p is not a for a in distiller.arch_parameters())]
-    assert any(p is distiller.dam.heatmap[0].weight for p in main)
+    assert any(p is distiller.dam.hidden.weight for p in main)
 
 
 @pytest.mark.parametrize('name', ['FitNet', 'KD', 'DKD', 'ADM'])
@@ -321,12 +321,13 @@ def test_dam_interval_runs_dam_one_step_in_k(name, monkeypatch):
 def test_mutual_mask_is_the_union_of_the_two_sides():
     distiller = make('FitNet').eval()
     torch.manual_seed(0)
-    sides = [dict(heatmap=4 * torch.randn(4, 1, 6, 6), size=torch.rand(4, 2, 6, 6),
-                  offset=torch.rand(4, 2, 6, 6)) for _ in range(2)]  # peaks on both sides
+    # DAM's fused output of both sides (teacher images first): heatmap, size, offset
+    out = torch.cat([4 * torch.randn(8, 1, 6, 6), torch.rand(8, 2, 6, 6), torch.rand(8, 2, 6, 6)],
+                    dim=1)  # peaks on both sides
     masks = {}
     for mode in ('mutual', 'teacher', 'student'):
         distiller.dam_cfg['mask'] = mode
-        masks[mode] = distiller.decode_mask(*sides)
+        masks[mode] = distiller.decode_mask(out)
     assert 0 < float(masks['teacher'].mean()) < 1 and 0 < float(masks['student'].mean()) < 1
     torch.testing.assert_close(masks['mutual'],
                                torch.maximum(masks['teacher'], masks['student']))

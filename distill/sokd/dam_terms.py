@@ -11,8 +11,8 @@ from torch import nn
 
 from distill.connectors import resize_to
 from distill.sokd.dam import (activation_map, anchoring_loss, boxes_to_mask, centernet_targets,
-                              consistency_loss, decode_boxes, largest_component_boxes,
-                              scale_boxes)
+                              consistency_loss, decode_boxes, decode_mask, split_sides,
+                              largest_component_boxes, scale_boxes)
 
 DAM_DEFAULTS = dict(channels=64, num_classes=1, top_k=8, score_threshold=0.3, beta=0.1,
                     mask='mutual', cam_threshold=0.5, interval=1, anchor_interval=1)
@@ -74,7 +74,7 @@ class DAMTerms:
         if _distributed():
             zero = 0.0 * sum(p.sum() for p in self.dam.parameters())
         else:
-            zero = self.dam.heatmap[-1].bias.new_zeros(())
+            zero = self.dam.out.bias.new_zeros(())
         return {'student.dam': zero, 'dam.anchor': zero}
 
     def _dam_step_terms(self, batch, student_feat, refined_teacher_feat, teacher_head_feat):
@@ -91,10 +91,11 @@ class DAMTerms:
         ``terms=False``: the mask alone; ``anchor=False``: ``dam.anchor`` is 0."""
         cfg = self.dam_cfg
         grid = tuple(refined_teacher_feat.shape[-2:])
-        teacher_side, student_side = self.dam.both(refined_teacher_feat.detach(),
-                                                   resize_to(student_feat, grid))
+        out = self.dam.run(refined_teacher_feat.detach(), resize_to(student_feat, grid))
+        mask = self.decode_mask(out)
         if not terms:
-            return {}, self.decode_mask(teacher_side, student_side)
+            return {}, mask
+        teacher_side, student_side = split_sides(out, cfg['num_classes'])
         terms = {'student.dam': self.loss_weights['dam'] * consistency_loss(student_side,
                                                                             teacher_side)}
         if anchor:
@@ -104,23 +105,17 @@ class DAMTerms:
                                                                                targets)
         else:  # 0, in the graph of the heads: the term set and DDP's used parameters stay
             terms['dam.anchor'] = 0.0 * teacher_side['heatmap'].sum()
-        return terms, self.decode_mask(teacher_side, student_side)
+        return terms, mask
 
-    @torch.no_grad()
-    def decode_mask(self, teacher_side: dict, student_side: dict) -> torch.Tensor:
-        """Union of the boxes decoded from the chosen side(s); an image where no box passes
-        the score threshold keeps its whole map (the plain base loss)."""
+    def decode_mask(self, out: torch.Tensor) -> torch.Tensor:
+        """The mask of DAM's fused output of both sides (``DAM.run``: teacher images first):
+        the union of the boxes decoded from the chosen side(s) (``dam.mask``); an image where
+        no box passes the score threshold keeps its whole map (the plain base loss)."""
         cfg = self.dam_cfg
-        sides = dict(mutual=(teacher_side, student_side), teacher=(teacher_side,),
-                     student=(student_side,))[cfg['mask']]
-        h, w = teacher_side['heatmap'].shape[-2:]
-        stacked = {key: torch.cat([side[key] for side in sides]) for key in sides[0]}
-        boxes, _, keep = decode_boxes(torch.sigmoid(stacked['heatmap'].float()), stacked['size'],
-                                      stacked['offset'], cfg['top_k'], cfg['score_threshold'])
-        mask = boxes_to_mask(boxes, keep, h, w)  # the sides stacked along the batch: union
-        mask = mask.reshape(len(sides), -1, *mask.shape[1:]).amax(dim=0)
-        empty = mask.flatten(1).sum(dim=1).eq(0).reshape(-1, 1, 1, 1)
-        return torch.where(empty, torch.ones_like(mask), mask)
+        half = out.shape[0] // 2
+        chosen = dict(mutual=out, teacher=out[:half], student=out[half:])[cfg['mask']]
+        return decode_mask(chosen, cfg['num_classes'], 2 if cfg['mask'] == 'mutual' else 1,
+                           cfg['top_k'], cfg['score_threshold'])
 
     @torch.no_grad()
     def dam_boxes(self, student_feat, refined_teacher_feat) -> dict:
