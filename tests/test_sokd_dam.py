@@ -198,7 +198,7 @@ def test_cam_boxes_equal_label_propagation(shape, monkeypatch):
     for threshold in (0.3, 0.5, 0.8):
         want = reference.largest_component_boxes(cam, threshold)
         torch.testing.assert_close(largest_component_boxes(cam, threshold), want)
-        import distill.sokd.dam as dam_module
+        import distill.sokd.dam_targets as dam_module
         monkeypatch.setattr(dam_module, 'CLOSURE_MAX_CELLS', 0)  # the large-map path
         torch.testing.assert_close(largest_component_boxes(cam, threshold), want)
         monkeypatch.undo()
