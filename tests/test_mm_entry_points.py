@@ -52,6 +52,17 @@ def test_train_flags_are_those_of_the_frameworks_tools_train():
     assert train_cfg(SEG).get('resume') is False
     with pytest.raises(RuntimeError, match='auto_scale_lr'):  # the seg config has none
         train_cfg(SEG, '--auto-scale-lr')
+
+
+def test_amp_without_a_gpu_is_refused_before_anything_is_written(tmp_path):
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip('this machine has a GPU: --amp runs')
+    from distill.engines.mmengine.launch import train
+    work_dir = tmp_path / 'w'
+    with pytest.raises(RuntimeError, match='--amp .* needs a GPU'):
+        train('t', [SEG, '--amp', '--work-dir', str(work_dir)])
+    assert not work_dir.exists()  # so the next plain run is not refused
     from distill.engines.mmengine.launch import parse_args
     assert parse_args('t', [SEG, '--local-rank', '1']).local_rank == 1
     assert os.environ['LOCAL_RANK'] == '0'  # an existing LOCAL_RANK is kept

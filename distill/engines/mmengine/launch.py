@@ -214,6 +214,18 @@ def check_hook_keys(cfg) -> None:
                 check_kwargs(section, hook, hook_class, skip=('type', 'priority'))
 
 
+def check_amp_device(cfg) -> None:
+    """``AmpOptimWrapper`` (``--amp``) trains on CUDA, NPU, MLU or MUSA only: on a machine with
+    none of them, say so before the Runner is built, not after it has written the work dir (whose
+    config dump would then refuse the next plain run until ``--overwrite``)."""
+    from mmengine.device import get_device
+    wrapper = cfg.get('optim_wrapper') or {}
+    if isinstance(wrapper, dict) and wrapper.get('type') == 'AmpOptimWrapper' and \
+            get_device() == 'cpu':
+        raise RuntimeError('--amp (AmpOptimWrapper) needs a GPU (CUDA, NPU, MLU or MUSA) and '
+                           'this machine has none: run without --amp')
+
+
 def setup_cpu_distributed(cfg) -> None:
     """``--launcher pytorch`` without CUDA (CPU, gloo): mmengine 0.10.7's launcher calls
     ``torch.cuda.set_device`` and gives DDP a device id; initialise the process group here
@@ -247,6 +259,7 @@ def train(description: str, argv=None):
         check_fresh_work_dir(cfg.work_dir, config_name=args.config)  # nothing written before
     check_model_keys(cfg)
     check_hook_keys(cfg)
+    check_amp_device(cfg)
     check_teacher_checkpoint(cfg)
     prepare_data(cfg)
     check_annotation_files(cfg)
