@@ -230,9 +230,12 @@ def test_shapes_adm_online_reports_tests_and_exports_student_and_teacher_map(dat
 
     out = run_script(TEST, f'{SHAPES}/adm_online.py', str(work / 'iter_2.pth'), '--work-dir',
                      str(tmp_path / 'test'), '--out', str(tmp_path / 'dets.pkl'),
+                     '--show-dir', str(tmp_path / 'shown'),
                      *few_iters(data_root, ann_keys=ann_keys))
     distilled = printed_test_metrics(out)
     assert {'coco/bbox_mAP', 'teacher/bbox_mAP'} <= set(distilled)
+    assert list((tmp_path / 'test').rglob('shown/*.png')) or list(
+        (tmp_path / 'shown').rglob('*.png'))  # --show-dir draws the detections
     assert (tmp_path / 'dets.pkl').is_file() and (tmp_path / 'dets.teacher.pkl').is_file()
 
     # the exported student under MMDetection's own tools/test.py: same mAP, no distill import

@@ -181,9 +181,11 @@ def test_shapes_adm_trains_validates_resumes_tests_and_exports(data_root, tmp_pa
 
     # student and teacher of the distillation checkpoint, each labelled
     out = run_script(TEST, f'{SHAPES}/adm_online.py', str(work / 'iter_6.pth'), '--work-dir',
-                     str(tmp_path / 'test'), *few_iters(data_root))
+                     str(tmp_path / 'test'), '--show-dir', str(tmp_path / 'shown'),
+                     *few_iters(data_root))
     distilled = printed_test_metrics(out)
     assert {'mIoU', 'teacher/mIoU'} <= set(distilled)
+    assert list((tmp_path / 'shown').rglob('*.png'))  # --show-dir draws the predictions
     assert 'evaluating the teacher' in out
 
     # export the student; MMSegmentation's own tools/test.py runs it (no distill import) and
