@@ -198,6 +198,9 @@ def test_shapes_adm_trains_validates_resumes_tests_and_exports(data_root, tmp_pa
     assert 'DISTILL IMPORTED: False' in out
     plain = printed_test_metrics(out)
     assert plain['mIoU'] == distilled['mIoU'] and plain['aAcc'] == distilled['aAcc']
+    out = run_script(TEST, str(tmp_path / 'student.py'), str(tmp_path / 'student.pth'),
+                     '--work-dir', str(tmp_path / 'tta'), '--tta')  # flips at three scales
+    assert 'mIoU' in printed_test_metrics(out)
 
     from mmseg.apis import inference_model, init_model
     model = init_model(str(tmp_path / 'student.py'), str(tmp_path / 'student.pth'),

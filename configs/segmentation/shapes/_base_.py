@@ -24,6 +24,17 @@ test_pipeline = [
     dict(type='LoadAnnotations'),
     dict(type='PackSegInputs'),
 ]
+# test.py --tta (on an exported student): flips at three scales, averaged (mmseg's SegTTAModel;
+# its configs use the same pipeline at six scales)
+tta_model = dict(type='SegTTAModel')
+tta_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='TestTimeAug', transforms=[
+        [dict(type='Resize', scale_factor=r, keep_ratio=True) for r in (0.75, 1.0, 1.25)],
+        [dict(type='RandomFlip', prob=0.0, direction='horizontal'),
+         dict(type='RandomFlip', prob=1.0, direction='horizontal')],
+        [dict(type='LoadAnnotations')],
+        [dict(type='PackSegInputs')]])]
 train_dataloader = dict(
     batch_size=8, num_workers=0,
     sampler=dict(type='InfiniteSampler', shuffle=True),
