@@ -246,6 +246,12 @@ def test_shapes_adm_online_reports_tests_and_exports_student_and_teacher_map(dat
                              str(tmp_path / 'student.pth'), '--work-dir', str(tmp_path / 'p'))
     assert 'DISTILL IMPORTED: False' in out
     assert printed_test_metrics(out)['coco/bbox_mAP'] == distilled['coco/bbox_mAP']
+    # and MMDetection's own tools/train.py fine-tunes it (load_from: the exported weights)
+    out = run_framework_tool('mmdet', 'train.py', str(tmp_path / 'student.py'), '--work-dir',
+                             str(tmp_path / 'tuned'), '--cfg-options', 'train_cfg.max_iters=2',
+                             'train_cfg.val_interval=2', 'default_hooks.checkpoint.interval=2')
+    assert 'DISTILL IMPORTED: False' in out and 'Load checkpoint from' in out
+    assert (tmp_path / 'tuned' / 'iter_2.pth').is_file()
 
 
 def test_two_stage_detector_loss_step():

@@ -100,7 +100,8 @@ def test_exported_student_config_is_plain_and_complete(config):
     exported = student_config(Config.fromfile(config))
     text = exported.pretty_text
     assert 'distill' not in text
-    for keys in (('val_dataloader', 'val_cfg', 'val_evaluator'),
+    for keys in (('train_dataloader', 'train_cfg', 'optim_wrapper'),  # fine-tunable
+                 ('val_dataloader', 'val_cfg', 'val_evaluator'),
                  ('test_dataloader', 'test_cfg', 'test_evaluator')):
         assert all(key in exported for key in keys), keys
     evaluator = exported.test_evaluator

@@ -27,14 +27,19 @@ DISTILL_TYPE = re.compile(r"""['"](distill\.\w+)['"]""")
 # ``distiller.base.student.*`` when a plug-in (SoKD) wraps the distiller
 STUDENT_PREFIXES = NETWORK_PREFIXES['student']
 # the config entries the student's config keeps besides ``model``: everything the framework's
-# own tools/test.py and init_model / init_detector read (the val and test sections complete,
-# default_scope, dataset_meta through the datasets, visualiser, hooks)
-KEPT_CONFIG_KEYS = ('default_scope', 'custom_imports', 'val_dataloader', 'val_cfg',
-                    'val_evaluator', 'test_dataloader', 'test_cfg', 'test_evaluator',
-                    'test_pipeline', 'tta_model', 'tta_pipeline', 'env_cfg', 'default_hooks',
-                    'log_processor', 'log_level', 'visualizer', 'vis_backends')
-# the Runner wants each loop's dataloader, loop config and evaluator all present or all absent
-LOOP_SECTIONS = dict(val=('val_dataloader', 'val_cfg', 'val_evaluator'),
+# own tools/test.py, tools/train.py (to fine-tune the student) and init_model / init_detector
+# read (the train, val and test sections complete, default_scope, dataset_meta through the
+# datasets, visualiser, hooks)
+KEPT_CONFIG_KEYS = ('default_scope', 'custom_imports', 'train_dataloader', 'train_cfg',
+                    'train_pipeline', 'optim_wrapper', 'param_scheduler', 'auto_scale_lr',
+                    'val_dataloader', 'val_cfg', 'val_evaluator', 'test_dataloader', 'test_cfg',
+                    'test_evaluator', 'test_pipeline', 'tta_model', 'tta_pipeline', 'env_cfg',
+                    'default_hooks', 'log_processor', 'log_level', 'visualizer', 'vis_backends',
+                    'randomness')
+# the Runner wants each loop's dataloader, loop config and evaluator (optimiser, for training)
+# all present or all absent
+LOOP_SECTIONS = dict(train=('train_dataloader', 'train_cfg', 'optim_wrapper'),
+                     val=('val_dataloader', 'val_cfg', 'val_evaluator'),
                      test=('test_dataloader', 'test_cfg', 'test_evaluator'))
 
 
@@ -80,7 +85,7 @@ def student_config(cfg: Config) -> Config:
         kept['custom_imports'] = dict(imports=imports, allow_failed_imports=False)
     for section, keys in LOOP_SECTIONS.items():
         evaluator = keys[2]
-        if evaluator in kept:
+        if section != 'train' and evaluator in kept:
             kept[evaluator] = single_or_list(plain_metrics(kept[evaluator]))
         if not all(key in kept for key in keys):  # incomplete: the Runner would refuse it
             for key in keys:
@@ -109,6 +114,8 @@ def export_main(description: str, argv=None):
     config = student_config(cfg)  # before writing anything: a config error leaves no file
     export_student(args.checkpoint, args.out)
     config_path = osp.splitext(args.out)[0] + '.py'
+    # the framework's tools/train.py on this config fine-tunes the exported student
+    config.load_from = args.out
     config.dump(config_path)
     print_log(f'wrote the student config to {config_path}', logger='current')
     return args.out, config_path
