@@ -50,8 +50,10 @@ def test_train_flags_are_those_of_the_frameworks_tools_train():
     assert cfg.launcher == 'pytorch' and cfg.work_dir == 'w' and cfg.train_cfg.max_iters == 3
     assert 'distill.engines.mmengine' in cfg.custom_imports.imports
     assert train_cfg(SEG).get('resume') is False
-    with pytest.raises(RuntimeError, match='auto_scale_lr'):  # the seg config has none
-        train_cfg(SEG, '--auto-scale-lr')
+    # every shipped config carries auto_scale_lr (as the frameworks' own configs)
+    assert train_cfg(SEG, '--auto-scale-lr').auto_scale_lr == dict(enable=True, base_batch_size=8)
+    with pytest.raises(RuntimeError, match='auto_scale_lr'):  # a config without one
+        train_cfg(SEG, '--auto-scale-lr', '--cfg-options', 'auto_scale_lr=None')
 
 
 def test_amp_without_a_gpu_is_refused_before_anything_is_written(tmp_path):
@@ -97,7 +99,12 @@ def test_exported_student_config_is_plain_and_complete(config):
     from mmengine.config import Config
     import distill.engines.mmengine  # noqa: F401
     from distill.engines.mmengine.export import student_config
-    exported = student_config(Config.fromfile(config))
+    source = Config.fromfile(config)
+    # what the frameworks' own tools expect of a config: --auto-scale-lr, --show-dir, TensorBoard
+    assert source.auto_scale_lr.base_batch_size > 0
+    assert 'visualization' in source.default_hooks
+    assert 'TensorboardVisBackend' in [b['type'] for b in source.visualizer.vis_backends]
+    exported = student_config(source)
     text = exported.pretty_text
     assert 'distill' not in text
     for keys in (('train_dataloader', 'train_cfg', 'optim_wrapper'),  # fine-tunable

@@ -178,6 +178,7 @@ def test_shapes_adm_trains_validates_resumes_tests_and_exports(data_root, tmp_pa
                              str(work), '--resume', *few_iters(data_root, iters=6, interval=2))
     assert 'resumed epoch: 0, iter: 4' in out
     assert (work / 'iter_6.pth').is_file()
+    assert list(work.rglob('events.out.tfevents.*'))  # TensorBoard by default
 
     # student and teacher of the distillation checkpoint, each labelled
     out = run_script(TEST, f'{SHAPES}/adm_online.py', str(work / 'iter_6.pth'), '--work-dir',

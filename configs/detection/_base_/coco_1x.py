@@ -4,3 +4,6 @@ _base_ = [
     'mmdet::_base_/default_runtime.py'
 ]
 custom_imports = dict(imports=['distill.engines.mmengine'], allow_failed_imports=False)
+# TensorBoard beside the local files (tensorboard --logdir WORK_DIR)
+vis_backends = [dict(type='LocalVisBackend'), dict(type='TensorboardVisBackend')]
+visualizer = dict(type='DetLocalVisualizer', vis_backends=vis_backends, name='visualizer')

@@ -111,7 +111,9 @@ default_hooks = dict(
 env_cfg = dict(cudnn_benchmark=False,
                mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
                dist_cfg=dict(backend='gloo'))
-vis_backends = [dict(type='LocalVisBackend')]
+# TensorBoard beside the local files (tensorboard --logdir WORK_DIR), as classification and
+# diffusion write it
+vis_backends = [dict(type='LocalVisBackend'), dict(type='TensorboardVisBackend')]
 visualizer = dict(type='DetLocalVisualizer', vis_backends=vis_backends, name='visualizer')
 log_processor = dict(type='LogProcessor', window_size=20, by_epoch=False)
 log_level = 'INFO'

@@ -86,6 +86,8 @@ max_iters = 400
 param_scheduler = [dict(type='PolyLR', eta_min=1e-4, power=0.9, begin=0, end=max_iters,
                         by_epoch=False)]
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=200)
+# --auto-scale-lr: the lr above is for 8 images per step (one process of batch 8)
+auto_scale_lr = dict(enable=False, base_batch_size=8)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
 
@@ -101,7 +103,9 @@ default_hooks = dict(
 env_cfg = dict(cudnn_benchmark=False,
                mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
                dist_cfg=dict(backend='gloo'))
-vis_backends = [dict(type='LocalVisBackend')]
+# TensorBoard beside the local files (tensorboard --logdir WORK_DIR), as classification and
+# diffusion write it
+vis_backends = [dict(type='LocalVisBackend'), dict(type='TensorboardVisBackend')]
 visualizer = dict(type='SegLocalVisualizer', vis_backends=vis_backends, name='visualizer')
 log_processor = dict(by_epoch=False)
 log_level = 'INFO'
