@@ -110,6 +110,14 @@ def test_checkpoints_total_limit_prunes(online_run):
     names = sorted(p.name for p in output_dir.glob('checkpoint-*'))
     assert names == ['checkpoint-2', 'checkpoint-3', 'checkpoint-4']
     assert len(list((output_dir / 'checkpoint-4').glob('noise_generator_*.pt'))) == 2
+    # diffusers-format networks in every checkpoint, as its examples save them: the last
+    # checkpoint's unet_ema/ is the EMA student the run wrote to unet/ at the end
+    from diffusers import UNet2DModel
+    for name in ('unet', 'unet_ema'):
+        assert UNet2DModel.from_pretrained(output_dir / 'checkpoint-4' / name) is not None
+    ema, written = (load_file(output_dir / path / 'diffusion_pytorch_model.safetensors')
+                    for path in ('checkpoint-4/unet_ema', 'unet'))
+    assert all(torch.equal(ema[k], written[k]) for k in written)
 
 
 def test_resume_matches_uninterrupted(online_run, tiny_config, tmp_path):

@@ -9,6 +9,9 @@ A checkpoint is a folder ``checkpoint-{N}`` in the work dir, ``N`` the optimiser
         {name}.pt             a task's extra state saved by the main process (``ema.pt``,
                               ``arch_optimizer.pt``), written with ``torch.save``
         {name}_{rank}.pt      a task's extra state of each process (``noise_generator_0.pt``)
+        unet/, unet_ema/      diffusion: the student (and its EMA) as diffusers' examples
+                              save them, ``UNet2DModel.from_pretrained`` folders (the task's
+                              ``export_checkpoint``; resume does not read them)
         training_state.json   written last: global_step, epoch, batches_in_epoch (batches of
                               that epoch already trained), num_processes, the metrics records
                               so far, and the SHA-256 of every other file of the folder
@@ -152,12 +155,15 @@ def prune_checkpoints(work_dir, keep: int | None) -> list[Path]:
 
 
 def save_checkpoint(accelerator, work_dir, state: dict, main_states: dict | None = None,
-                    process_states: dict | None = None, keep: int | None = None) -> Path:
+                    process_states: dict | None = None, keep: int | None = None,
+                    export=None) -> Path:
     """Write ``checkpoint-{state['global_step']}``; every process must call it.
 
     ``state``: JSON-able training state (global_step, epoch, batches_in_epoch, records, ...).
     ``main_states``: ``{name: object}`` written by the main process as ``{name}.pt``;
-    ``process_states``: ``{name: object}`` written by each process as ``{name}_{rank}.pt``."""
+    ``process_states``: ``{name: object}`` written by each process as ``{name}_{rank}.pt``;
+    ``export(folder)``: the main process's extra files (diffusers' ``unet/``), checksummed
+    with the rest."""
     work_dir = Path(work_dir)
     final = work_dir / f'checkpoint-{int(state["global_step"])}'
     tmp = work_dir / f'.{final.name}.tmp'
@@ -173,6 +179,8 @@ def save_checkpoint(accelerator, work_dir, state: dict, main_states: dict | None
     if accelerator.is_main_process:
         for name, obj in (main_states or {}).items():
             save_atomic(obj, tmp / f'{name}.pt')
+        if export is not None:
+            export(tmp)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         record = dict(state, num_processes=accelerator.num_processes, sha256=file_digests(tmp))

@@ -119,6 +119,10 @@ class Task:
     def process_states(self, trainer) -> dict:
         return {}
 
+    def export_checkpoint(self, trainer, folder) -> None:
+        """Write the networks into a checkpoint folder in the task's own framework's format
+        (the main process, before the folder's checksums are taken): diffusion's ``unet/``."""
+
     def load_states(self, trainer, main: dict, per_process: dict) -> None:
         pass
 

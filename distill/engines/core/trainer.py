@@ -343,8 +343,8 @@ class Trainer:
                      batches_in_epoch=self.batches_in_epoch, steps_per_epoch=self.steps_per_epoch,
                      records=self.records, seed=self.settings.seed)
         return ckpt.save_checkpoint(self.accelerator, self.work_dir, state, main,
-                                    self.task.process_states(self),
-                                    self.settings.keep_checkpoints)
+                                    self.task.process_states(self), self.settings.keep_checkpoints,
+                                    export=lambda folder: self.task.export_checkpoint(self, folder))
 
     # ------------------------------------------------------------------ the run
     def run(self) -> list[dict]:

@@ -122,6 +122,15 @@ class DiffusionTask(Task):
         self.step_times.append(time.perf_counter() - self.step_start)
         self.step_start = None
 
+    def export_checkpoint(self, trainer, folder) -> None:
+        """``unet/`` (the student's weights) and ``unet_ema/`` (its EMA), as diffusers'
+        training examples save each checkpoint: ``UNet2DModel.from_pretrained`` folders."""
+        student = self.accelerator.unwrap_model(self.student)
+        student.save_pretrained(Path(folder) / 'unet', safe_serialization=True)
+        if self.ema is not None:
+            with self.ema_weights(True):
+                student.save_pretrained(Path(folder) / 'unet_ema', safe_serialization=True)
+
     def main_states(self, trainer) -> dict:
         return {'ema': self.ema.state_dict()} if self.ema is not None else {}
 
