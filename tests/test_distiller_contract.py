@@ -59,7 +59,10 @@ def _batch():
 
 
 def test_every_registered_distiller_has_a_case():
-    assert sorted(DISTILLERS.module_dict) == sorted(CASES), (
+    # the library's (other test modules register stand-ins of their own at collection)
+    library = sorted(name for name, cls in DISTILLERS.module_dict.items()
+                     if cls.__module__.startswith('distill.'))
+    assert library == sorted(CASES), (
         'a distiller was registered (or removed): give it its cases in CASES')
 
 
