@@ -265,7 +265,7 @@ def test_anchor_boxes_from_the_adapter_or_the_cam():
         type='SoKD', base=dict(BASES['FitNet'], student=STUDENT, teacher=TEACHER,
                                adapter=BoxAdapter(input_size=16)), dam=dict(channels=8)))
     data = batch()
-    boxes, labels = distiller._anchor_boxes(data, (4, 4), None)
+    boxes, labels = distiller.dam_pass.anchor_boxes(data, (4, 4), None)
     assert labels is None
     torch.testing.assert_close(boxes[0], torch.tensor([[0.0, 0.0, 2.0, 4.0]]))
     # classification: one CAM box per image, labelled with the true class (K heatmaps)
@@ -273,7 +273,7 @@ def test_anchor_boxes_from_the_adapter_or_the_cam():
     terms = per_class(data)
     assert torch.isfinite(terms['dam.anchor'])
     _, _, teacher = per_class._run(data)
-    boxes, labels = per_class._anchor_boxes(data, (4, 4), teacher.head)
+    boxes, labels = per_class.dam_pass.anchor_boxes(data, (4, 4), teacher.head)
     assert len(boxes) == 8 and all(b.shape == (1, 4) for b in boxes)
     assert [int(label) for label in labels] == data['labels'].tolist()
 
@@ -289,7 +289,7 @@ def test_anchor_interval_computes_the_anchoring_term_one_step_in_k():
 
 @pytest.mark.parametrize('name', ['FitNet', 'KD'])
 def test_dam_interval_runs_dam_one_step_in_k(name, monkeypatch):
-    import distill.sokd.dam_terms as dam_terms
+    import distill.sokd.dam_pass as dam_terms
     distiller = make(name, dam=dict(channels=8, interval=2)).train()
     data = batch()
     for step in range(4):
@@ -327,7 +327,7 @@ def test_mutual_mask_is_the_union_of_the_two_sides():
     masks = {}
     for mode in ('mutual', 'teacher', 'student'):
         distiller.dam_cfg['mask'] = mode
-        masks[mode] = distiller.decode_mask(out)
+        masks[mode] = distiller.dam_pass.decode_mask(out)
     assert 0 < float(masks['teacher'].mean()) < 1 and 0 < float(masks['student'].mean()) < 1
     torch.testing.assert_close(masks['mutual'],
                                torch.maximum(masks['teacher'], masks['student']))

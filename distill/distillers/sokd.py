@@ -23,7 +23,8 @@ SoKD changes what the student is taught:
 SoKD composes the base's public protocol (``Distiller``: ``run_student``/``run_teacher``, the
 tap pairs, ``location_distance`` where the base declares a ``feature_term``, ``logits_loss``,
 ``teacher_feature_terms``, ``output_terms``, ``scale_terms``); it reads nothing private of the
-base. DAM's pass is ``distill/sokd/dam_terms.py``, the bi-level search ``distill/sokd/search.py``.
+base. DAM's pass is a ``DAMPass`` it owns (``distill/sokd/dam_pass.py``), the bi-level search
+``distill/sokd/search.py``.
 
 Engine protocol (duck-typed): ``arch_parameters()`` (keep them out of the main optimiser; step
 them with their own), ``wants_arch_step(epoch, step_in_epoch)`` (epochs counted from 1, as the
@@ -43,7 +44,7 @@ from torch import nn
 from distill.registry import DISTILLERS
 from distill.sokd.dafa import DAFA
 from distill.sokd.dam import DAM, masked_mean
-from distill.sokd.dam_terms import DAM_DEFAULTS, DAMTerms, check_dam_cfg
+from distill.sokd.dam_pass import DAM_DEFAULTS, DAMPass, check_dam_cfg
 from distill.sokd.hypergrad import HYPERGRAD_METHODS
 from distill.sokd.search import BiLevelSearch
 from distill.sokd.teacher_cache import TeacherCache
@@ -65,7 +66,7 @@ class NetworkPass(NamedTuple):
 
 
 @DISTILLERS.register_module()
-class SoKD(DAMTerms, BiLevelSearch, nn.Module):
+class SoKD(BiLevelSearch, nn.Module):
     """Args:
         base: config (or module) of the base distiller.
         dafa: ``dict(ops=..., init_magnitude=0.2, sample=True)`` or None (off); ``sample``:
@@ -132,7 +133,6 @@ class SoKD(DAMTerms, BiLevelSearch, nn.Module):
         self.sample_ops = bool(dafa.pop('sample', True)) if dafa is not None else False
         self.dafa = None if dafa is None else DAFA(**dafa)
         self.dam_cfg = check_dam_cfg(dam)
-        self._dam_step = 0  # training forwards so far, for the DAM intervals
         self.teacher_cache = TeacherCache()
         self._build_head_taps()
         self.dam = None
@@ -140,6 +140,10 @@ class SoKD(DAMTerms, BiLevelSearch, nn.Module):
             s_channels, t_channels = self._dam_channels()
             self.dam = DAM(t_channels, s_channels, self.dam_cfg['channels'],
                            self.dam_cfg['num_classes'])
+        # DAM's pass (terms, anchor boxes, mask, schedule): an object SoKD owns; the DAM
+        # module itself is registered here, so its parameters are the distiller's
+        self.dam_pass = None if self.dam is None else DAMPass(
+            self.dam, self.dam_cfg, self.loss_weights, self.adapter, self.teacher)
 
     # ---------------------------------------------------------------- construction
     @property
@@ -276,8 +280,8 @@ class SoKD(DAMTerms, BiLevelSearch, nn.Module):
             refined = [self._refine(ft, sample=self.sample_ops) for _, _, ft in aligned]
             mask = None
             if self.dam is not None:
-                dam_terms, mask = self._dam_step_terms(
-                    batch, base.student_features(student.feats)[-1], refined[-1], teacher.head)
+                dam_terms, mask = self.dam_pass.step_terms(
+                    self.training, batch, base.student_features(student.feats)[-1], refined[-1], teacher.head)
                 terms.update(dam_terms)
             terms[f'student.{base.feature_term}'] = self._feature_loss(aligned, refined, mask)
             terms.update(base.teacher_feature_terms(aligned))  # on the raw teacher feature
@@ -286,8 +290,8 @@ class SoKD(DAMTerms, BiLevelSearch, nn.Module):
         else:
             refined_feat = self._refine(teacher.head, sample=self.sample_ops)
             if self.dam is not None:
-                terms.update(self._dam_step_terms(batch, student.head, refined_feat,
-                                                  teacher.head)[0])
+                terms.update(self.dam_pass.step_terms(self.training, batch, student.head,
+                                                      refined_feat, teacher.head)[0])
             if distils_logits:
                 terms['student.kd'] = self._logits_loss(student.out.outputs, refined_feat, batch)
                 if self.online:  # the teacher's own mirror term sees the student, not DAFA
@@ -308,4 +312,4 @@ class SoKD(DAMTerms, BiLevelSearch, nn.Module):
             ft = self.base.teacher_features(teacher.feats)[-1]
         else:
             fs, ft = student.head, teacher.head
-        return self.dam_boxes(fs, self._refine(ft))
+        return self.dam_pass.boxes(fs, self._refine(ft))

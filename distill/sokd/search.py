@@ -13,7 +13,8 @@ from distill.sokd.hypergrad import (factored_hypergradient, preserved_buffers,
 
 
 class BiLevelSearch:
-    """Mixin: needs the ``SoKD`` attributes (``base``, ``adapter``, ``dafa``, ``dam``, ...)."""
+    """Mixin: needs the ``SoKD`` attributes (``base``, ``adapter``, ``dafa``, ``dam_pass``,
+    ...)."""
 
     # ---------------------------------------------------------------- bi-level search
     def arch_backward(self, train_batch, val_batch) -> dict[str, float]:
@@ -55,7 +56,7 @@ class BiLevelSearch:
                     generator = torch.Generator(device=teacher_feats[0].device)
                     refined = [self._refine(ft, generator.manual_seed(seed)) if i == 0 else
                                self._refine(ft, generator) for i, ft in enumerate(teacher_feats)]
-                    _, mask = self._dam_pass(batch, base.student_features(student.feats)[-1],
+                    _, mask = self.dam_pass.run(batch, base.student_features(student.feats)[-1],
                                              refined[-1], teacher.head, terms=False)
             else:
                 teacher_feats = [teacher.head.detach()]
@@ -122,7 +123,7 @@ class BiLevelSearch:
             mask = None
             if self.dam is not None:
                 with torch.no_grad():
-                    _, mask = self._dam_pass(batch, state['last_tap'], refined[-1].detach(),
+                    _, mask = self.dam_pass.run(batch, state['last_tap'], refined[-1].detach(),
                                              teacher.head, terms=False)
             aligned = [(pair, g, None) for pair, g in zip(state['pairs'], feats)]
             return self._feature_loss(aligned, refined, mask, detach_target=False)

@@ -1,8 +1,9 @@
-"""DAM's pass inside SoKD (README, "SoKD"), as a mixin of ``distill.distillers.SoKD``: the two
-terms (``student.dam`` consistency, ``dam.anchor`` anchoring), the anchor boxes (the task's, or
-the teacher's CAM pseudo-box for classification), the decoded mask that weights the base loss
-per location, the cost schedule (``dam.interval``, ``dam.anchor_interval``) and the boxes for
-``sokd.viz``. The heads and losses themselves are ``distill/sokd/dam.py``.
+"""DAM's pass inside SoKD (README, "SoKD"): ``DAMPass``, an object the ``SoKD`` distiller owns
+(``SoKD.dam_pass``), with the two terms (``student.dam`` consistency, ``dam.anchor``
+anchoring), the anchor boxes (the task's, or the teacher's CAM pseudo-box for classification),
+the decoded mask that weights the base loss per location, the cost schedule (``dam.interval``,
+``dam.anchor_interval``) and the boxes for ``sokd.viz``. The heads and losses themselves are
+``distill/sokd/dam.py``.
 """
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from torch import nn
 
 from distill.connectors import resize_to
 from distill.sokd.dam import (activation_map, anchoring_loss, boxes_to_mask, centernet_targets,
-                              consistency_loss, decode_boxes, decode_mask, split_sides,
-                              largest_component_boxes, scale_boxes)
+                              consistency_loss, decode_boxes, decode_mask,
+                              largest_component_boxes, scale_boxes, split_sides)
 
 DAM_DEFAULTS = dict(channels=64, num_classes=1, top_k=8, score_threshold=0.3, beta=0.1,
                     mask='mutual', cam_threshold=0.5, interval=1, anchor_interval=1)
@@ -36,11 +37,18 @@ def _distributed() -> bool:
             and torch.distributed.get_world_size() > 1)
 
 
-class DAMTerms:
-    """Mixin: needs ``dam`` (the ``DAM`` module), ``dam_cfg``, ``loss_weights``, ``adapter``,
-    ``teacher``, ``training`` and a ``_dam_step`` counter of training forwards."""
+class DAMPass:
+    """DAM's pass: the ``DAM`` module (registered on the distiller, which owns its parameters),
+    its settings (``check_dam_cfg``), the distiller's ``loss_weights`` for ``student.dam`` and
+    ``dam.anchor``, and the base's ``adapter`` and ``teacher`` (anchor boxes, CAM head). Counts
+    the training forwards it has seen, for ``interval`` and ``anchor_interval``."""
 
-    def _anchor_boxes(self, batch, grid, teacher_head_feat):
+    def __init__(self, dam, cfg: dict, loss_weights: dict, adapter, teacher):
+        self.dam, self.cfg, self.loss_weights = dam, cfg, loss_weights
+        self.adapter, self.teacher = adapter, teacher
+        self.step = 0  # training forwards so far
+
+    def anchor_boxes(self, batch, grid, teacher_head_feat):
         """``(boxes, labels)`` on the DAM grid: the adapter's boxes (class-agnostic: labels
         None), or the largest component of the teacher's CAM of the true class (one box per
         image, labelled with that class)."""
@@ -54,19 +62,19 @@ class DAMTerms:
         labels = self.adapter.labels(batch)
         cam = activation_map(teacher_head_feat, labels,
                              fc.weight if isinstance(fc, nn.Linear) else None)
-        cam_boxes = largest_component_boxes(cam, self.dam_cfg['cam_threshold'])
+        cam_boxes = largest_component_boxes(cam, self.cfg['cam_threshold'])
         return (scale_boxes(cam_boxes[:, None], tuple(cam.shape[-2:]), grid),
                 None if labels is None else labels[:, None])
 
-    def _dam_schedule(self) -> tuple[bool, bool]:
+    def schedule(self, training: bool) -> tuple[bool, bool]:
         """``(run DAM, compute its anchoring term)`` in this forward (see ``interval``)."""
-        if not self.training:
+        if not training:
             return True, True
-        step, self._dam_step = self._dam_step, self._dam_step + 1
-        run = step % self.dam_cfg['interval'] == 0
-        return run, run and step % self.dam_cfg['anchor_interval'] == 0
+        step, self.step = self.step, self.step + 1
+        run = step % self.cfg['interval'] == 0
+        return run, run and step % self.cfg['anchor_interval'] == 0
 
-    def _dam_off_terms(self) -> dict[str, torch.Tensor]:
+    def off_terms(self) -> dict[str, torch.Tensor]:
         """Zero DAM terms for a step without DAM. Under DDP (several processes) they touch
         every DAM parameter, which DDP expects used in every step; in one process they are
         constants, so the step costs nothing for DAM (no graph, no optimiser update of its
@@ -77,19 +85,20 @@ class DAMTerms:
             zero = self.dam.out.bias.new_zeros(())
         return {'student.dam': zero, 'dam.anchor': zero}
 
-    def _dam_step_terms(self, batch, student_feat, refined_teacher_feat, teacher_head_feat):
-        """A training forward's ``(DAM terms, mask or None)``, as the schedule says."""
-        run, anchor = self._dam_schedule()
+    def step_terms(self, training: bool, batch, student_feat, refined_teacher_feat,
+                   teacher_head_feat):
+        """A forward's ``(DAM terms, mask or None)``, as the schedule says."""
+        run, anchor = self.schedule(training)
         if not run:  # the base loss unmasked in this step
-            return self._dam_off_terms(), None
-        return self._dam_pass(batch, student_feat, refined_teacher_feat, teacher_head_feat,
-                              anchor=anchor)
+            return self.off_terms(), None
+        return self.run(batch, student_feat, refined_teacher_feat, teacher_head_feat,
+                        anchor=anchor)
 
-    def _dam_pass(self, batch, student_feat, refined_teacher_feat, teacher_head_feat,
-                  terms: bool = True, anchor: bool = True):
+    def run(self, batch, student_feat, refined_teacher_feat, teacher_head_feat,
+            terms: bool = True, anchor: bool = True):
         """DAM's terms and the decoded mask (B,1,H,W) on the teacher grid (README, "SoKD");
         ``terms=False``: the mask alone; ``anchor=False``: ``dam.anchor`` is 0."""
-        cfg = self.dam_cfg
+        cfg = self.cfg
         grid = tuple(refined_teacher_feat.shape[-2:])
         out = self.dam.run(refined_teacher_feat.detach(), resize_to(student_feat, grid))
         mask = self.decode_mask(out)
@@ -99,7 +108,7 @@ class DAMTerms:
         terms = {'student.dam': self.loss_weights['dam'] * consistency_loss(student_side,
                                                                             teacher_side)}
         if anchor:
-            boxes, labels = self._anchor_boxes(batch, grid, teacher_head_feat)
+            boxes, labels = self.anchor_boxes(batch, grid, teacher_head_feat)
             targets = centernet_targets(boxes, labels, cfg['num_classes'], *grid)
             terms['dam.anchor'] = self.loss_weights['anchor'] * anchoring_loss(teacher_side,
                                                                                targets)
@@ -111,14 +120,14 @@ class DAMTerms:
         """The mask of DAM's fused output of both sides (``DAM.run``: teacher images first):
         the union of the boxes decoded from the chosen side(s) (``dam.mask``); an image where
         no box passes the score threshold keeps its whole map (the plain base loss)."""
-        cfg = self.dam_cfg
+        cfg = self.cfg
         half = out.shape[0] // 2
         chosen = dict(mutual=out, teacher=out[:half], student=out[half:])[cfg['mask']]
         return decode_mask(chosen, cfg['num_classes'], 2 if cfg['mask'] == 'mutual' else 1,
                            cfg['top_k'], cfg['score_threshold'])
 
     @torch.no_grad()
-    def dam_boxes(self, student_feat, refined_teacher_feat) -> dict:
+    def boxes(self, student_feat, refined_teacher_feat) -> dict:
         """DAM's decoded boxes (grid cells), scores and masks of both sides."""
         grid = tuple(refined_teacher_feat.shape[-2:])
         result = dict(grid=grid)
@@ -126,8 +135,7 @@ class DAMTerms:
                            ('student', self.dam(resize_to(student_feat, grid), 'student'))):
             boxes, scores, keep = decode_boxes(torch.sigmoid(side['heatmap'].float()),
                                                side['size'], side['offset'],
-                                               self.dam_cfg['top_k'],
-                                               self.dam_cfg['score_threshold'])
+                                               self.cfg['top_k'], self.cfg['score_threshold'])
             result[name] = dict(boxes=boxes, scores=scores, keep=keep,
                                 mask=boxes_to_mask(boxes, keep, *grid))
         return result
