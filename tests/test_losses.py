@@ -40,7 +40,8 @@ def ref_similarity(fs, ft, b):
 
 
 def ref_adm(fs, ft, tau, which):
-    """DESIGN 1.1 steps 2-5 (with the floored cosine) written out with Python loops."""
+    """ADM's steps (README, "ADM as implemented"; with the floored cosine) written out with Python
+    loops."""
     b_n = fs.shape[0]
     total = 0.0
     for b in range(b_n):

@@ -1,4 +1,4 @@
-"""DAFA's operations and the one-step unrolled hypergradient (DESIGN 1.2)."""
+"""DAFA's operations and the one-step unrolled hypergradient (README, "SoKD")."""
 import math
 
 import pytest

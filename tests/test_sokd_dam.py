@@ -1,4 +1,4 @@
-"""DAM: CenterNet targets, decoding, masks, pseudo-boxes and gradient routing (DESIGN 1.2)."""
+"""DAM: CenterNet targets, decoding, masks, pseudo-boxes and gradient routing (README, "SoKD")."""
 import pytest
 import torch
 

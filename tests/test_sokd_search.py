@@ -1,5 +1,5 @@
 """A search that moves: on a task where the choice of augmentation matters, SoKD's bi-level
-search shifts the policy measurably within a few arch steps (DESIGN 1.2, issue 10).
+search shifts the policy measurably within a few arch steps (README, "SoKD").
 
 The task: the inputs carry their class as a one-hot channel map (plus noise); the frozen
 teacher's tapped feature is that map, and both heads read class c from channel c. Matching
