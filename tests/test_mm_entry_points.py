@@ -145,6 +145,7 @@ def test_labelled_metrics_keep_student_keys_and_prefix_the_teacher():
     evaluator.process([sample], dict(inputs=None))
     result = evaluator.evaluate(1)
     assert result['mIoU'] == 100.0 and result['teacher/mIoU'] < 100.0
+    assert result['student/mIoU'] == result['mIoU']  # labelled too, beside teacher/
 
 
 def test_loss_log_names_contain_loss():

@@ -6,7 +6,7 @@ student's, under the same field names prefixed ``teacher_`` (``teacher_pred_sem_
 ``CocoMetric``) and shows it the teacher's fields under the usual names; its results are
 reported as ``teacher/<name>`` (``teacher/mIoU``, ``teacher/bbox_mAP``). ``StudentMetric``
 wraps the student's metric and keeps its keys (``mIoU``, ``coco/bbox_mAP``: what
-``save_best`` and the framework's tools expect). Both print a header naming the network before
+``save_best`` and the framework's tools expect), and adds them as ``student/<name>``. Both print a header naming the network before
 the wrapped metric prints its tables, so the two per-class tables (or the two
 "Evaluating bbox..." blocks) can be told apart.
 
@@ -76,12 +76,20 @@ class LabelledMetric(BaseMetric):
 
 @METRICS.register_module()
 class StudentMetric(LabelledMetric):
-    """``metric`` on the student's predictions, its keys unchanged."""
+    """``metric`` on the student's predictions: its keys unchanged (``mIoU``,
+    ``coco/bbox_mAP``: what ``save_best`` and the framework's tools read) and again under
+    ``student/`` (``student/mIoU``, ``student/bbox_mAP``), beside the teacher's ``teacher/``
+    ones in the logs and TensorBoard."""
 
     label = 'student'
 
     def view(self, data_sample: dict) -> dict:
         return {k: v for k, v in data_sample.items() if not k.startswith(TEACHER_FIELD_PREFIX)}
+
+    def evaluate(self, size: int) -> dict:
+        metrics = super().evaluate(size)
+        drop = len(self.prefix) + 1 if self.prefix else 0  # coco/bbox_mAP -> student/bbox_mAP
+        return {**metrics, **{f'student/{key[drop:]}': value for key, value in metrics.items()}}
 
 
 @METRICS.register_module()
