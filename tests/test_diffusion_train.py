@@ -102,6 +102,14 @@ def test_online_two_processes_with_accumulation(online_run):
     assert record['agreement_mse'] > 0 and record['fid'] is None
     assert (output_dir / 'validation' / 'step-000002.png').is_file()
     assert list((output_dir / 'logs').rglob('events.out.tfevents*'))
+    # the final evaluation reaches TensorBoard too, its per-bucket MSE flattened
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    tags = set()
+    for events in (output_dir / 'logs').rglob('events.out.tfevents*'):
+        accumulator = EventAccumulator(str(events))
+        accumulator.Reload()
+        tags |= set(accumulator.Tags()['scalars'])
+    assert {'final/student_denoising_mse/mean', 'final/teacher_denoising_mse/mean'} <= tags
     assert (output_dir / 'teacher' / 'config.json').is_file()
 
 

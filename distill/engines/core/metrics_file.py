@@ -30,3 +30,24 @@ class MetricsFile:
         tmp = self.path.with_name(f'.{self.path.name}.tmp')
         tmp.write_text(json.dumps(self.records, indent=1))
         os.replace(tmp, self.path)
+
+
+def tracker_scalars(record: dict) -> dict[str, float]:
+    """The numbers of a record as tracker scalars: ``<kind>/<key>`` (``val/...`` keys keep their
+    name), one level of nested dicts flattened (``final/student_denoising_mse/mean``); the
+    step counters and flags left out."""
+    prefix = f"{record.get('kind', 'epoch')}/"
+
+    def number(value) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    scalars = {}
+    for key, value in record.items():
+        if key in ('epoch', 'global_step', 'step'):
+            continue
+        name = key if key.startswith('val/') else prefix + key
+        if number(value):
+            scalars[name] = value
+        elif isinstance(value, dict):
+            scalars.update({f'{name}/{k}': v for k, v in value.items() if number(v)})
+    return scalars

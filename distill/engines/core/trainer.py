@@ -54,7 +54,7 @@ from torch import nn
 from distill.engines.core import checkpoints as ckpt
 from distill.engines.core.task import Task, TrainSettings, derive_seed, flat_config  # noqa: F401
 from distill.engines.core.guards import DeferredChecks, check_finite_state
-from distill.engines.core.metrics_file import MetricsFile
+from distill.engines.core.metrics_file import MetricsFile, tracker_scalars
 from distill.engines.core.runtime import run_summary
 from distill.engines.core.optimizers import (DEFAULT_ARCH_OPTIMIZER, apply_config_over_restored,
                                         build_optimizer, build_schedulers, restore_schedule,
@@ -315,12 +315,8 @@ class Trainer:
         self.records.append(record)
         if self.metrics is not None:
             self.metrics.append(record)
-        prefix = f"{record.get('kind', 'epoch')}/"  # 'val/...' entries keep their name
-        numbers = {(k if k.startswith('val/') else prefix + k): v for k, v in record.items()
-                   if isinstance(v, (int, float)) and not isinstance(v, bool)
-                   and k not in ('epoch', 'global_step', 'step')}
         if record.get('kind') != 'train':
-            self.accelerator.log(numbers, step=self.global_step)
+            self.accelerator.log(tracker_scalars(record), step=self.global_step)
         describe = self.task.describe(record)
         if record.get('kind') != 'train' and self.is_main:
             where = (f"epoch {record.get('epoch')}/{self.settings.epochs}"
