@@ -68,6 +68,9 @@ def test_val_batches_are_a_separate_shuffle_reseeded_per_epoch_and_sharded():
     assert epoch1 != [list(range(4 * s, 4 * s + 4)) for s in range(5)]  # shuffled
     assert [source.indices(2, step) for step in range(5)] != epoch1  # reseeded per epoch
     assert val_source().indices(1, 3) == epoch1[3]  # a function of (seed, epoch, step) alone
+    # the one seeding rule of both engines (the Accelerate core's, engines/core/task.py)
+    from distill.engines.core.task import seeded_permutation
+    assert source.order(1) == seeded_permutation(20, 0, 1, 'arch-val')
     assert val_source(seed=1).indices(1, 0) != epoch1[0]
     shares = [val_source(rank=r, world_size=2) for r in (0, 1)]
     first = [set(i for s in range(3) for i in share.indices(1, s)[:]) for share in shares]

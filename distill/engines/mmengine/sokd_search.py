@@ -22,7 +22,6 @@ for every search epoch (``ShuffledTrainBatches``).
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import random
@@ -34,14 +33,8 @@ from mmengine.logging import MessageHub, print_log
 from mmengine.model import is_model_wrapper
 from torch import nn
 
+from distill.engines.core.task import derive_seed, seeded_permutation
 from distill.registry import HOOKS
-
-
-def epoch_seed(seed, epoch: int, stream: str = 'arch-val') -> int:
-    """A 63-bit seed for (run seed, epoch, stream), the same in every process and Python run
-    (``hash()`` of a string is not)."""
-    digest = hashlib.sha256(f'{seed}:{epoch}:{stream}'.encode()).digest()
-    return int.from_bytes(digest[:8], 'little') >> 1
 
 
 class ShuffledTrainBatches:
@@ -58,8 +51,8 @@ class ShuffledTrainBatches:
 
     def order(self, epoch: int) -> list:
         if self._order[0] != epoch:
-            generator = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
-            permutation = torch.randperm(len(self.dataset), generator=generator).tolist()
+            # the trainer core's seeding rule: a function of (seed, epoch, stream) only
+            permutation = seeded_permutation(len(self.dataset), self.seed, epoch, 'arch-val')
             share = permutation[self.rank::self.world_size] or permutation
             self._order = (epoch, share)
         return self._order[1]
@@ -73,7 +66,7 @@ class ShuffledTrainBatches:
         # the pipeline's random augmentation (numpy / random) is seeded by the position and
         # leaves the global streams as they were: the training batches' augmentation is the
         # same with or without arch steps, and a resumed run (which replays only those) agrees
-        seed = epoch_seed(self.seed, epoch, f'arch-augment:{step}:{self.rank}')
+        seed = derive_seed(self.seed, epoch, 'arch-augment', step, self.rank)
         numpy_state, python_state = np.random.get_state(), random.getstate()
         np.random.seed(seed % 2 ** 32)
         random.seed(seed)
