@@ -1,6 +1,7 @@
-"""The loop-and-scatter DAM that distill/sokd/dam.py replaced (issue 20), kept verbatim as the
-slow, obvious reference of tests/test_sokd_dam.py: the batched code must give its targets,
-boxes, masks and losses on fixed inputs."""
+"""The loop-and-scatter DAM that distill/sokd/dam.py replaced, kept verbatim (the parts the
+batched code rewrote; the unchanged helpers are not repeated) as the slow, obvious reference of
+tests/test_sokd_dam.py: the batched code must give its targets, boxes, masks and losses on
+fixed inputs."""
 from __future__ import annotations
 
 import torch
@@ -194,36 +195,6 @@ def centernet_targets(boxes: list, labels: list | None, num_classes: int, height
                 offset=offset, centres=centres)
 
 
-def scale_boxes(boxes, from_size: tuple, to_size: tuple):
-    """Rescale per-image boxes from a (H, W) grid (e.g. input pixels) to another: a list of
-    (N_i, 4) boxes, or one (B,N,4) tensor (returned as a tensor)."""
-    sy, sx = to_size[0] / from_size[0], to_size[1] / from_size[1]
-    scale = torch.tensor([sx, sy, sx, sy])
-    if torch.is_tensor(boxes):
-        return boxes.float() * scale.to(boxes.device)
-    return [torch.as_tensor(b, dtype=torch.float32).reshape(-1, 4) * scale.to(
-        b.device if torch.is_tensor(b) else 'cpu') for b in boxes]
-
-
-# ------------------------------------------------------------------- pseudo-boxes (classif.)
-
-
-def activation_map(feature: torch.Tensor, labels: torch.Tensor | None,
-                   fc_weight: torch.Tensor | None) -> torch.Tensor:
-    """Class activation map of the true class, ReLU'd, (B,H,W): ``sum_c W[y,c] f[c]``.
-
-    Without a usable linear head (``fc_weight`` None, or not matching the channels) it falls
-    back to the channel-mean activation map, which shows where the feature is strong but not
-    which class it is about.
-    """
-    feature = feature.detach().float()
-    if (fc_weight is None or labels is None or fc_weight.dim() != 2
-            or fc_weight.shape[1] != feature.shape[1]):
-        return feature.mean(dim=1).relu()
-    class_weights = fc_weight.detach().float()[labels]  # (B, C)
-    return torch.einsum('bc,bchw->bhw', class_weights, feature).relu()
-
-
 def largest_component_boxes(cam: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
     """Box (B,4) in grid cells of the largest 8-connected component of ``cam >= threshold *
     max``; the whole map when the CAM is flat zero."""
@@ -293,25 +264,6 @@ def boxes_to_mask(boxes: torch.Tensor, keep: torch.Tensor, height: int,
     in_y = (rows < y2) & (rows + 1 > y1)  # (B,k,H)
     covered = in_y[..., :, None] & in_x[..., None, :] & keep[..., None, None]
     return covered.any(dim=1, keepdim=True).float()
-
-
-def resize_mask(mask: torch.Tensor, size) -> torch.Tensor:
-    """A (B,1,H,W) binary mask on another grid: max-pool when shrinking, nearest otherwise."""
-    if tuple(mask.shape[-2:]) == tuple(size):
-        return mask
-    if mask.shape[-2] >= size[0] and mask.shape[-1] >= size[1]:
-        return F.adaptive_max_pool2d(mask, size)
-    return F.interpolate(mask, size=tuple(size), mode='nearest')
-
-
-def masked_mean(distance: torch.Tensor, mask: torch.Tensor, beta: float = 0.1) -> torch.Tensor:
-    """``sum(M d)/max(sum M, 1) + beta * sum((1-M) d)/max(sum(1-M), 1)`` (README, "SoKD"), with
-    ``distance`` (B,H,W) the base loss per location and ``mask`` (B,1,H,W) or (B,H,W)."""
-    mask = resize_mask(mask.reshape(mask.shape[0], 1, *mask.shape[-2:]).float(),
-                       distance.shape[-2:])[:, 0].to(distance.dtype)
-    inside = (mask * distance).sum() / mask.sum().clamp_min(1)
-    outside = ((1 - mask) * distance).sum() / (1 - mask).sum().clamp_min(1)
-    return inside + beta * outside
 
 
 # ------------------------------------------------- the old DAMTerms.decode_mask, as a function

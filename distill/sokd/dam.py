@@ -232,7 +232,7 @@ def masked_mean(distance: torch.Tensor, mask: torch.Tensor, beta: float = 0.1) -
     ``distance`` (B,H,W) the base loss per location and ``mask`` (B,1,H,W) or (B,H,W)."""
     if mask.dim() == 3:
         mask = mask[:, None]
-    mask = as_float32(resize_mask(as_float32(mask), distance.shape[-2:]))[:, 0].to(distance.dtype)
+    mask = resize_mask(as_float32(mask), distance.shape[-2:])[:, 0].to(distance.dtype)
     outside_mask = const(1.0, mask.device).to(distance.dtype) - mask
     inside = (mask * distance).sum() / mask.sum().clamp_min(1)
     outside = (outside_mask * distance).sum() / outside_mask.sum().clamp_min(1)
