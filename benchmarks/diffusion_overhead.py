@@ -52,7 +52,7 @@ def build_pair(cfg, online: bool, teacher_dir: str | None):
     torch.manual_seed(cfg.seed)
     student, teacher = build_network(dict(cfg.student)), build_network(teacher_cfg)
     adapter = DiffusionAdapter(noise_scheduler=dict(cfg.noise_scheduler),
-                               input_size=model_sample_size(student))
+                               probe_input_size=model_sample_size(student))
     adm = build_distiller(dict(cfg.distiller, online=online, student=copy.deepcopy(student),
                                teacher=copy.deepcopy(teacher), adapter=adapter))
     matching = build_distiller(dict(type='DML' if online else 'KD', online=online,

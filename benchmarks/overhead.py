@@ -41,7 +41,7 @@ from op_count import autocast_context, count_aten_ops, count_cuda_kernels  # noq
 def distiller_configs(student, teacher, num_classes, image_size, tap):
     networks = dict(student=dict(type=student, num_classes=num_classes),
                     teacher=dict(type=teacher, num_classes=num_classes),
-                    adapter=dict(type='ClassifierAdapter', input_size=image_size),
+                    adapter=dict(type='ClassifierAdapter', probe_input_size=image_size),
                     online=True, temperature=4.0)
     return {
         'independent': dict(networks, type='DML', loss_weights=dict(task=1.0, kd=0.0)),

@@ -75,7 +75,7 @@ def build(args, arch_interval):
     torch.manual_seed(0)
     base = dict(type='FitNet', student=dict(type=args.student, num_classes=args.num_classes),
                 teacher=dict(type=args.teacher, num_classes=args.num_classes),
-                adapter=dict(type='ClassifierAdapter', input_size=args.image_size),
+                adapter=dict(type='ClassifierAdapter', probe_input_size=args.image_size),
                 taps=[dict(student=args.tap, teacher=args.tap)])
     cfg = base if arch_interval is None else dict(
         type='SoKD', base=base, arch_interval=arch_interval, search_epochs=1,

@@ -40,7 +40,7 @@ def build(args, device):
         else dict(student={}, teacher={})
     networks = {side: dict(type=getattr(args, side), num_classes=10, **widths[side])
                 for side in ('student', 'teacher')}
-    cfg = dict(type=args.method, adapter=dict(type='ClassifierAdapter', input_size=32),
+    cfg = dict(type=args.method, adapter=dict(type='ClassifierAdapter', probe_input_size=32),
                online=True, **networks)
     if args.method == 'ADM':
         cfg.update(taps='auto', warmup=0.0)

@@ -29,7 +29,7 @@ def tiny_cfg(epochs=2, distiller_type='ADM', num_train=96, **distiller_kw):
     distiller = dict(type=distiller_type,
                      student=dict(type='tiny_cnn', num_classes=4, width=4),
                      teacher=dict(type='tiny_cnn', num_classes=4, width=8),
-                     adapter=dict(type='ClassifierAdapter', input_size=16))
+                     adapter=dict(type='ClassifierAdapter', probe_input_size=16))
     if distiller_type == 'ADM':
         distiller['taps'] = [dict(student='stage3', teacher='stage3')]
         # every term at full weight from the first step (ADM's default warm-up ramps them, and

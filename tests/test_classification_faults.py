@@ -118,8 +118,9 @@ def test_bad_sections_types_and_distillers_are_named(tmp_path):
           r'number > 0', ValueError)
     fails(tiny_cfg(distiller_type='ADN'), r"distiller\.type='ADN' is not a registered "
           r'distiller; did you mean ADM\?.*DML')
-    fails(tiny_cfg(adapter=dict(type='ClassifierAdapter', inputsize=16)),
-          r'distiller\.adapter\.inputsize; did you mean distiller\.adapter\.input_size\?')
+    fails(tiny_cfg(adapter=dict(type='ClassifierAdapter', probe_inputsize=16)),
+          r'distiller\.adapter\.probe_inputsize; did you mean '
+          r'distiller\.adapter\.probe_input_size')
     fails(tiny_cfg(temprature=2.0), r'distiller\.temprature; did you mean '
           r'distiller\.temperature\?')
     fails(tiny_cfg(taps=[dict(student='stage3', teachr='stage3')]),
@@ -157,7 +158,7 @@ def test_mmengine_optimisers_and_schedulers(tmp_path):
 
 def test_build_checks_logits_and_1x1_taps():
     student = dict(type='tiny_cnn', num_classes=4, width=4)
-    adapter = dict(type='ClassifierAdapter', input_size=16)
+    adapter = dict(type='ClassifierAdapter', probe_input_size=16)
     with pytest.raises(ConfigError, match=r"student's logits have shape \(2, 4\) and the "
                                           r"teacher's \(2, 5\).*same num_classes"):
         build_distiller(dict(type='DML', student=student, adapter=adapter,

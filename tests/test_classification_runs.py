@@ -95,7 +95,7 @@ def test_demo_prints_table_and_writes_figures(tmp_path, capsys):
     cfg = Config.fromfile(demo.DEMO_CONFIG)
     cfg.data.train.num_samples, cfg.data.val.num_samples = 64, 32
     cfg.data.train.image_size = cfg.data.val.image_size = 16
-    cfg.distiller.adapter.input_size = 16
+    cfg.distiller.adapter.probe_input_size = 16
     cfg.train.progress_bar = False
     cfg.dump(str(tmp_path / 'demo_small.py'))
     table = demo.main(['--out', str(tmp_path / 'out'), '--epochs', '1', '--seeds', '0', '1',

@@ -27,7 +27,7 @@ def conditional_unet(channels=(8, 16), layers_per_block=1):
 def adapter(prediction_type='epsilon'):
     return diffusion.DiffusionAdapter(
         noise_scheduler=dict(type='DDPMScheduler', num_train_timesteps=100,
-                             prediction_type=prediction_type), input_size=SIZE)
+                             prediction_type=prediction_type), probe_input_size=SIZE)
 
 
 BLOCK_TAPS = [dict(student='down_blocks.1', teacher='down_blocks.1', index=0),

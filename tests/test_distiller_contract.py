@@ -43,7 +43,7 @@ PARTS = ('student', 'teacher', 'dam')
 def _build(name, settings, seed=0):
     torch.manual_seed(seed)
     pair = dict(student=_net(4), teacher=_net(8),
-                adapter=dict(type='ClassifierAdapter', input_size=16))
+                adapter=dict(type='ClassifierAdapter', probe_input_size=16))
     if name == 'SoKD':  # registry networks: they name where their classifier head takes over
         pair.update(student=dict(type='tiny_cnn', num_classes=5, width=4),
                     teacher=dict(type='tiny_cnn', num_classes=5, width=8))

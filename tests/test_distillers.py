@@ -20,7 +20,7 @@ TAPS = [dict(student='2', teacher='2'), dict(student='4', teacher='4', weight=0.
 def make(kind='ADM', **kw):
     torch.manual_seed(0)
     cfg = dict(type=kind, student=net(4), teacher=net(8),
-               adapter=dict(type='ClassifierAdapter', input_size=16))
+               adapter=dict(type='ClassifierAdapter', probe_input_size=16))
     if kind in ('ADM', 'FitNet'):
         cfg['taps'] = TAPS
     if kind == 'ADM':  # the terms at full weight from the first step (ADM's default ramps them)
@@ -165,7 +165,7 @@ def test_warmup_ramps_every_term_but_the_task_losses():
     torch.manual_seed(0)
     cfg = dict(type='ADM', student=dict(type='tiny_cnn', num_classes=3, width=4),
                teacher=dict(type='tiny_cnn', num_classes=3, width=8),
-               adapter=dict(type='ClassifierAdapter', input_size=16),
+               adapter=dict(type='ClassifierAdapter', probe_input_size=16),
                taps=[dict(student='stage3', teacher='stage3')], warmup=0.5)
     distiller = build_distiller(cfg).eval()
     batch = dict(inputs=torch.randn(4, 3, 16, 16), labels=torch.tensor([0, 1, 2, 0]))
@@ -184,7 +184,7 @@ def test_warmup_ramps_every_term_but_the_task_losses():
 def test_teacher_kd_weights_only_the_teacher_side():
     cfg = dict(type='DML', student=dict(type='tiny_cnn', num_classes=3, width=4),
                teacher=dict(type='tiny_cnn', num_classes=3, width=8),
-               adapter=dict(type='ClassifierAdapter', input_size=16),
+               adapter=dict(type='ClassifierAdapter', probe_input_size=16),
                loss_weights=dict(task=1.0, kd=2.0))
     batch = dict(inputs=torch.randn(4, 3, 16, 16), labels=torch.tensor([0, 1, 2, 0]))
     terms = {}
@@ -204,7 +204,7 @@ def test_a_plain_loop_ramps_the_default_warmup_by_counting_its_own_steps():
     # total_steps=10 ramp the distillation terms over the first 3 training forwards
     torch.manual_seed(0)
     distiller = build_distiller(dict(type='ADM', student=net(4), teacher=net(8), taps=TAPS,
-                                     adapter=dict(type='ClassifierAdapter', input_size=16),
+                                     adapter=dict(type='ClassifierAdapter', probe_input_size=16),
                                      total_steps=10))
     assert distiller.warmup == 0.3 and distiller.temperature == 1.0
     assert distiller.loss_weights == dict(task=1.0, kd=1.0, co=0.1, di=0.01)
@@ -228,7 +228,7 @@ def test_a_plain_loop_ramps_the_default_warmup_by_counting_its_own_steps():
 def test_a_schedule_without_total_steps_or_an_engine_is_an_error_not_a_silent_zero():
     torch.manual_seed(0)
     distiller = build_distiller(dict(type='ADM', student=net(4), teacher=net(8), taps=TAPS,
-                                     adapter=dict(type='ClassifierAdapter', input_size=16)))
+                                     adapter=dict(type='ClassifierAdapter', probe_input_size=16)))
     distiller.eval()
     distiller(batch())  # evaluation needs no progress
     distiller.train()
@@ -317,3 +317,15 @@ def test_teacher_kd_holds_for_every_logits_method():
         halved = make(kind, online=True, teacher_kd=0.5)(batch())
         full = make(kind, online=True)(batch())
         torch.testing.assert_close(halved['teacher.kd'], 0.5 * full['teacher.kd'])
+
+
+def test_probe_input_size_keeps_its_old_name_input_size_with_a_warning():
+    from distill.adapters.classifier import ClassifierAdapter
+    from distill.registry import ADAPTERS
+    assert ClassifierAdapter().probe_input_size == 32
+    assert ClassifierAdapter(probe_input_size=24).probe_input_size == 24
+    with pytest.warns(FutureWarning, match=r'input_size=\.\.\.\) is now .*probe_input_size'):
+        old = ADAPTERS.build(dict(type='ClassifierAdapter', input_size=16))
+    assert old.probe_input_size == 16
+    with pytest.raises(TypeError, match='give that alone'):
+        ClassifierAdapter(probe_input_size=16, input_size=16)

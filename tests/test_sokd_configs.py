@@ -79,3 +79,38 @@ def test_shapes_demo_through_the_engine(tmp_path):
     torch.testing.assert_close(state['model']['dafa.alpha'],
                                result.distiller.dafa.alpha.detach())
     assert state['arch_optimizer'] is not None
+
+
+ROOT = CONFIGS.parents[1]
+# each SoKD config and the config of the distiller it wraps, as that one trains alone;
+# the ImageNet, shapes-demo and Cityscapes/COCO SoKD configs have no such sibling to inherit
+INHERITED_BASES = {
+    'classification/sokd/cifar100_fitnet_sokd_resnet32x4_resnet8x4.py':
+        'classification/sokd/cifar100_fitnet_resnet32x4_resnet8x4.py',
+    'classification/sokd/cifar100_kd_sokd_resnet32x4_resnet8x4.py':
+        'classification/sokd/cifar100_kd_resnet32x4_resnet8x4.py',
+    'classification/sokd/cifar100_dkd_sokd_resnet32x4_resnet8x4.py':
+        'classification/sokd/cifar100_dkd_resnet32x4_resnet8x4.py',
+    'classification/fmnist/sokd_fitnet.py': 'classification/fmnist/fitnet.py',
+    'segmentation/shapes/sokd_fitnet.py': 'segmentation/shapes/fitnet.py',
+    'detection/shapes/sokd_fitnet.py': 'detection/shapes/fitnet.py',
+}
+
+
+@pytest.mark.parametrize('sokd, alone', sorted(INHERITED_BASES.items()))
+def test_sokd_configs_wrap_the_base_config_they_inherit(sokd, alone):
+    """SoKD+X trains X as X's own config has it (nothing restated, nothing to drift), but for
+    what the SoKD config says it changes."""
+    from mmengine.config import Config
+    import distill.engines.mmengine  # noqa: F401  (the mmdet:: bases)
+
+    def distiller(path):
+        cfg = Config.fromfile(str(ROOT / path)).to_dict()
+        return cfg['model']['distiller'] if 'model' in cfg else cfg['distiller']
+
+    wrapped, expected = distiller(sokd)['base'], distiller(alone)
+    assert distiller(sokd)['type'] == 'SoKD'
+    if sokd.startswith('detection'):  # DAM runs on the last pair: the finer level last
+        assert [t['index'] for t in wrapped.pop('taps')] == [1, 0]
+        assert [t['index'] for t in expected.pop('taps')] == [0, 1]
+    assert wrapped == expected

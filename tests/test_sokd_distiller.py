@@ -9,7 +9,7 @@ from distill.data.shapes import ShapesClassification
 
 STUDENT = dict(type='tiny_cnn', num_classes=6, width=4)
 TEACHER = dict(type='tiny_cnn', num_classes=6, width=8)
-ADAPTER = dict(type='ClassifierAdapter', input_size=16)
+ADAPTER = dict(type='ClassifierAdapter', probe_input_size=16)
 TAPS = [dict(student='stage2', teacher='stage2'), dict(student='stage3', teacher='stage3')]
 BASES = dict(
     FitNet=dict(type='FitNet', taps=TAPS),
@@ -263,7 +263,7 @@ def test_anchor_boxes_from_the_adapter_or_the_cam():
     torch.manual_seed(0)
     distiller = build_distiller(dict(
         type='SoKD', base=dict(BASES['FitNet'], student=STUDENT, teacher=TEACHER,
-                               adapter=BoxAdapter(input_size=16)), dam=dict(channels=8)))
+                               adapter=BoxAdapter(probe_input_size=16)), dam=dict(channels=8)))
     data = batch()
     boxes, labels = distiller.dam_pass.anchor_boxes(data, (4, 4), None)
     assert labels is None
@@ -272,7 +272,7 @@ def test_anchor_boxes_from_the_adapter_or_the_cam():
     per_class = make('KD', dam=dict(channels=8, num_classes=6))
     terms = per_class(data)
     assert torch.isfinite(terms['dam.anchor'])
-    _, _, teacher = per_class._run(data)
+    _, _, teacher = per_class.run(data)
     boxes, labels = per_class.dam_pass.anchor_boxes(data, (4, 4), teacher.head)
     assert len(boxes) == 8 and all(b.shape == (1, 4) for b in boxes)
     assert [int(label) for label in labels] == data['labels'].tolist()

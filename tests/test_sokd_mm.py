@@ -22,7 +22,7 @@ def sokd(seed=0):
         type='SoKD', arch_interval=2, dam=dict(channels=8),
         base=dict(type='FitNet', student=dict(type='tiny_cnn', num_classes=6, width=4),
                   teacher=dict(type='tiny_cnn', num_classes=6, width=8),
-                  adapter=dict(type='ClassifierAdapter', input_size=16),
+                  adapter=dict(type='ClassifierAdapter', probe_input_size=16),
                   taps=[dict(student='stage3', teacher='stage3')]))).train()
 
 
@@ -69,7 +69,7 @@ def test_val_batches_are_a_separate_shuffle_reseeded_per_epoch_and_sharded():
     assert [source.indices(2, step) for step in range(5)] != epoch1  # reseeded per epoch
     assert val_source().indices(1, 3) == epoch1[3]  # a function of (seed, epoch, step) alone
     # the one seeding rule of both engines (the Accelerate core's, engines/core/task.py)
-    from distill.engines.core.task import seeded_permutation
+    from distill.engines.core.data_order import seeded_permutation
     assert source.order(1) == seeded_permutation(20, 0, 1, 'arch-val')
     assert val_source(seed=1).indices(1, 0) != epoch1[0]
     shares = [val_source(rank=r, world_size=2) for r in (0, 1)]

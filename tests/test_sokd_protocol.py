@@ -20,7 +20,7 @@ NOT_PROTOCOL = {'tap_pairs', 'connectors', 'student_taps', 'teacher_taps', 'feat
 
 STUDENT = dict(type='tiny_cnn', num_classes=6, width=4)
 TEACHER = dict(type='tiny_cnn', num_classes=6, width=8)
-ADAPTER = dict(type='ClassifierAdapter', input_size=16)
+ADAPTER = dict(type='ClassifierAdapter', probe_input_size=16)
 TAPS = [dict(student='stage2', teacher='stage2'), dict(student='stage3', teacher='stage3')]
 
 

@@ -50,7 +50,7 @@ def search(hypergrad, arch_steps=20, lr=0.05, weight_decay=0.0):
         type='SoKD', hypergrad=hypergrad, xi=0.1, arch_interval=1, dam=None,
         dafa=dict(ops=['identity', 'channel_shuffle'], init_magnitude=0.8),
         base=dict(type='FitNet', student=ChannelNet(False), teacher=ChannelNet(True),
-                  adapter=dict(type='ClassifierAdapter', input_size=4, in_channels=CLASSES),
+                  adapter=dict(type='ClassifierAdapter', probe_input_size=4, in_channels=CLASSES),
                   taps=[dict(student='feat', teacher='feat')], connector='auto')))
     distiller.train()
     arch = distiller.arch_parameters()

@@ -9,8 +9,8 @@ distiller = dict(
     student=dict(type='resnet8x4', num_classes=100),
     teacher=dict(type='resnet32x4', num_classes=100),
     # how a network is run on a batch: images -> logits, cross-entropy task loss;
-    # input_size is the side of the probe image used to find tap shapes
-    adapter=dict(type='ClassifierAdapter', input_size=32),
+    # probe_input_size is the side of the probe image used to find tap shapes
+    adapter=dict(type='ClassifierAdapter', probe_input_size=32),
     # feature pairs for the consensus/divergence losses: module paths in named_modules()
     # (student, teacher), an optional weight per pair; or 'auto' (last module per stride)
     taps=[dict(student='layer3', teacher='layer3')],

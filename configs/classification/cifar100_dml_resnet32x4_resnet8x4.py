@@ -6,7 +6,7 @@ distiller = dict(
     type='DML',
     student=dict(type='resnet8x4', num_classes=100),
     teacher=dict(type='resnet32x4', num_classes=100),
-    adapter=dict(type='ClassifierAdapter', input_size=32),
+    adapter=dict(type='ClassifierAdapter', probe_input_size=32),
     online=True,
     loss_weights=dict(task=1.0, kd=1.0),
     temperature=1.0,  # DML's own T=1 (at T=4 both networks ended below independent training on

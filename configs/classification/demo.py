@@ -9,7 +9,7 @@ distiller = dict(
     type='ADM',
     student=dict(type='tiny_cnn', num_classes=num_classes, width=8),
     teacher=dict(type='tiny_cnn', num_classes=num_classes, width=32),
-    adapter=dict(type='ClassifierAdapter', input_size=32),
+    adapter=dict(type='ClassifierAdapter', probe_input_size=32),
     # ADM's default recipe (README, Results): co=0.1, di=0.01, the distillation terms ramped up
     # over the first 30% of training, DML's T=1. co=1, di=0.1 cost this student 15 points
     # (55.9 against DML's 71.2, 3 seeds) and co=di=1 collapsed it: the feature terms are

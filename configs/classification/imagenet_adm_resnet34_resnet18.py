@@ -13,7 +13,7 @@ distiller = dict(
     type='ADM',
     student=dict(type='timm/resnet18', num_classes=1000, pretrained=False),
     teacher=dict(type='timm/resnet34', num_classes=1000, pretrained=False),
-    adapter=dict(type='ClassifierAdapter', input_size=224),
+    adapter=dict(type='ClassifierAdapter', probe_input_size=224),
     taps=[dict(student='layer4', teacher='layer4')],  # 512 channels, 7x7, in both
     online=True,
     # the weights measured on Fashion-MNIST (README, Results); not yet validated on ImageNet

@@ -6,6 +6,7 @@ is how the methods stay free of mmseg, mmdet and diffusers.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -19,6 +20,23 @@ class ModelOutput:
     outputs: torch.Tensor | None = None   # logits, per-pixel logits or predicted noise
     task_loss: torch.Tensor | None = None  # the model's own supervised loss (summed terms)
     extra: dict = field(default_factory=dict)
+
+
+def probe_size(probe_input_size: int | None, input_size: int | None, default: int,
+               owner: str) -> int:
+    """The probe side of an adapter's constructor: ``probe_input_size`` (``default`` if not
+    given), or ``input_size``, the name ``ClassifierAdapter`` and ``DiffusionAdapter`` gave it
+    in 0.1.0 (it read as the training image size, which is ``Adapter.input_size(batch)``); the
+    old name still works, with a ``FutureWarning``."""
+    if input_size is None:
+        return int(default if probe_input_size is None else probe_input_size)
+    if probe_input_size is not None:
+        raise TypeError(f'{owner} got input_size and probe_input_size: input_size is the old '
+                        f'name of probe_input_size, give that alone')
+    warnings.warn(f'{owner}(input_size=...) is now {owner}(probe_input_size=...): the side of '
+                  f'the probe image that finds tap shapes; input_size will stop working in a '
+                  f'later release', FutureWarning, stacklevel=3)
+    return int(input_size)
 
 
 class Adapter:

@@ -5,18 +5,26 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from distill.adapters.base import Adapter, ModelOutput
+from distill.adapters.base import Adapter, ModelOutput, probe_size
 from distill.losses.logits import kd_loss
 from distill.registry import ADAPTERS
 
 
 @ADAPTERS.register_module()
 class ClassifierAdapter(Adapter):
-    """Batch: ``dict(inputs=Tensor[B,3,H,W], labels=Tensor[B])``."""
+    """Batch: ``dict(inputs=Tensor[B,3,H,W], labels=Tensor[B])``.
 
-    def __init__(self, input_size: int = 32, in_channels: int = 3,
-                 label_smoothing: float = 0.0):
-        self.probe_input_size = input_size
+    Args:
+        probe_input_size: side of the zero image used to find tap shapes (default 32);
+            ``input_size``, its name in 0.1.0, still works with a ``FutureWarning``.
+        in_channels: channels of that image (and of the data: 1 for grey images).
+        label_smoothing: of the task's cross-entropy.
+    """
+
+    def __init__(self, probe_input_size: int | None = None, in_channels: int = 3,
+                 label_smoothing: float = 0.0, *, input_size: int | None = None):
+        self.probe_input_size = probe_size(probe_input_size, input_size, 32,
+                                           'ClassifierAdapter')
         self.in_channels = in_channels
         self.label_smoothing = label_smoothing
 

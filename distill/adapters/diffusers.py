@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from distill.adapters.base import Adapter, ModelOutput
+from distill.adapters.base import Adapter, ModelOutput, probe_size
 from distill.models.unets import build_unet2d, build_unet2d_condition, plain_config
 from distill.registry import ADAPTERS
 
@@ -63,23 +63,24 @@ class DiffusionAdapter(Adapter):
     Args:
         noise_scheduler: the training noise scheduler (config dict or instance); its
             ``prediction_type`` picks the target.
-        input_size: probe height (tap shapes, ``taps='auto'``); the engine passes the
-            student's ``sample_size``.
+        probe_input_size: probe height (tap shapes, ``taps='auto'``); the engine passes the
+            student's ``sample_size``. ``input_size``, its name in 0.1.0, still works with a
+            ``FutureWarning``.
         probe_sequence_length: tokens of the zero ``encoder_hidden_states`` in probes.
         generator: a ``torch.Generator`` for noise and timesteps (else ``batch['generator']``,
             else the global RNG); drawn on its own device, then moved to the batch's.
     """
 
     def __init__(self, noise_scheduler=dict(type='DDPMScheduler', num_train_timesteps=1000),
-                 input_size: int = 32, probe_sequence_length: int = 4,
-                 generator: torch.Generator | None = None):
+                 probe_input_size: int | None = None, probe_sequence_length: int = 4,
+                 generator: torch.Generator | None = None, *, input_size: int | None = None):
         self.noise_scheduler = build_noise_scheduler(noise_scheduler)
         self.prediction_type = self.noise_scheduler.config.get('prediction_type', 'epsilon')
         if self.prediction_type not in PREDICTION_TYPES:
             raise ValueError(f'unknown prediction_type {self.prediction_type!r} in the noise '
                              f'scheduler config; expected one of {PREDICTION_TYPES}')
         self.num_train_timesteps = int(self.noise_scheduler.config.num_train_timesteps)
-        self.probe_input_size = int(input_size)
+        self.probe_input_size = probe_size(probe_input_size, input_size, 32, 'DiffusionAdapter')
         self.probe_sequence_length = probe_sequence_length
         self.generator = generator
 

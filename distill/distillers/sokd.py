@@ -23,8 +23,9 @@ SoKD changes what the student is taught:
 SoKD composes the base's public protocol (``Distiller``: ``run_student``/``run_teacher``, the
 tap pairs, ``location_distance`` where the base declares a ``feature_term``, ``logits_loss``,
 ``teacher_feature_terms``, ``output_terms``, ``scale_terms``); it reads nothing private of the
-base. DAM's pass is a ``DAMPass`` it owns (``distill/sokd/dam_pass.py``), the bi-level search
-``distill/sokd/search.py``.
+base. DAM's pass is a ``DAMPass`` it owns (``distill/sokd/dam_pass.py``), the bi-level search a
+``BiLevelSearch`` (``distill/sokd/search.py``), each reaching the distiller through its public
+passes (``run``, ``run_teacher``, ``refine``, ``feature_loss``, ``logits_loss``).
 
 Engine protocol (duck-typed): ``arch_parameters()`` (keep them out of the main optimiser; step
 them with their own), ``wants_arch_step(epoch, step_in_epoch)`` (epochs counted from 1, as the
@@ -45,7 +46,6 @@ from distill.registry import DISTILLERS
 from distill.sokd.dafa import DAFA
 from distill.sokd.dam import DAM, masked_mean
 from distill.sokd.dam_pass import DAM_DEFAULTS, DAMPass, check_dam_cfg
-from distill.sokd.hypergrad import HYPERGRAD_METHODS
 from distill.sokd.search import BiLevelSearch
 from distill.sokd.teacher_cache import TeacherCache
 from distill.taps import FeatureTaps
@@ -66,7 +66,7 @@ class NetworkPass(NamedTuple):
 
 
 @DISTILLERS.register_module()
-class SoKD(BiLevelSearch, nn.Module):
+class SoKD(nn.Module):
     """Args:
         base: config (or module) of the base distiller.
         dafa: ``dict(ops=..., init_magnitude=0.2, sample=True)`` or None (off); ``sample``:
@@ -109,8 +109,6 @@ class SoKD(BiLevelSearch, nn.Module):
                  hypergrad_eps: float = 1e-3, hypergrad_difference: str = 'forward'):
         super().__init__()
         self.base = base if isinstance(base, nn.Module) else DISTILLERS.build(dict(base))
-        if hypergrad not in HYPERGRAD_METHODS:
-            raise ValueError(f'hypergrad must be one of {HYPERGRAD_METHODS}, got {hypergrad!r}')
         if arch_interval < 1:
             raise ValueError(f'arch_interval must be >= 1, got {arch_interval}')
         unknown = set(loss_weights or {}) - {'dam', 'anchor'}
@@ -118,11 +116,8 @@ class SoKD(BiLevelSearch, nn.Module):
             raise KeyError(f'SoKD has no loss term(s) {sorted(unknown)}; its own are dam, anchor')
         self.loss_weights = {'dam': 1.0, 'anchor': 1.0, **(loss_weights or {})}
         self.arch_interval, self.search_epochs = arch_interval, search_epochs
-        self.hypergrad, self.xi, self.hypergrad_eps = hypergrad, xi, float(hypergrad_eps)
-        if hypergrad_difference not in ('forward', 'central'):
-            raise ValueError(f"hypergrad_difference must be 'forward' or 'central', got "
-                             f"{hypergrad_difference!r}")
-        self.hypergrad_difference = hypergrad_difference
+        # the bi-level search of DAFA's policy: an object SoKD owns (distill/sokd/search.py)
+        self.search = BiLevelSearch(hypergrad, xi, hypergrad_eps, hypergrad_difference)
         # the capability the base declares: a per-location feature loss (FitNet, ADM) or none
         # (KD, DKD: SoKD then refines the teacher's head feature and distils its logits)
         self.feature_base = self.base.feature_term is not None
@@ -192,6 +187,10 @@ class SoKD(BiLevelSearch, nn.Module):
     def arch_parameters(self) -> list[nn.Parameter]:
         return [] if self.dafa is None else list(self.dafa.parameters())
 
+    def arch_backward(self, train_batch, val_batch) -> dict[str, float]:
+        """The search's outer gradient into ``arch_parameters()`` (``BiLevelSearch``)."""
+        return self.search.arch_backward(self, train_batch, val_batch)
+
     def wants_arch_step(self, epoch: int, step_in_epoch: int) -> bool:
         return (self.dafa is not None and epoch <= self.search_epochs
                 and step_in_epoch % self.arch_interval == 0)
@@ -218,16 +217,16 @@ class SoKD(BiLevelSearch, nn.Module):
         self.base.set_progress(progress)
 
     # ---------------------------------------------------------------- running
-    def _run(self, batch):
+    def run(self, batch):
         """``(prepared batch, student pass, teacher pass)``: both networks with the base's
         taps and the head taps; a frozen teacher's outputs come from the arch step's cache
         when it ran on a batch of the same values."""
         batch = self.adapter.prepare(batch)
-        student = self._run_student(batch)
+        student = self.run_student(batch)
         teacher = self.teacher_cache.take(batch) if not self.online else None
-        return batch, student, teacher or self._run_teacher(batch)
+        return batch, student, teacher or self.run_teacher(batch)
 
-    def _run_student(self, batch, model=None, head: bool = True) -> NetworkPass:
+    def run_student(self, batch, model=None, head: bool = True) -> NetworkPass:
         """The student (or a stand-in ``model`` with other parameters) on a prepared batch;
         ``head=False`` skips the head tap."""
         head_taps = self.head_taps[0] if head and self.head_taps else None
@@ -235,24 +234,24 @@ class SoKD(BiLevelSearch, nn.Module):
             out, feats = self.base.run_student(batch, model)
         return NetworkPass(out, feats, heads.get(head_taps.specs[0].key) if head_taps else None)
 
-    def _run_teacher(self, batch) -> NetworkPass:
+    def run_teacher(self, batch) -> NetworkPass:
         head_taps = self.head_taps[1] if self.head_taps else None
         with (head_taps.recording() if head_taps else contextlib.nullcontext({})) as heads:
             out, feats = self.base.run_teacher(batch)
         return NetworkPass(out, feats, heads.get(head_taps.specs[0].key) if head_taps else None)
 
-    def _keep_teacher(self, batch, teacher: NetworkPass) -> None:
+    def keep_teacher(self, batch, teacher: NetworkPass) -> None:
         """Keep a frozen teacher's pass on the prepared ``batch`` for the next forward."""
         if not self.online:
             self.teacher_cache.keep(batch, teacher)
 
-    def _refine(self, feature, generator=None, sample: bool = False):
+    def refine(self, feature, generator=None, sample: bool = False):
         """DAFA's mixture of ``feature`` (the search), or one op drawn from the policy."""
         if self.dafa is None:
             return feature
         return self.dafa.sample(feature, generator) if sample else self.dafa(feature, generator)
 
-    def _feature_loss(self, aligned, refined, mask, detach_target=True):
+    def feature_loss(self, aligned, refined, mask, detach_target=True):
         """Sum over taps of the (masked) per-location base loss against refined features."""
         total = 0.0
         for (pair, gs, _), ft_ref in zip(aligned, refined):
@@ -262,14 +261,14 @@ class SoKD(BiLevelSearch, nn.Module):
             total = total + pair['weight'] * loss
         return self.base.loss_weights[self.base.feature_term] * total
 
-    def _logits_loss(self, student_logits, refined_feat, batch, detach_target=True):
+    def logits_loss(self, student_logits, refined_feat, batch, detach_target=True):
         """The base's weighted logits loss of the student to the refined teacher logits."""
         refined_logits = self.teacher_head(refined_feat)
         return self.base.loss_weights['kd'] * self.base.logits_loss(
             student_logits, refined_logits, batch, detach_target=detach_target)
 
     def forward(self, batch) -> dict[str, torch.Tensor]:
-        batch, student, teacher = self._run(batch)
+        batch, student, teacher = self.run(batch)
         base = self.base
         terms = {'student.task': base.loss_weights['task'] * student.out.task_loss}
         if self.online:
@@ -277,23 +276,23 @@ class SoKD(BiLevelSearch, nn.Module):
         distils_logits = bool(base.loss_weights.get('kd', 0))
         if self.feature_base:
             aligned = list(base.aligned_features(student.feats, teacher.feats))
-            refined = [self._refine(ft, sample=self.sample_ops) for _, _, ft in aligned]
+            refined = [self.refine(ft, sample=self.sample_ops) for _, _, ft in aligned]
             mask = None
             if self.dam is not None:
                 dam_terms, mask = self.dam_pass.step_terms(
                     self.training, batch, base.student_features(student.feats)[-1], refined[-1], teacher.head)
                 terms.update(dam_terms)
-            terms[f'student.{base.feature_term}'] = self._feature_loss(aligned, refined, mask)
+            terms[f'student.{base.feature_term}'] = self.feature_loss(aligned, refined, mask)
             terms.update(base.teacher_feature_terms(aligned))  # on the raw teacher feature
             if distils_logits:
                 terms.update(base.output_terms(student.out, teacher.out, batch))
         else:
-            refined_feat = self._refine(teacher.head, sample=self.sample_ops)
+            refined_feat = self.refine(teacher.head, sample=self.sample_ops)
             if self.dam is not None:
                 terms.update(self.dam_pass.step_terms(self.training, batch, student.head,
                                                       refined_feat, teacher.head)[0])
             if distils_logits:
-                terms['student.kd'] = self._logits_loss(student.out.outputs, refined_feat, batch)
+                terms['student.kd'] = self.logits_loss(student.out.outputs, refined_feat, batch)
                 if self.online:  # the teacher's own mirror term sees the student, not DAFA
                     mirror = base.output_terms(student.out, teacher.out, batch)
                     terms.update({k: v for k, v in mirror.items() if k.startswith('teacher.')})
@@ -306,10 +305,10 @@ class SoKD(BiLevelSearch, nn.Module):
         """DAM's decoded boxes (grid cells) and masks of both sides, for ``sokd.viz``."""
         if self.dam is None:
             raise ValueError('DAM is switched off (dam=None)')
-        _, student, teacher = self._run(batch)
+        _, student, teacher = self.run(batch)
         if self.feature_base:
             fs = self.base.student_features(student.feats)[-1]
             ft = self.base.teacher_features(teacher.feats)[-1]
         else:
             fs, ft = student.head, teacher.head
-        return self.dam_pass.boxes(fs, self._refine(ft))
+        return self.dam_pass.boxes(fs, self.refine(ft))

@@ -7,7 +7,7 @@ distiller = dict(
     type='DML',
     student=dict(type='resnet8x4', num_classes=10, in_channels=1),
     teacher=dict(type='resnet32x4', num_classes=10, in_channels=1),
-    adapter=dict(type='ClassifierAdapter', input_size=32, in_channels=1),
+    adapter=dict(type='ClassifierAdapter', probe_input_size=32, in_channels=1),
     online=True,
     loss_weights=dict(task=1.0, kd=0.0),
     temperature=1.0,

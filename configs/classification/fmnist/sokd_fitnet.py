@@ -4,16 +4,7 @@ _base_ = ['fitnet.py']
 distiller = dict(
     _delete_=True,
     type='SoKD',
-    base=dict(
-        type='FitNet',
-        student=dict(type='resnet8x4', num_classes=10, in_channels=1),
-        teacher=dict(type='resnet32x4', num_classes=10, in_channels=1),
-        adapter=dict(type='ClassifierAdapter', input_size=32, in_channels=1),
-        taps=[dict(student='layer3', teacher='layer3')],
-        online=False,
-        loss_weights=dict(task=1.0, kd=0.0, fitnet=1.0),
-        teacher_ckpt='work_dirs/independent/teacher.pth',
-    ),
+    base=_base_.distiller,  # fitnet.py's FitNet, as it trains alone
     # DAFA only, weak augmentations at the start: DAM's mask cost a small student (tiny_cnn
     # 8 <- 32 on the shapes set) 4-8 points against FitNet in every variant tried, and
     # magnitudes of 0.2 cost it about 2 (the SoKD section of the README)

@@ -7,7 +7,7 @@ distiller = dict(
     type='DKD',
     student=dict(type='resnet8x4', num_classes=100),
     teacher=dict(type='resnet32x4', num_classes=100),
-    adapter=dict(type='ClassifierAdapter', input_size=32),
+    adapter=dict(type='ClassifierAdapter', probe_input_size=32),
     online=False,
     loss_weights=dict(task=1.0, kd=1.0),
     alpha=1.0,

@@ -8,7 +8,7 @@ distiller = dict(
     type='FitNet',
     student=dict(type='resnet8x4', num_classes=100),
     teacher=dict(type='resnet32x4', num_classes=100),
-    adapter=dict(type='ClassifierAdapter', input_size=32),
+    adapter=dict(type='ClassifierAdapter', probe_input_size=32),
     taps=[dict(student='layer3', teacher='layer3')],  # both (B, 256, 8, 8)
     online=False,
     loss_weights=dict(task=1.0, kd=0.0, fitnet=100.0),

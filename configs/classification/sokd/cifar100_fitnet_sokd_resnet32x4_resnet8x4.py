@@ -8,16 +8,7 @@ _base_ = ['./cifar100_fitnet_resnet32x4_resnet8x4.py']
 distiller = dict(
     _delete_=True,
     type='SoKD',
-    base=dict(
-        type='FitNet',
-        student=dict(type='resnet8x4', num_classes=100),
-        teacher=dict(type='resnet32x4', num_classes=100),
-        adapter=dict(type='ClassifierAdapter', input_size=32),
-        taps=[dict(student='layer3', teacher='layer3')],
-        online=False,
-        loss_weights=dict(task=1.0, kd=0.0, fitnet=100.0),
-        teacher_ckpt='work_dirs/cifar100_independent_resnet32x4_resnet8x4/teacher.pth',
-    ),
+    base=_base_.distiller,  # cifar100_fitnet_resnet32x4_resnet8x4.py's FitNet, as it trains alone
     # DAFA: all eleven ops (ops=[...] picks some), each starting at magnitude 0.2
     dafa=dict(init_magnitude=0.2),
     # DAM off for classification: on Fashion-MNIST (3 seeds, paired) DAM every step moved the

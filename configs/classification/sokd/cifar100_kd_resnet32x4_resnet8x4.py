@@ -7,7 +7,7 @@ distiller = dict(
     type='KD',
     student=dict(type='resnet8x4', num_classes=100),
     teacher=dict(type='resnet32x4', num_classes=100),
-    adapter=dict(type='ClassifierAdapter', input_size=32),
+    adapter=dict(type='ClassifierAdapter', probe_input_size=32),
     online=False,
     loss_weights=dict(task=0.1, kd=0.9),
     temperature=4.0,

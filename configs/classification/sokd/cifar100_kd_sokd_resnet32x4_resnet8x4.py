@@ -7,16 +7,7 @@ _base_ = ['./cifar100_kd_resnet32x4_resnet8x4.py']
 distiller = dict(
     _delete_=True,
     type='SoKD',
-    base=dict(
-        type='KD',
-        student=dict(type='resnet8x4', num_classes=100),
-        teacher=dict(type='resnet32x4', num_classes=100),
-        adapter=dict(type='ClassifierAdapter', input_size=32),
-        online=False,
-        loss_weights=dict(task=0.1, kd=0.9),
-        temperature=4.0,
-        teacher_ckpt='work_dirs/cifar100_independent_resnet32x4_resnet8x4/teacher.pth',
-    ),
+    base=_base_.distiller,  # cifar100_kd_resnet32x4_resnet8x4.py's KD, as it trains alone
     dafa=dict(init_magnitude=0.2),
     # DAM off for classification: on Fashion-MNIST (3 seeds, paired) DAM every step moved the
     # student by -0.46 +- 0.77 (FitNet base) and -0.24 +- 0.40 (KD base) against DAFA alone, at

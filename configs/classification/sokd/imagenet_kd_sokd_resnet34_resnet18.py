@@ -15,7 +15,7 @@ distiller = dict(
         # timm's ResNets: head_input 'layer4' (from feature_info), forward_head = pool + fc
         student=dict(type='timm/resnet18', num_classes=1000, pretrained=False),
         teacher=dict(type='timm/resnet34', num_classes=1000, pretrained=True),
-        adapter=dict(type='ClassifierAdapter', input_size=224),
+        adapter=dict(type='ClassifierAdapter', probe_input_size=224),
         online=False,
         loss_weights=dict(task=1.0, kd=1.0),
         temperature=1.0,

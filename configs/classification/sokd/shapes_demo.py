@@ -14,7 +14,7 @@ distiller = dict(
         type='FitNet',
         student=dict(type='tiny_cnn', num_classes=num_classes, width=8),
         teacher=dict(type='tiny_cnn', num_classes=num_classes, width=32),
-        adapter=dict(type='ClassifierAdapter', input_size=32),
+        adapter=dict(type='ClassifierAdapter', probe_input_size=32),
         taps=[dict(student='stage3', teacher='stage3')],
         online=False,
         teacher_ckpt='work_dirs/shapes_teacher/teacher.pth',

@@ -7,6 +7,6 @@ _base_ = ['../demo.py']
 distiller = dict(_delete_=True, type='DML',
                  student=dict(type='tiny_cnn', num_classes=6, width=8),
                  teacher=dict(type='tiny_cnn', num_classes=6, width=32),
-                 adapter=dict(type='ClassifierAdapter', input_size=32),
+                 adapter=dict(type='ClassifierAdapter', probe_input_size=32),
                  loss_weights=dict(task=1.0, kd=0.0))
 schedule = dict(epochs=8, milestones=[6], gamma=0.1)

@@ -5,7 +5,9 @@ model = dict(
     search_iters=40,  # the policy search runs over the first 40 iterations
     distiller=dict(
         _delete_=True, type='SoKD',
-        base=dict(type='FitNet', online=False, loss_weights=dict(task=1.0, kd=0.0, fitnet=1.0),
+        # fitnet.py's FitNet, its two levels in the other order: DAM runs on the last tap
+        # pair, here the finer level (index 0)
+        base=dict(_base_.model.distiller,
                   taps=[dict(student='neck', teacher='neck', index=1),
                         dict(student='neck', teacher='neck', index=0)]),
         dafa=dict(), dam=dict(channels=32, top_k=4),

@@ -6,8 +6,7 @@ model = dict(
     search_iters=40,  # the policy search runs over the first 40 iterations
     distiller=dict(
         _delete_=True, type='SoKD',
-        base=dict(type='FitNet', online=False,
-                  taps=[dict(student='backbone.layer4', teacher='backbone.layer4')]),
+        base=_base_.model.distiller,  # fitnet.py's FitNet, as it trains alone
         dafa=dict(), dam=dict(channels=32, top_k=4),
         arch_interval=5, search_epochs=1, xi=0.05))
 work_dir = 'work_dirs/shapes_seg/sokd_fitnet'

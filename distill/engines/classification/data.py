@@ -7,13 +7,11 @@ the same batches whether the run started at epoch 1 or was resumed at epoch ``e`
 """
 from __future__ import annotations
 
-import math
-
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from distill.data.transforms import normalize, random_crop_flip
-from distill.engines.core.task import seeded_permutation
+from distill.engines.core.data_order import seeded_permutation, shard
 
 
 def seeded_generator(seed: int, device='cpu') -> torch.Generator:
@@ -26,10 +24,9 @@ class ShardedBatches:
     """The batches of indices one process reads in one epoch.
 
     ``shuffle=True`` (training): a permutation seeded by ``(seed, epoch, stream)``, the same on
-    every process, padded by wrapping around so that it splits evenly, then dealt out
-    ``rank::num_processes`` (like ``DistributedSampler``): every process runs the same number of
-    steps. ``shuffle=False`` (evaluation): the dataset in order, ``rank::num_processes``, no
-    padding, so that the processes together see every sample exactly once.
+    every process, sharded with ``fit='pad'`` (``distill.engines.core.data_order.shard``): every
+    process runs the same number of steps. ``shuffle=False`` (evaluation): the dataset in order,
+    ``fit='exact'``: the processes together see every sample exactly once.
     A last batch of a single sample is dropped when training (BatchNorm cannot train on it).
     """
 
@@ -43,13 +40,10 @@ class ShardedBatches:
         self.seed, self.rank, self.num_processes, self.stream = seed, rank, num_processes, stream
 
     def indices(self, epoch: int) -> list[int]:
-        if not self.shuffle:
-            return list(range(self.rank, self.dataset_size, self.num_processes))
+        if not self.shuffle:  # every sample once over the processes
+            return shard(range(self.dataset_size), self.rank, self.num_processes, 'exact')
         order = seeded_permutation(self.dataset_size, self.seed, epoch, self.stream)
-        per_process = math.ceil(self.dataset_size / self.num_processes)
-        padded = (order * math.ceil(per_process * self.num_processes / len(order)))
-        padded = padded[:per_process * self.num_processes]
-        return padded[self.rank::self.num_processes]
+        return shard(order, self.rank, self.num_processes, 'pad')
 
     def batches(self, epoch: int) -> list[list[int]]:
         indices = self.indices(epoch)

@@ -14,7 +14,8 @@ import logging
 
 from distill.engines.classification.data import BatchPreparer, ShardedBatches, make_loader
 from distill.engines.classification.metrics import evaluate_classifiers
-from distill.engines.core.task import Task, derive_seed
+from distill.engines.core.data_order import derive_seed
+from distill.engines.core.task import Task
 
 logger = logging.getLogger('distill.classification')
 

@@ -1,5 +1,6 @@
 """What a task gives the trainer core (``distill.engines.core.trainer.Trainer``): its hooks
-(``Task``), the run's settings (``TrainSettings``), and the seeding rule (``derive_seed``).
+(``Task``) and the run's settings (``TrainSettings``); the seeding rule is
+``distill.engines.core.data_order``.
 
 What a task provides (subclass ``Task``; every hook has a default but ``train_loader``):
 
@@ -22,25 +23,6 @@ What a task provides (subclass ``Task``; every hook has a default but ``train_lo
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import numpy as np
-
-
-def derive_seed(seed: int, *parts) -> int:
-    """A 63-bit seed from ``seed`` and any ints/strings (``epoch``, a stream name, a rank)."""
-    words = [int(seed)]
-    for part in parts:
-        words.extend(part.encode() if isinstance(part, str) else [int(part)])
-    state = np.random.SeedSequence(words).generate_state(1, dtype=np.uint64)
-    return int(state[0]) & (2**63 - 1)
-
-
-def seeded_permutation(size: int, seed: int, *parts) -> list[int]:
-    """``randperm(size)`` from a generator seeded by ``derive_seed(seed, *parts)``: the shuffle
-    of an epoch as a function of (seed, epoch, stream) only, whatever the global RNG did."""
-    import torch
-    generator = torch.Generator().manual_seed(derive_seed(seed, *parts))
-    return torch.randperm(size, generator=generator).tolist()
 
 
 def flat_config(cfg) -> dict:

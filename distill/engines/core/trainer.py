@@ -52,7 +52,8 @@ import torch
 from torch import nn
 
 from distill.engines.core import checkpoints as ckpt
-from distill.engines.core.task import Task, TrainSettings, derive_seed, flat_config  # noqa: F401
+from distill.engines.core.data_order import derive_seed
+from distill.engines.core.task import Task, TrainSettings, flat_config  # noqa: F401
 from distill.engines.core.guards import DeferredChecks, check_finite_state
 from distill.engines.core.metrics_file import MetricsFile, tracker_scalars
 from distill.engines.core.runtime import run_summary

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Sampler
 
-from distill.engines.core.task import seeded_permutation
+from distill.engines.core.data_order import seeded_permutation, shard
 
 
 class EpochShuffleSampler(Sampler):
@@ -22,25 +22,26 @@ class EpochShuffleSampler(Sampler):
     a resume is the order of the uninterrupted run, whatever the global RNG did in between.
 
     The permutation is cut to a whole number of global batches (``batch_size`` images on each
-    of ``num_processes``), and process ``rank`` takes every ``num_processes``-th image of it,
-    so every process has the same number of batches (the trainer's loader is per process)."""
+    of ``num_processes``) and process ``rank`` takes every ``num_processes``-th image of it
+    (``shard(..., 'drop')``, the core's rule), so every process has the same number of batches
+    (the trainer's loader is per process)."""
 
     def __init__(self, num_samples: int, seed: int = 0, epoch: int = 1, shuffle: bool = True,
                  batch_size: int = 1, rank: int = 0, num_processes: int = 1):
         self.num_samples, self.seed, self.epoch, self.shuffle = num_samples, seed, epoch, shuffle
         self.rank, self.num_processes = rank, num_processes
-        per_global_batch = batch_size * num_processes
-        self.used = num_samples // per_global_batch * per_global_batch
+        self.per_global_batch = batch_size * num_processes
 
     def __len__(self):
-        return self.used // self.num_processes
+        return self.num_samples // self.per_global_batch * self.per_global_batch \
+            // self.num_processes
 
     def __iter__(self):
         if self.shuffle:
             order = seeded_permutation(self.num_samples, self.seed, self.epoch, 'shuffle')
         else:
-            order = list(range(self.num_samples))
-        return iter(order[:self.used][self.rank::self.num_processes])
+            order = range(self.num_samples)
+        return iter(shard(order, self.rank, self.num_processes, 'drop', self.per_global_batch))
 
 
 def random_flip(pixel_values: torch.Tensor, generator: torch.Generator | None,

@@ -41,7 +41,8 @@ from distill.engines.diffusion.output import check_fresh_output_dir, save_studen
 from distill.engines.diffusion.randomness import EpochShuffleSampler, random_flip
 from distill.engines.diffusion.grad_strides import standard_grad_strides
 from distill.engines.core.runtime import log_to, make_accelerator
-from distill.engines.core.task import Task, TrainSettings, derive_seed, flat_config
+from distill.engines.core.data_order import derive_seed
+from distill.engines.core.task import Task, TrainSettings, flat_config
 from distill.engines.core.trainer import Trainer
 
 WEIGHT_DTYPES = dict(fp16=torch.float16, bf16=torch.bfloat16)
@@ -68,7 +69,7 @@ class DiffusionTask(Task):
         student = build_network(dict(cfg.student))
         teacher = build_network(dict(cfg.teacher))
         self.adapter = DiffusionAdapter(noise_scheduler=dict(cfg.noise_scheduler),
-                                        input_size=model_sample_size(student))
+                                        probe_input_size=model_sample_size(student))
         self.distiller = build_distiller(dict(cfg.distiller, student=student, teacher=teacher,
                                               adapter=self.adapter))
         self.student, self.teacher = student, teacher

@@ -33,7 +33,7 @@ from mmengine.logging import MessageHub, print_log
 from mmengine.model import is_model_wrapper
 from torch import nn
 
-from distill.engines.core.task import derive_seed, seeded_permutation
+from distill.engines.core.data_order import derive_seed, seeded_permutation, shard
 from distill.registry import HOOKS
 
 
@@ -53,7 +53,8 @@ class ShuffledTrainBatches:
         if self._order[0] != epoch:
             # the trainer core's seeding rule: a function of (seed, epoch, stream) only
             permutation = seeded_permutation(len(self.dataset), self.seed, epoch, 'arch-val')
-            share = permutation[self.rank::self.world_size] or permutation
+            # equal shares (a share never empty), as the training loader's sampler pads
+            share = shard(permutation, self.rank, self.world_size, 'pad')
             self._order = (epoch, share)
         return self._order[1]
 
