@@ -6,4 +6,9 @@ cd "$(dirname "$0")/.."
 bash scripts/install.sh all
 # Small CPU models: one thread each is much faster than the default on 2 cores.
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
-exec .venv/bin/python -m pytest "$@"
+# One pytest worker per core (pytest-xdist; at most 4: the end-to-end tests start processes of
+# their own), a test module per worker (--dist loadscope: a module's fixtures are built once).
+# Later arguments win: bash scripts/test.sh -n 0 tests/test_losses.py runs in this process.
+workers=$(nproc 2>/dev/null || echo 2)
+workers=$(( workers > 4 ? 4 : workers ))
+exec .venv/bin/python -m pytest -n "$workers" --dist loadscope "$@"

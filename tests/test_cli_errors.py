@@ -1,11 +1,11 @@
 """User errors end every entry point with one line and exit status 2; --debug (or
 DISTILL_DEBUG=1) keeps the traceback; a bug keeps it always."""
 import os
-import subprocess
 import sys
 
 import pytest
 
+from forked_run import run_python
 from mm_helpers import REPO
 
 from distill.engines.core.cli_errors import run_entry_point
@@ -16,8 +16,7 @@ def run(script, *args, debug_env=False):
     env.pop('DISTILL_DEBUG', None)
     if debug_env:
         env['DISTILL_DEBUG'] = '1'
-    return subprocess.run([sys.executable, str(REPO / script), *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return run_python([str(REPO / script), *args], env, REPO, timeout=300)
 
 
 @pytest.mark.parametrize('script,config,option,message', [

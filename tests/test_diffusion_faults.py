@@ -4,11 +4,11 @@ the sections the engine reads are named with the closest valid ones."""
 import hashlib
 import logging
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from forked_run import run_python
 
 from distill.config_checks import ConfigError
 from distill.engines.core.checkpoints import remove_orphan_temporaries
@@ -61,12 +61,10 @@ def test_a_run_that_failed_before_its_first_step_does_not_block_the_fixed_rerun(
     config.write_text(TINY_CONFIG)
     output_dir = tmp_path / 'run'
     env = {k: v for k, v in os.environ.items() if k not in ('LOCAL_RANK', 'RANK', 'WORLD_SIZE')}
-    result = subprocess.run(
-        [sys.executable, str(SCRIPT), str(config), '--output_dir', str(output_dir),
+    result = run_python(
+        [str(SCRIPT), str(config), '--output_dir', str(output_dir),
          '--train_data_dir', str(images), '--gradient_accumulation_steps', '1',
-         '--cfg-options', 'data.num_heldout=2'],
-        env=dict(env, OMP_NUM_THREADS='1'), capture_output=True, text=True, timeout=300,
-        cwd=REPO)
+         '--cfg-options', 'data.num_heldout=2'], dict(env, OMP_NUM_THREADS='1'), REPO, 300)
     assert result.returncode == 2 and 'cannot decode image' in result.stderr
     assert (output_dir / 'metrics.json').read_text().strip() == '[]'
     check_fresh_output_dir(output_dir)  # the fixed rerun's check: no earlier run there
@@ -103,8 +101,7 @@ def test_unknown_section_keys_are_named_with_the_closest(option, message):
 def run_train(*args):
     env = {k: v for k, v in os.environ.items() if k not in ('LOCAL_RANK', 'RANK', 'WORLD_SIZE')}
     env['OMP_NUM_THREADS'] = '1'
-    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], env=env,
-                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    return run_python([str(SCRIPT), *map(str, args)], env, REPO, timeout=300)
 
 
 def test_train_script_refuses_then_overwrites_an_earlier_run(tmp_path):

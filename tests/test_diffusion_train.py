@@ -16,6 +16,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from forked_run import run_python
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / 'tasks' / 'diffusion' / 'train.py'
 BASE = REPO / 'configs' / 'diffusion' / 'adm_shapes_tiny.py'
@@ -246,15 +248,14 @@ def test_plain_python_on_a_user_image_folder(tiny_config, tmp_path):
     env = {k: v for k, v in os.environ.items()  # a plain single-process run, whatever the
            if k not in ('LOCAL_RANK', 'RANK', 'WORLD_SIZE')}  # test process inherited
     env['OMP_NUM_THREADS'] = '1'
-    result = subprocess.run(
-        [sys.executable, str(SCRIPT), str(tiny_config), '--output_dir', str(output_dir),
+    result = run_python(
+        [str(SCRIPT), str(tiny_config), '--output_dir', str(output_dir),
          '--train_data_dir', str(tmp_path / 'images'), '--num_epochs', '1',
          '--gradient_accumulation_steps', '1', '--save_model_epochs', '1',
          '--validation_steps', '0', '--resolution', '8', '--no-use_ema',
          '--dataloader_num_workers', '0', '--logger', 'tensorboard', '--logging_dir', 'tb',
          '--cfg-options', 'data.num_heldout=4', 'evaluation.fid_images=4',
-         f'evaluation.feature_network={feature_network!r}'],
-        env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
+         f'evaluation.feature_network={feature_network!r}'], env, REPO, timeout=300)
     assert result.returncode == 0, result.stderr[-4000:]
     record = final(json.loads((output_dir / 'metrics.json').read_text()))
     # the FID of a feature network of the user's (distill.fid), both networks, labelled
