@@ -320,3 +320,51 @@ def test_constants_first_made_under_inference_mode_still_train():
     (consistency_loss(student_side, teacher_side)
      + anchoring_loss(teacher_side, centernet_targets(boxes, None, 1, 9, 9))).backward()
     assert fs.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize('num_classes', [1, 2])
+@pytest.mark.parametrize('anchor', [True, False])
+def test_one_pass_losses_equal_the_separate_losses(num_classes, anchor):
+    """``pass_losses`` (one sigmoid for both losses and the mask, the centres as the focal
+    loss's peaks) gives ``consistency_loss``, ``anchoring_loss`` and the decoded mask of
+    ``split_sides``, values and gradients, including two boxes of two classes centred in one
+    cell (two peaks, one centre)."""
+    from distill.sokd.dam import decode_mask, pass_losses, split_sides
+    torch.manual_seed(1)
+    dam = DAM(teacher_channels=6, student_channels=4, channels=8, num_classes=num_classes)
+    with torch.no_grad():
+        for param in dam.parameters():
+            param.add_(0.3 * torch.randn_like(param))
+    ft = torch.randn(3, 6, 7, 7)
+    boxes = _random_boxes(torch.Generator().manual_seed(3), 3, 7)
+    boxes[2] = torch.tensor([[1.0, 1.0, 4.0, 4.0], [2.0, 2.0, 3.0, 3.0]])  # one centre cell
+    labels = [torch.arange(len(b)) % num_classes for b in boxes]
+    targets = centernet_targets(boxes, labels, num_classes, 7, 7) if anchor else None
+    results = []
+    for fused in (False, True):
+        dam.zero_grad()
+        fs = torch.randn(3, 4, 7, 7, generator=torch.Generator().manual_seed(5),
+                         requires_grad=True)
+        out = dam.run(ft, fs)
+        if fused:
+            consistency, anchoring, prob = pass_losses(out, num_classes, targets)
+            mask = decode_mask(out, num_classes, 2, 4, 0.2, heatmap_prob=prob.detach())
+        else:
+            teacher_side, student_side = split_sides(out, num_classes)
+            consistency = consistency_loss(student_side, teacher_side)
+            anchoring = anchoring_loss(teacher_side, targets) if anchor else None
+            mask = decode_mask(out, num_classes, 2, 4, 0.2)
+        loss = consistency + (anchoring if anchor else 0.0)
+        loss.backward()
+        results.append((consistency, anchoring, mask, fs.grad,
+                        [p.grad.clone() for p in dam.parameters()]))
+    (c0, a0, m0, g0, w0), (c1, a1, m1, g1, w1) = results
+    torch.testing.assert_close(c1, c0, atol=1e-6, rtol=1e-6)
+    if anchor:
+        torch.testing.assert_close(a1, a0, atol=1e-6, rtol=1e-6)
+    else:
+        assert a1 is None
+    torch.testing.assert_close(m1, m0)
+    torch.testing.assert_close(g1, g0, atol=1e-6, rtol=1e-5)
+    for got, want in zip(w1, w0):
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)

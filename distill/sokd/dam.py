@@ -42,7 +42,7 @@ from distill.sokd.dam_targets import (activation_map, centernet_targets, gaussia
 __all__ = ['DAM', 'HEATMAP_BIAS', 'activation_map', 'anchoring_loss', 'boxes_to_mask',
            'centernet_targets', 'consistency_loss', 'decode_boxes', 'decode_mask', 'fields',
            'focal_loss', 'gaussian_radius', 'largest_component_boxes', 'masked_mean',
-           'resize_mask', 'rms_normalised', 'scale_boxes', 'split_sides']
+           'pass_losses', 'resize_mask', 'rms_normalised', 'scale_boxes', 'split_sides']
 
 HEATMAP_BIAS = -2.19  # sigmoid(-2.19) ~ 0.1, CenterNet's prior
 
@@ -184,14 +184,21 @@ def consistency_loss(student_out: dict, teacher_out: dict) -> torch.Tensor:
     """
     teacher_prob = torch.sigmoid(as_float32(teacher_out['heatmap'].detach()))
     heat = torch.sigmoid(as_float32(student_out['heatmap'])) - teacher_prob
-    device = heat.device
     confidence = teacher_prob.amax(dim=1, keepdim=True)  # (B,1,H,W)
-    h, w = heat.shape[-2:]
-    # size in map widths/heights; sqrt(1/2) makes each pair's squared error a mean of two
-    per_map = const((0.5 ** 0.5 / w, 0.5 ** 0.5 / h, 0.5 ** 0.5, 0.5 ** 0.5), device)
+    # size in map widths/heights (_consistency); sqrt(1/2) makes each pair's squared error a
+    # mean of two
     box = as_float32(_box(student_out)) - as_float32(_box(teacher_out).detach())
-    box = box * per_map[:, None, None]
-    return ((heat * heat).sum() * const(1 / heat.numel(), device)
+    return _consistency(heat, box, confidence)
+
+
+def _consistency(heat: torch.Tensor, box: torch.Tensor, confidence: torch.Tensor):
+    """``consistency_loss`` from the heatmap-probability differences, the raw box differences
+    (size, offset in cells) and the teacher side's confidence."""
+    h, w = heat.shape[-2:]
+    per_map = const((0.5 ** 0.5 / w, 0.5 ** 0.5 / h, 0.5 ** 0.5, 0.5 ** 0.5), heat.device,
+                    shape=(4, 1, 1))
+    box = box * per_map
+    return ((heat * heat).sum() * const(1 / heat.numel(), heat.device)
             + (confidence * box * box).sum() / confidence.sum().clamp_min(1e-6))
 
 
@@ -199,23 +206,62 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float = 2.0,
                gamma: float = 4.0) -> torch.Tensor:
     """CenterNet's penalty-reduced pixel-wise focal loss, normalised by the number of peaks:
     ``-(sum_peaks (1-p)^a log p + sum_rest p^a (1-y)^g log(1-p)) / max(peaks, 1)``."""
-    device = target.device
-    one = const(1.0, device)
-    prob = torch.sigmoid(as_float32(logits)).clamp(1e-4, 1 - 1e-4)
+    peaks = target == const(1.0, target.device)
+    return _focal_sum(torch.sigmoid(as_float32(logits)), target, peaks, alpha, gamma) / \
+        peaks.sum().clamp_min(1)
+
+
+def _focal_sum(prob, target, peaks, alpha: float = 2.0, gamma: float = 4.0) -> torch.Tensor:
+    """``focal_loss``'s numerator, from the heatmap probabilities."""
+    one = const(1.0, target.device)
+    prob = prob.clamp(1e-4, 1 - 1e-4)
     miss = one - prob
-    peaks = target == one
     pos = torch.log(prob) * (miss * miss if alpha == 2 else miss.pow(alpha))
     neg = torch.log(miss) * (prob * prob if alpha == 2 else prob.pow(alpha)) * \
         (one - target).pow(gamma)
-    return -torch.where(peaks, pos, neg).sum() / peaks.sum().clamp_min(1)
+    return -torch.where(peaks, pos, neg).sum()
 
 
 def anchoring_loss(outputs: dict, targets: dict, size_weight: float = 0.1) -> torch.Tensor:
     """Focal heatmap loss + L1 size (weight 0.1, as CenterNet) + L1 offset at the centres."""
     centres = targets['centres'].unsqueeze(1)  # (B,1,H,W)
-    weights = const((size_weight, size_weight, 1.0, 1.0), centres.device)[:, None, None]
-    l1 = ((as_float32(_box(outputs)) - _box(targets)).abs() * (centres * weights)).sum()
+    l1 = _box_l1(as_float32(_box(outputs)), targets, centres, size_weight)
     return focal_loss(outputs['heatmap'], targets['heatmap']) + l1 / centres.sum().clamp_min(1)
+
+
+def _box_l1(box: torch.Tensor, targets: dict, centres: torch.Tensor, size_weight: float):
+    """The summed L1 of size (weighted) and offset at the centres (B,1,H,W)."""
+    weights = const((size_weight, size_weight, 1.0, 1.0), centres.device, shape=(4, 1, 1))
+    return ((box - _box(targets)).abs() * (centres * weights)).sum()
+
+
+def pass_losses(out: torch.Tensor, num_classes: int, targets: dict | None = None,
+                size_weight: float = 0.1):
+    """``(consistency_loss, anchoring_loss or None, heatmap probabilities)`` of DAM's fused
+    output of both sides (``DAM.run``: teacher images first), as ``split_sides`` and the two
+    losses give them, in one pass: one sigmoid of both sides' heatmaps serves the consistency
+    term, the focal loss and (detached) the mask's decoding, and the focal loss's peaks are
+    the targets' centres (a Gaussian reaches 1 at its centre cell only). The same values and
+    gradients as the separate functions (``tests/test_sokd_dam.py``), fewer operator calls."""
+    logits, box = as_float32(out).split([num_classes, 4], dim=1)
+    prob = torch.sigmoid(logits)
+    teacher_prob, student_prob = prob.chunk(2)
+    teacher_box, student_box = box.chunk(2)
+    teacher_known = teacher_prob.detach()
+    consistency = _consistency(student_prob - teacher_known,
+                               student_box - teacher_box.detach(),
+                               teacher_known.amax(dim=1, keepdim=True))
+    if targets is None:
+        return consistency, None, prob
+    centres = targets['centres'].unsqueeze(1)  # (B,1,H,W), float: its sum needs no cast
+    count = centres.sum().clamp_min(1)
+    l1 = _box_l1(teacher_box, targets, centres, size_weight)
+    if num_classes == 1:  # the peaks are the centre cells: one normaliser for both
+        return consistency, (_focal_sum(teacher_prob, targets['heatmap'], centres.bool())
+                             + l1) / count, prob
+    peaks = targets['heatmap'] == const(1.0, centres.device)  # boxes of two classes may share
+    focal = _focal_sum(teacher_prob, targets['heatmap'], peaks) / peaks.sum().clamp_min(1)
+    return consistency, focal + l1 / count, prob
 
 
 def resize_mask(mask: torch.Tensor, size) -> torch.Tensor:

@@ -10,11 +10,14 @@ import torch
 
 
 @functools.lru_cache(maxsize=256)
-def const(values, device: torch.device, dtype=torch.float32) -> torch.Tensor:
-    """A constant made once per device: a number (0-dim) or a tuple. A plain tensor even when
-    first asked for under ``inference_mode`` (autograd may save it later)."""
+def const(values, device: torch.device, dtype=torch.float32, shape: tuple | None = None
+          ) -> torch.Tensor:
+    """A constant made once per device: a number (0-dim) or a tuple, reshaped to ``shape`` if
+    given (a view made in the hot path costs calls too). A plain tensor even when first asked
+    for under ``inference_mode`` (autograd may save it later)."""
     with torch.inference_mode(False):
-        return torch.tensor(values, dtype=dtype, device=device)
+        value = torch.tensor(values, dtype=dtype, device=device)
+        return value if shape is None else value.reshape(shape).contiguous()
 
 
 @functools.lru_cache(maxsize=64)

@@ -67,13 +67,16 @@ def boxes_to_mask(boxes: torch.Tensor, keep: torch.Tensor, height: int,
 
 @torch.no_grad()
 def decode_mask(out: torch.Tensor, num_classes: int, sides: int, top_k: int = 8,
-                score_threshold: float = 0.3) -> torch.Tensor:
+                score_threshold: float = 0.3, heatmap_prob: torch.Tensor | None = None
+                ) -> torch.Tensor:
     """The mask (B,1,H,W) of DAM's fused output ``out`` (sides*B, K+4, H, W), ``sides`` sides
     stacked along the batch: the union over the sides of the cells that overlap a decoded box
-    whose score passes the threshold; an image with no such box keeps its whole map."""
+    whose score passes the threshold; an image with no such box keeps its whole map.
+    ``heatmap_prob``: the sigmoid of ``out``'s heatmaps, when the caller has it."""
     h, w = out.shape[-2:]
     device = out.device
-    heatmap_prob = torch.sigmoid(as_float32(out[:, :num_classes]))
+    if heatmap_prob is None:
+        heatmap_prob = torch.sigmoid(as_float32(out[:, :num_classes]))
     low, high, scores = _decode(heatmap_prob, out[:, num_classes:], top_k)
     covered = _corners_to_mask(low, high, scores >= const(score_threshold, device), h, w)
     if sides > 1:

@@ -11,9 +11,8 @@ import torch
 from torch import nn
 
 from distill.connectors import resize_to
-from distill.sokd.dam import (activation_map, anchoring_loss, boxes_to_mask, centernet_targets,
-                              consistency_loss, decode_boxes, decode_mask,
-                              largest_component_boxes, scale_boxes, split_sides)
+from distill.sokd.dam import (activation_map, boxes_to_mask, centernet_targets, decode_boxes,
+                              decode_mask, largest_component_boxes, pass_losses, scale_boxes)
 
 DAM_DEFAULTS = dict(channels=64, num_classes=1, top_k=8, score_threshold=0.3, beta=0.1,
                     mask='mutual', cam_threshold=0.5, interval=1, anchor_interval=1)
@@ -101,30 +100,33 @@ class DAMPass:
         cfg = self.cfg
         grid = tuple(refined_teacher_feat.shape[-2:])
         out = self.dam.run(refined_teacher_feat.detach(), resize_to(student_feat, grid))
-        mask = self.decode_mask(out)
         if not terms:
-            return {}, mask
-        teacher_side, student_side = split_sides(out, cfg['num_classes'])
-        terms = {'student.dam': self.loss_weights['dam'] * consistency_loss(student_side,
-                                                                            teacher_side)}
+            return {}, self.decode_mask(out)
+        targets = None
         if anchor:
             boxes, labels = self.anchor_boxes(batch, grid, teacher_head_feat)
             targets = centernet_targets(boxes, labels, cfg['num_classes'], *grid)
-            terms['dam.anchor'] = self.loss_weights['anchor'] * anchoring_loss(teacher_side,
-                                                                               targets)
+        # both losses and the mask from one sigmoid of the heatmaps (pass_losses)
+        consistency, anchoring, prob = pass_losses(out, cfg['num_classes'], targets)
+        terms = {'student.dam': self.loss_weights['dam'] * consistency}
+        if anchor:
+            terms['dam.anchor'] = self.loss_weights['anchor'] * anchoring
         else:  # 0, in the graph of the heads: the term set and DDP's used parameters stay
-            terms['dam.anchor'] = 0.0 * teacher_side['heatmap'].sum()
-        return terms, mask
+            terms['dam.anchor'] = 0.0 * out.sum()
+        return terms, self.decode_mask(out, prob.detach())
 
-    def decode_mask(self, out: torch.Tensor) -> torch.Tensor:
+    def decode_mask(self, out: torch.Tensor, prob: torch.Tensor | None = None) -> torch.Tensor:
         """The mask of DAM's fused output of both sides (``DAM.run``: teacher images first):
         the union of the boxes decoded from the chosen side(s) (``dam.mask``); an image where
-        no box passes the score threshold keeps its whole map (the plain base loss)."""
+        no box passes the score threshold keeps its whole map (the plain base loss). ``prob``:
+        the heatmaps' sigmoid, when the caller has it."""
         cfg = self.cfg
-        half = out.shape[0] // 2
-        chosen = dict(mutual=out, teacher=out[:half], student=out[half:])[cfg['mask']]
-        return decode_mask(chosen, cfg['num_classes'], 2 if cfg['mask'] == 'mutual' else 1,
-                           cfg['top_k'], cfg['score_threshold'])
+        if cfg['mask'] != 'mutual':
+            half = out.shape[0] // 2
+            side = slice(None, half) if cfg['mask'] == 'teacher' else slice(half, None)
+            out, prob = out[side], None if prob is None else prob[side]
+        return decode_mask(out, cfg['num_classes'], 2 if cfg['mask'] == 'mutual' else 1,
+                           cfg['top_k'], cfg['score_threshold'], heatmap_prob=prob)
 
     @torch.no_grad()
     def boxes(self, student_feat, refined_teacher_feat) -> dict:
