@@ -57,9 +57,9 @@ def test_checksum_backend_writes_whole_files_with_a_sha256_and_removes_both(tmp_
 
 
 def test_newest_valid_checkpoint_skips_damaged_ones_naming_them(tmp_path):
+    from distill.engines.core.checkpoints import remove_orphan_temporaries  # every engine's
     from distill.engines.mmengine.checkpoint_files import (CorruptCheckpointError,
-                                                           newest_valid_checkpoint,
-                                                           remove_orphan_temporaries)
+                                                           newest_valid_checkpoint)
     from distill.engines.mmengine.resume import resume_checkpoint
     for step in (2, 4, 6, 8):
         write_valid(tmp_path / f'iter_{step}.pth', step)

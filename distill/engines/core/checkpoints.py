@@ -233,9 +233,11 @@ def check_random_states(path: Path) -> None:
                                      f'corrupted?): {type(err).__name__}: {err}') from err
 
 
-def remove_orphan_temporaries(work_dir) -> list[Path]:
+def remove_orphan_temporaries(work_dir, warn=None) -> list[Path]:
     """Delete what a run killed mid-write left: ``.*.tmp`` files and folders in ``work_dir``
-    (a half-written checkpoint folder, metrics file or artefact). Main process, at the start."""
+    (a half-written checkpoint folder, metrics file or artefact; every engine writes through
+    such a temporary, ``distill.checkpoint.write_atomic``), and say so with ``warn`` (the
+    trainer's logger by default). Main process, at the start; the one rule of every engine."""
     removed = []
     work_dir = Path(work_dir)
     if not work_dir.is_dir():
@@ -247,8 +249,8 @@ def remove_orphan_temporaries(work_dir) -> list[Path]:
             path.unlink()
         removed.append(path)
     if removed:
-        logger.warning('removed %d half-written temporary file(s) of an interrupted run: %s',
-                       len(removed), ', '.join(p.name for p in removed))
+        (warn or logger.warning)(f'removed {len(removed)} half-written temporary file(s) of an '
+                                 f'interrupted run: {", ".join(p.name for p in removed)}')
     return removed
 
 

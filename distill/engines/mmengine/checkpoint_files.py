@@ -32,7 +32,6 @@ BACKEND_NAME = 'distill_checksum'
 CHECKSUM_SUFFIX = '.sha256'
 # iter_8.pth, epoch_3.pth (CheckpointHook's default filename_tmpl); best_*.pth are not resumed
 STEP_CHECKPOINT = re.compile(r'^(iter|epoch)_(\d+)\.pth$')
-TEMPORARY = re.compile(r'^\..+\.tmp$')
 
 
 #: where a DistillationModel checkpoint keeps each network (SoKD: under its base distiller)
@@ -146,17 +145,6 @@ def newest_valid_checkpoint(work_dir, warn=print) -> Path | None:
         raise CorruptCheckpointError('no usable checkpoint to resume from: '
                                      + '; '.join(problems))
     return None
-
-
-def remove_orphan_temporaries(folder) -> list[Path]:
-    """Delete the ``.<name>.*.tmp`` files a run killed mid-write left behind."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    removed = [p for p in sorted(folder.iterdir()) if TEMPORARY.match(p.name) and p.is_file()]
-    for path in removed:
-        path.unlink()
-    return removed
 
 
 class ChecksumLocalBackend(LocalBackend):

@@ -43,9 +43,9 @@ from mmengine.dist import is_main_process
 from mmengine.hooks import CheckpointHook, Hook
 from mmengine.logging import print_log
 
+from distill.engines.core.checkpoints import remove_orphan_temporaries
 from distill.engines.mmengine.checkpoint_files import (BACKEND_NAME, CorruptCheckpointError,
                                                        check_loads, newest_valid_checkpoint,
-                                                       remove_orphan_temporaries,
                                                        verify_checkpoint)
 from distill.registry import HOOKS
 
@@ -159,11 +159,8 @@ class ResumeHook(Hook):
             folders = {Path(runner.work_dir)}
             folders |= {Path(h.out_dir) for h in runner.hooks
                         if isinstance(h, CheckpointHook) and h.out_dir and _is_local(h.out_dir)}
-            for folder in folders:
-                removed = remove_orphan_temporaries(folder)
-                if removed:
-                    _warn(f'removed {len(removed)} half-written temporary file(s) of an '
-                          f'interrupted run: {", ".join(p.name for p in removed)}')
+            for folder in folders:  # the core's rule (every engine's)
+                remove_orphan_temporaries(folder, warn=_warn)
         if not getattr(runner, '_resume', False) or not hasattr(runner, '_load_from'):
             return
         chosen = resume_checkpoint(runner.work_dir, runner._load_from)
