@@ -34,6 +34,7 @@ from mmengine.model import is_model_wrapper
 from torch import nn
 
 from distill.engines.core.data_order import derive_seed, seeded_permutation, shard
+from distill.engines.core.optimizers import apply_config_over_restored
 from distill.registry import HOOKS
 
 
@@ -160,19 +161,16 @@ class ArchSearch(nn.Module):
         if not state.numel():
             return
         saved = torch.load(io.BytesIO(state.cpu().numpy().tobytes()), weights_only=True)
-        # the config's settings (lr, betas, weight decay) win over the saved ones, as for the
-        # main optimiser (distill.ResumeHook): an override on resume is not dropped
-        configured = [{k: v for k, v in group.items() if k != 'params'}
-                      for group in self.optimizer.param_groups]
+        # the config's settings (lr, betas, weight decay) win over the saved ones: the core's
+        # rule for a restored optimiser without a schedule (the Accelerate engine's arch
+        # optimiser is restored by it too); an override on resume is not dropped
+        configured = {k: v for k, v in self.optimizer.param_groups[0].items() if k != 'params'}
         self.optimizer.load_state_dict(saved)
-        for group, settings in zip(self.optimizer.param_groups, configured):
-            changed = {k: (group.get(k), v) for k, v in settings.items() if group.get(k) != v}
-            if changed:
-                print_log('--resume: the arch optimiser keeps the config\'s '
-                          + ', '.join(f'model.arch_optimizer.{k}={new} (checkpoint: {old})'
-                                      for k, (old, new) in changed.items()),
-                          logger='current', level=logging.WARNING)
-                group.update(settings)
+        changes = apply_config_over_restored(self.optimizer, configured,
+                                             what='model.arch_optimizer')
+        if changes:
+            print_log('--resume: ' + '; '.join(changes), logger='current',
+                      level=logging.WARNING)
 
 
 @HOOKS.register_module()
