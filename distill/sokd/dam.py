@@ -183,21 +183,19 @@ def consistency_loss(student_out: dict, teacher_out: dict) -> torch.Tensor:
     their two channels).
     """
     teacher_prob = torch.sigmoid(as_float32(teacher_out['heatmap'].detach()))
-    heat = torch.sigmoid(as_float32(student_out['heatmap'])) - teacher_prob
-    confidence = teacher_prob.amax(dim=1, keepdim=True)  # (B,1,H,W)
-    # size in map widths/heights (_consistency); sqrt(1/2) makes each pair's squared error a
-    # mean of two
     box = as_float32(_box(student_out)) - as_float32(_box(teacher_out).detach())
-    return _consistency(heat, box, confidence)
+    return _consistency(torch.sigmoid(as_float32(student_out['heatmap'])), teacher_prob, box,
+                        teacher_prob.amax(dim=1, keepdim=True))
 
 
-def _consistency(heat: torch.Tensor, box: torch.Tensor, confidence: torch.Tensor):
-    """``consistency_loss`` from the heatmap-probability differences, the raw box differences
-    (size, offset in cells) and the teacher side's confidence."""
-    h, w = heat.shape[-2:]
-    per_map = const((0.5 ** 0.5 / w, 0.5 ** 0.5 / h, 0.5 ** 0.5, 0.5 ** 0.5), heat.device,
+def _consistency(student_prob, teacher_prob, box, confidence):
+    """``consistency_loss`` from the heatmap probabilities (the teacher's detached), the raw
+    box differences (size, offset in cells) and the teacher side's confidence (B,1,H,W)."""
+    h, w = box.shape[-2:]
+    # size in map widths/heights; sqrt(1/2) makes each pair's squared error a mean of two
+    per_map = const((0.5 ** 0.5 / w, 0.5 ** 0.5 / h, 0.5 ** 0.5, 0.5 ** 0.5), box.device,
                     shape=(4, 1, 1))
-    box = box * per_map
+    box, heat = box * per_map, student_prob - teacher_prob
     return ((heat * heat).sum() * const(1 / heat.numel(), heat.device)
             + (confidence * box * box).sum() / confidence.sum().clamp_min(1e-6))
 
@@ -248,8 +246,7 @@ def pass_losses(out: torch.Tensor, num_classes: int, targets: dict | None = None
     teacher_prob, student_prob = prob.chunk(2)
     teacher_box, student_box = box.chunk(2)
     teacher_known = teacher_prob.detach()
-    consistency = _consistency(student_prob - teacher_known,
-                               student_box - teacher_box.detach(),
+    consistency = _consistency(student_prob, teacher_known, student_box - teacher_box.detach(),
                                teacher_known.amax(dim=1, keepdim=True))
     if targets is None:
         return consistency, None, prob

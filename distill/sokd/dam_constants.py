@@ -29,3 +29,11 @@ def cell_grid(length: int, device: torch.device) -> torch.Tensor:
 
 def as_float32(tensor: torch.Tensor) -> torch.Tensor:
     return tensor if tensor.dtype == torch.float32 else tensor.float()
+
+
+@functools.lru_cache(maxsize=16)
+def cell_xy(height: int, width: int, device: torch.device) -> torch.Tensor:
+    """(HW, 2): each flat cell index's (column, row), as floats."""
+    with torch.inference_mode(False):
+        index = torch.arange(height * width, device=device)
+        return torch.stack([index % width, index // width], dim=1).float()

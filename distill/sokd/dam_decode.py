@@ -2,21 +2,10 @@
 base loss per location. Batched: no loop over images or boxes."""
 from __future__ import annotations
 
-import functools
-
 import torch
 import torch.nn.functional as F
 
-from distill.sokd.dam_constants import as_float32, cell_grid, const
-
-
-
-@functools.lru_cache(maxsize=16)
-def _cell_xy(height: int, width: int, device: torch.device) -> torch.Tensor:
-    """(HW, 2): each flat cell index's (column, row)."""
-    with torch.inference_mode(False):
-        index = torch.arange(height * width, device=device)
-        return torch.stack([index % width, index // width], dim=1).float()
+from distill.sokd.dam_constants import as_float32, cell_grid, cell_xy, const
 
 
 @torch.no_grad()
@@ -33,7 +22,7 @@ def _decode(heatmap_prob: torch.Tensor, box: torch.Tensor, top_k: int):
     if k_classes > 1:
         cell = cell % (h * w)
     values = as_float32(box).flatten(2).transpose(1, 2).gather(1, cell[..., None].expand(n, k, 4))
-    centre = _cell_xy(h, w, device)[cell] + values[..., 2:]  # (N,k,2): cx, cy
+    centre = cell_xy(h, w, device)[cell] + values[..., 2:]  # (N,k,2): cx, cy
     half = values[..., :2].clamp_min(0) * const(0.5, device)
     limit = const((float(w), float(h)), device)
     return (centre - half).clamp(zero, limit), (centre + half).clamp(zero, limit), scores

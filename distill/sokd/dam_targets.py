@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pad_sequence
 
-from distill.sokd.dam_constants import as_float32, cell_grid, const
+from distill.sokd.dam_constants import as_float32, cell_grid, cell_xy, const
 
 
 
@@ -85,10 +85,11 @@ def centernet_targets(boxes, labels, num_classes: int, height: int,
     # each cell's distance to the centre cell, along x (B,N,1,W) and y (B,N,H,1)
     xs = (cell_grid(width, device) - cell[..., :1])[..., None, :]
     ys = (cell_grid(height, device) - cell[..., 1:])[..., None]
-    inside = (xs.abs() <= radius) & (ys.abs() <= radius) & valid  # (B,N,H,W)
+    # |d| <= r as d^2 <= r^2 (whole numbers: exact), the squares the Gaussian needs anyway
+    xs2, ys2, radius2 = xs * xs, ys * ys, radius * radius
+    inside = (xs2 <= radius2) & (ys2 <= radius2) & valid  # (B,N,H,W)
     two_sigma_sq = sigma * sigma * const(2.0, device)
-    blobs = torch.where(inside, torch.exp(-(xs * xs + ys * ys) / two_sigma_sq),
-                        zero)
+    blobs = torch.where(inside, torch.exp(-(xs2 + ys2) / two_sigma_sq), zero)
     if num_classes == 1:
         heatmap = blobs if count == 1 else blobs.amax(dim=1, keepdim=True)
     else:  # each class's channel: the maximum of its boxes' Gaussians (labels None: class 0)
@@ -160,6 +161,13 @@ def _neighbours(height: int, width: int, device: torch.device) -> torch.Tensor:
                 & ((cols[:, None] - cols[None, :]).abs() <= 1))
 
 
+@functools.lru_cache(maxsize=16)
+def _one_based(n: int, device: torch.device) -> torch.Tensor:
+    """``1, 2, ..., n`` as floats (1-based cell indices)."""
+    with torch.inference_mode(False):
+        return torch.arange(1, n + 1, dtype=torch.float32, device=device)
+
+
 def _largest_component_by_propagation(fg: torch.Tensor) -> torch.Tensor:
     """(B, H, W) bool: the largest component, by label propagation (large maps)."""
     b, h, w = fg.shape
@@ -193,24 +201,21 @@ def largest_component_boxes(cam: torch.Tensor, threshold: float = 0.5) -> torch.
     # ((cam >= t max) & (max > 0)) | (max <= 0): a dead CAM takes everything
     fg = (cam >= peak * const(threshold, device)) | (peak <= zero)
     if n > CLOSURE_MAX_CELLS:
-        component = _largest_component_by_propagation(fg)
+        inside = _largest_component_by_propagation(fg).reshape(b, n, 1)
     else:
         flat = fg.reshape(b, n)
         reach = torch.where(_neighbours(h, w, device) & flat[:, :, None] & flat[:, None, :],
                             one, zero)
         for _ in range(max(1, (n - 1).bit_length())):  # paths of up to 2^k steps
             reach = torch.bmm(reach, reach).clamp_max_(1)
-        labels = (reach * (cell_grid(n, device) + one)).amax(dim=2)  # (B, HW); 0: background
-        # the largest component, ties to the smallest label (as argmax over labels' counts)
-        key = reach.sum(dim=2) * const(n + 1.0, device) - labels
-        chosen = reach.gather(1, key.argmax(dim=1)[:, None, None].expand(b, 1, n))
-        component = (chosen > zero).reshape(b, h, w)
-    # the columns and rows the component touches, (B, 2, L): x then y, padded to the longer
-    length = max(h, w)
-    lines = [component.any(dim=1), component.any(dim=2)]
-    lines = torch.stack([x if x.shape[1] == length else F.pad(x, (0, length - x.shape[1]))
-                         for x in lines], dim=1)
-    cells = cell_grid(length, device)
-    low = torch.where(lines, cells, const(float(length), device)).amin(dim=2)
-    high = torch.where(lines, cells, const(-1.0, device)).amax(dim=2) + one
+        # (B, HW, 1): each cell's component named by its largest 1-based cell index, 0 for the
+        # background; the largest component, ties to the smallest label (argmax over counts)
+        labels = (reach * _one_based(n, device)).amax(dim=2, keepdim=True)
+        key = reach.sum(dim=2, keepdim=True) * const(n + 1.0, device) - labels
+        inside = labels == labels.gather(1, key.argmax(dim=1, keepdim=True))
+    # the extent of the component's cells: x1, y1 the least column and row, x2, y2 the
+    # greatest plus one
+    xy = cell_xy(h, w, device)  # (HW, 2)
+    low = torch.where(inside, xy, const(float(n), device)).amin(dim=1)
+    high = torch.where(inside, xy, const(-1.0, device)).amax(dim=1) + one
     return torch.cat([low, high], dim=1)  # x1, y1, x2, y2
