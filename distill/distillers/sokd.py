@@ -79,7 +79,7 @@ class SoKD(nn.Module):
             ``anchor_interval`` k, the anchoring term (pseudo-boxes, CenterNet targets, focal
             loss: most of DAM's operator calls) in one step of k, ``dam.anchor`` 0 otherwise.
             Outside training (eval mode) DAM always runs in full. DAM's pass costs about half
-            the operator calls of a whole FitNet step (resnet8x4 <- resnet32x4, batch 32: 572
+            the operator calls of a whole FitNet step (resnet8x4 <- resnet32x4, batch 32: 574
             vs 1308, ``benchmarks/sokd_overhead.py``); the classification configs leave it off,
             where it did not help.
         loss_weights: ``dict(dam=1.0, anchor=1.0)`` for ``student.dam`` and ``dam.anchor``.

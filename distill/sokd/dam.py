@@ -253,9 +253,10 @@ def pass_losses(out: torch.Tensor, num_classes: int, targets: dict | None = None
     centres = targets['centres'].unsqueeze(1)  # (B,1,H,W), float: its sum needs no cast
     count = centres.sum().clamp_min(1)
     l1 = _box_l1(teacher_box, targets, centres, size_weight)
-    if num_classes == 1:  # the peaks are the centre cells: one normaliser for both
+    if num_classes == 1:  # the peaks are the centre cells: one normaliser for both (two
+        # divisions, as anchoring_loss rounds)
         return consistency, (_focal_sum(teacher_prob, targets['heatmap'], centres.bool())
-                             + l1) / count, prob
+                             / count + l1 / count), prob
     peaks = targets['heatmap'] == const(1.0, centres.device)  # boxes of two classes may share
     focal = _focal_sum(teacher_prob, targets['heatmap'], peaks) / peaks.sum().clamp_min(1)
     return consistency, focal + l1 / count, prob
