@@ -281,3 +281,42 @@ def test_arch_step_hook_of_sokd_style_distillers(tmp_path):
     assert state['arch_optimizer']['param_groups'][0]['lr'] == 0.05  # SoKD's ARCH_OPTIMIZER
     # the stray 1e3 gradient never reached the student (it would have thrown fc.bias far off)
     assert model.student.fc.bias.abs().max() < 1.0
+
+
+# ---------------------------------------------------------------------------- device-held data
+@pytest.mark.parametrize('channels, pad', [(1, 2), (3, 0)])
+def test_a_gathered_batch_equals_the_collated_samples(tmp_path, channels, pad):
+    from fmnist_helpers import write_fmnist
+    from distill.data import collate_classification
+    from distill.data.fmnist import FashionMNIST
+    data = FashionMNIST(write_fmnist(tmp_path, train=12), channels=channels, pad=pad)
+    indices = [5, 0, 11, 3]
+    want = collate_classification([data[i] for i in indices])
+    got = data.held_on('cpu').gather(torch.tensor(indices))
+    assert torch.equal(got['inputs'], want['inputs']) and got['inputs'].is_contiguous()
+    assert torch.equal(got['labels'], want['labels'])
+
+
+def test_data_held_on_the_device_trains_bit_for_bit_as_the_loader_does(tmp_path):
+    """``data.on_device`` (default True for in-memory sets) gathers each batch from the set
+    held on the device; the run is the per-sample DataLoader's run, weights and records."""
+    from fmnist_helpers import write_fmnist
+    (tmp_path / 'fmnist').mkdir()
+    root = write_fmnist(tmp_path / 'fmnist', train=40, test=12)
+    results = {}
+    for on_device in (True, False):
+        cfg = tiny_cfg(epochs=2)
+        for net in (cfg.distiller.student, cfg.distiller.teacher):
+            net.in_channels, net.num_classes = 1, 10
+        cfg.distiller.adapter.in_channels = 1
+        fmnist = dict(type='FashionMNIST', root=str(root), channels=1, pad=0)
+        cfg.data.train, cfg.data.val = dict(fmnist, train=True), dict(fmnist, train=False)
+        cfg.data.normalize = dict(mean=(0.5,), std=(0.25,))
+        cfg.data.on_device = on_device
+        results[on_device] = train_classification(cfg, work_dir=tmp_path / str(on_device))
+    held, loaded = results[True], results[False]
+    for a, b in zip(held.records, loaded.records, strict=True):
+        differ = {k for k in a if a[k] != b.get(k)}
+        assert differ <= {'epoch_time_s'}, (differ, a, b)  # only the wall time
+    for key, value in loaded.distiller.state_dict().items():
+        assert torch.equal(held.distiller.state_dict()[key], value), key

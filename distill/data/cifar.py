@@ -7,6 +7,7 @@ folder or its parent.  Nothing is downloaded.
 The files are Python pickles: only point these classes at copies of the official archives,
 since unpickling an untrusted file can run code.
 """
+import copy
 import pickle
 from pathlib import Path
 
@@ -87,6 +88,18 @@ class _CifarBase(Dataset):
     def __getitem__(self, index):
         return dict(inputs=self.images[index].float().div_(255),
                     labels=int(self.labels[index]))
+
+    def gather(self, indices: torch.Tensor) -> dict:
+        """The samples ``indices`` (a LongTensor on the images' device) as one batch: the
+        values ``__getitem__`` and ``collate_classification`` give, in a few tensor operations
+        (the classification engine's device-held path, ``data.on_device``)."""
+        return dict(inputs=self.images[indices].float().div_(255), labels=self.labels[indices])
+
+    def held_on(self, device) -> '_CifarBase':
+        """A shallow copy whose images and labels live on ``device``."""
+        held = copy.copy(self)
+        held.images, held.labels = self.images.to(device), self.labels.to(device)
+        return held
 
 
 @DATASETS.register_module(name='CIFAR100')

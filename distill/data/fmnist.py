@@ -129,3 +129,11 @@ class FashionMNIST(_CifarBase):
         if self.channels == 3:
             image = image.expand(3, -1, -1).clone()
         return dict(inputs=image, labels=int(self.labels[index]))
+
+    def gather(self, indices: torch.Tensor) -> dict:
+        images = self.images[indices].float().div_(255).unsqueeze(1)
+        if self.pad:
+            images = F.pad(images, (self.pad,) * 4)
+        if self.channels == 3:
+            images = images.expand(-1, 3, -1, -1).contiguous()
+        return dict(inputs=images, labels=self.labels[indices])

@@ -18,7 +18,7 @@ from distill.engines.core.optimizers import check_optimizer_cfg
 SECTIONS = ('distiller', 'data', 'optimizer', 'schedule', 'train', 'arch_optimizer',
             'work_dir')
 DATA_KEYS = ('train', 'val', 'batch_size', 'val_batch_size', 'num_workers', 'augment',
-             'normalize')
+             'normalize', 'on_device')
 SCHEDULE_KEYS = ('epochs', 'milestones', 'gamma', 'param_scheduler')
 # where a key given at the top level by mistake belongs (--cfg-options loss_weights.co=0.1)
 KNOWN_SUBKEYS = dict(
@@ -130,6 +130,8 @@ def check_data(data, prebuilt: bool) -> None:
     _check_int('data.batch_size', data.get('batch_size', 64), 1)
     _check_int('data.val_batch_size', data.get('val_batch_size'), 1, allow_none=True)
     _check_int('data.num_workers', data.get('num_workers', 0), 0)
+    if not isinstance(data.get('on_device', True), bool):
+        raise ConfigError(f"data.on_device is True or False, got {data.get('on_device')!r}")
     check_keys('data.augment', _as_dict('data.augment', data.get('augment')), ('padding', 'flip'))
     check_keys('data.normalize', _as_dict('data.normalize', data.get('normalize')),
                ('mean', 'std'))

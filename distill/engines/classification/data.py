@@ -78,14 +78,54 @@ class _NamedSamples(Dataset):
         return len(self.dataset)
 
 
+class _HeldBatches(Dataset):
+    """Item ``n``: batch ``n`` of ``batch_lists`` gathered at once from a data set held on the
+    device (``gather``): no per-sample Python, no copy to the device."""
+
+    def __init__(self, held, batch_lists, device):
+        self.held = held
+        flat = [index for batch in batch_lists for index in batch]
+        self.indices = torch.tensor(flat, dtype=torch.long, device=device)  # one copy
+        ends = torch.tensor([len(batch) for batch in batch_lists]).cumsum(0).tolist()
+        self.bounds = list(zip([0] + ends[:-1], ends))
+
+    def __getitem__(self, number):
+        start, end = self.bounds[number]
+        return self.held.gather(self.indices[start:end])
+
+    def __len__(self):
+        return len(self.bounds)
+
+
 def make_loader(dataset, batch_lists, what: str, epoch: int, num_workers: int = 0,
-                pin_memory: bool = False):
-    """A ``DataLoader`` that reads exactly ``batch_lists`` (lists of indices), in order."""
+                pin_memory: bool = False, held=None):
+    """A ``DataLoader`` that reads exactly ``batch_lists`` (lists of indices), in order;
+    ``held``: the data set held on the device (``data.on_device``), whose batches it gathers
+    there, one batch per item (the loader stays a DataLoader: Accelerate wraps it and skips
+    its first batches on a resume)."""
+    if held is not None:
+        device = held.images.device
+        return DataLoader(_HeldBatches(held, batch_lists, device), batch_size=1,
+                          collate_fn=_only)
     from distill.data import collate_classification
     named = [[(number, index) for index in batch] for number, batch in enumerate(batch_lists)]
     return DataLoader(_NamedSamples(dataset, what, epoch), batch_sampler=named,
                       num_workers=num_workers, collate_fn=collate_classification,
                       pin_memory=pin_memory)
+
+
+def _only(items):
+    return items[0]
+
+
+def hold_on_device(dataset, device, on_device: bool):
+    """The data set held on ``device`` for ``make_loader(held=...)``, or None: with
+    ``data.on_device`` (default True) and a data set that can gather a batch at once
+    (``gather``, ``held_on``: the in-memory CIFAR and Fashion-MNIST sets). Its batches hold
+    the values the per-sample path gives, bit for bit (``tests/test_classification_engine.py``)."""
+    if not on_device or not hasattr(dataset, 'gather') or not hasattr(dataset, 'held_on'):
+        return None
+    return dataset.held_on(device)
 
 
 class BatchPreparer:

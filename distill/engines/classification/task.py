@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import logging
 
-from distill.engines.classification.data import BatchPreparer, ShardedBatches, make_loader
+from distill.engines.classification.data import (BatchPreparer, ShardedBatches, hold_on_device,
+                                                 make_loader)
 from distill.engines.classification.metrics import evaluate_classifiers
 from distill.engines.core.data_order import derive_seed
 from distill.engines.core.task import Task
@@ -35,13 +36,18 @@ class ClassificationTask(Task):
             seed, rank, world, 'val')
         self.preparer = BatchPreparer(accelerator.device, data_cfg.get('augment'),
                                       data_cfg.get('normalize'))
+        # in-memory sets held on the device: batches gathered there (data.on_device)
+        on_device = bool(data_cfg.get('on_device', True))
+        self.held = {split: hold_on_device(dataset, accelerator.device, on_device)
+                     for split, dataset in datasets.items()}
         self.augment_generator = None
         self.offline_teacher_metrics = None  # a frozen teacher is evaluated once per run
 
     def _loader(self, split, batch_lists, what, epoch):
         return make_loader(self.datasets[split], batch_lists, what, epoch,
                            int(self.data_cfg.get('num_workers', 0)),
-                           pin_memory=self.accelerator.device.type == 'cuda')
+                           pin_memory=self.accelerator.device.type == 'cuda',
+                           held=self.held.get(split))
 
     # ------------------------------------------------------------------ training batches
     def train_loader(self, trainer, epoch):
