@@ -12,6 +12,7 @@ from torch import nn
 
 from distill import DISTILLERS
 from distill.checkpoint import load_checkpoint
+from distill.config_checks import ConfigError
 from distill.distillers.logits import DML
 from distill.engines import NonFiniteLossError
 from distill.engines.classification.train import DataLoadError, train_classification
@@ -320,3 +321,28 @@ def test_data_held_on_the_device_trains_bit_for_bit_as_the_loader_does(tmp_path)
         assert differ <= {'epoch_time_s'}, (differ, a, b)  # only the wall time
     for key, value in loaded.distiller.state_dict().items():
         assert torch.equal(held.distiller.state_dict()[key], value), key
+
+
+def test_channels_last_lays_out_networks_and_batches_in_nhwc(tmp_path):
+    """``train.channels_last``: the convolution weights and every batch in NHWC memory (what
+    GPU convolutions prefer); the run trains as the NCHW one does, to float rounding."""
+    from distill.engines.classification.data import BatchPreparer
+    preparer = BatchPreparer('cpu', dict(padding=2, flip=True), None, channels_last=True)
+    batch = preparer(dict(inputs=torch.rand(4, 3, 16, 16), labels=torch.zeros(4)),
+                     preparer.generator(0))
+    assert batch['inputs'].is_contiguous(memory_format=torch.channels_last)
+    results = {}
+    for channels_last in (True, False):
+        cfg = tiny_cfg(epochs=1)
+        cfg.train.channels_last = channels_last
+        results[channels_last] = train_classification(cfg, work_dir=tmp_path / str(channels_last))
+    nhwc, nchw = results[True], results[False]
+    conv = next(m.weight for m in nhwc.distiller.student.modules() if isinstance(m, nn.Conv2d))
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+    for key, value in nchw.distiller.state_dict().items():
+        torch.testing.assert_close(nhwc.distiller.state_dict()[key], value, atol=1e-4,
+                                   rtol=1e-3, msg=key)
+    bad = tiny_cfg(epochs=1)
+    bad.train.channels_last = 'yes'
+    with pytest.raises(ConfigError, match='channels_last is True or False'):
+        train_classification(bad, work_dir=tmp_path / 'bad')

@@ -99,6 +99,8 @@ def check_train(train, defaults: dict) -> None:
     _check_int('train.log_interval', merged['log_interval'], 1)
     _check_int('train.keep_checkpoints', merged['keep_checkpoints'], 0, allow_none=True)
     check_number('train.grad_clip', merged['grad_clip'], positive=True, allow_none=True)
+    if not isinstance(merged['channels_last'], bool):
+        raise ConfigError(f"train.channels_last is True or False, got {merged['channels_last']!r}")
 
 
 def check_dataset(key, cfg) -> None:

@@ -129,10 +129,12 @@ def hold_on_device(dataset, device, on_device: bool):
 
 
 class BatchPreparer:
-    """Moves a collated batch to the device, augments it (training) and normalises it."""
+    """Moves a collated batch to the device, augments it (training) and normalises it
+    (``channels_last``: in NHWC memory, as ``train.channels_last`` lays out the networks)."""
 
-    def __init__(self, device, augment: dict | None, normalize_cfg: dict | None):
-        self.device = torch.device(device)
+    def __init__(self, device, augment: dict | None, normalize_cfg: dict | None,
+                 channels_last: bool = False):
+        self.device, self.channels_last = torch.device(device), channels_last
         augment = dict(augment or {})
         self.padding = int(augment.pop('padding', 0))
         self.flip = bool(augment.pop('flip', False))
@@ -148,7 +150,10 @@ class BatchPreparer:
         if generator is not None and (self.padding > 0 or self.flip):
             images = random_crop_flip(images, padding=self.padding, generator=generator,
                                       flip_prob=0.5 if self.flip else 0.0)
-        return dict(inputs=normalize(images, self.mean, self.std), labels=labels)
+        images = normalize(images, self.mean, self.std)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return dict(inputs=images, labels=labels)
 
     def generator(self, seed: int) -> torch.Generator:
         return seeded_generator(seed, self.device)

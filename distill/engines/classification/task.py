@@ -22,7 +22,8 @@ logger = logging.getLogger('distill.classification')
 
 
 class ClassificationTask(Task):
-    def __init__(self, datasets: dict, data_cfg: dict, seed: int, accelerator, work_dir):
+    def __init__(self, datasets: dict, data_cfg: dict, seed: int, accelerator, work_dir,
+                 channels_last: bool = False):
         self.datasets, self.data_cfg, self.seed = datasets, data_cfg, seed
         self.accelerator, self.work_dir = accelerator, work_dir
         rank, world = accelerator.process_index, accelerator.num_processes
@@ -35,7 +36,7 @@ class ClassificationTask(Task):
             len(datasets['val']), int(data_cfg.get('val_batch_size') or batch_size), False,
             seed, rank, world, 'val')
         self.preparer = BatchPreparer(accelerator.device, data_cfg.get('augment'),
-                                      data_cfg.get('normalize'))
+                                      data_cfg.get('normalize'), channels_last)
         # in-memory sets held on the device: batches gathered there (data.on_device)
         on_device = bool(data_cfg.get('on_device', True))
         self.held = {split: hold_on_device(dataset, accelerator.device, on_device)

@@ -26,6 +26,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from distill.engines.core.checkpoints import check_fresh_work_dir
@@ -43,7 +44,8 @@ logger = logging.getLogger('distill.trainer')  # the run's train.log
 
 DEFAULT_TRAIN = dict(seed=0, mixed_precision='no', gradient_accumulation_steps=1,
                      log_interval=50, find_unused_parameters=False, grad_clip=None,
-                     keep_checkpoints=3, progress_bar=True, cpu=False, check_finite='step')
+                     keep_checkpoints=3, progress_bar=True, cpu=False, check_finite='step',
+                     channels_last=False)
 DEFAULT_OPTIMIZER = dict(type='SGD', lr=0.05)
 # what a run writes in its work dir besides checkpoint-N (--overwrite deletes exactly these)
 RUN_ENTRIES = ('metrics.json', 'student.pth', 'teacher.pth', 'config.py', 'policy.png')
@@ -140,13 +142,16 @@ def _run(cfg, work_dir: Path, resume, datasets, accelerator, close_group) -> Tra
     datasets = datasets or build_classification_datasets(data_cfg)
     distiller = build_distiller(cfg['distiller'])
     check_data_fits_model(distiller, datasets['train'])
+    if train_cfg['channels_last']:  # NHWC weights and batches (BatchPreparer): GPU convs
+        distiller = distiller.to(memory_format=torch.channels_last)
     settings = TrainSettings(
         seed=seed, epochs=int(schedule.get('epochs', 1)), grad_clip=train_cfg['grad_clip'],
         check_finite=train_cfg['check_finite'], keep_checkpoints=train_cfg['keep_checkpoints'],
         log_every_steps=int(train_cfg['log_interval']),
         progress_bar=bool(train_cfg['progress_bar']), close_process_group=close_group,
         project_name='tensorboard')  # the trackers' folder in the work dir
-    task = ClassificationTask(datasets, data_cfg, seed, accelerator, work_dir)
+    task = ClassificationTask(datasets, data_cfg, seed, accelerator, work_dir,
+                              channels_last=bool(train_cfg['channels_last']))
     trainer = Trainer(task, distiller, accelerator, settings, work_dir,
                       _cfg_dict(cfg, 'optimizer', DEFAULT_OPTIMIZER), scheduler_configs(schedule),
                       arch_optimizer_cfg=_cfg_dict(cfg, 'arch_optimizer') or None,
