@@ -20,6 +20,8 @@ from distill.distillers.logits import DML
 from distill.engines import NonFiniteLossError
 from distill.engines.classification.train import train_classification
 
+pytestmark = pytest.mark.end_to_end  # collected first (conftest.py)
+
 sys.path.insert(0, str(Path(__file__).parent))
 from test_classification_engine import (checkpoint_names, newest_checkpoint,  # noqa: E402
                                         read_checkpoint, tiny_cfg)

@@ -15,6 +15,8 @@ from distill.engines.classification.train import train_classification
 
 from test_classification_engine import tiny_cfg
 
+pytestmark = pytest.mark.end_to_end  # collected first (conftest.py)
+
 REPO = Path(__file__).resolve().parents[1]
 
 

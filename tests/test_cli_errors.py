@@ -10,6 +10,8 @@ from mm_helpers import REPO
 
 from distill.engines.core.cli_errors import run_entry_point
 
+pytestmark = pytest.mark.end_to_end  # collected first (conftest.py)
+
 
 def run(script, *args, debug_env=False):
     env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=str(REPO))

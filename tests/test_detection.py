@@ -16,6 +16,8 @@ import torch
 from mm_helpers import (REPO, build_from_config, check_loss_sum, printed_test_metrics,
                         run_framework_tool, run_script, save_model_checkpoint, scalars)
 
+pytestmark = pytest.mark.end_to_end  # collected first (conftest.py)
+
 pytest.importorskip('mmdet')
 
 SHAPES = 'configs/detection/shapes'

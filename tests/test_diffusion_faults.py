@@ -16,6 +16,8 @@ from distill.engines.diffusion.output import check_fresh_output_dir
 from test_diffusion_checkpoint_integrity import fake_checkpoint, resolve
 from test_diffusion_train import SCRIPT, TINY_CONFIG
 
+pytestmark = pytest.mark.end_to_end  # collected first (conftest.py)
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -18,6 +18,8 @@ from safetensors.torch import load_file
 
 from forked_run import run_python
 
+pytestmark = pytest.mark.end_to_end  # collected first (conftest.py)
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / 'tasks' / 'diffusion' / 'train.py'
 BASE = REPO / 'configs' / 'diffusion' / 'adm_shapes_tiny.py'

@@ -12,6 +12,8 @@ import pytest
 
 from mm_helpers import REPO
 
+pytestmark = pytest.mark.end_to_end  # collected first (conftest.py)
+
 pytest.importorskip('mmseg')
 pytest.importorskip('mmdet')
 

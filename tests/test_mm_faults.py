@@ -13,6 +13,8 @@ import torch
 
 from mm_helpers import REPO, run_script
 
+pytestmark = pytest.mark.end_to_end  # collected first (conftest.py)
+
 pytest.importorskip('mmseg')
 pytest.importorskip('mmdet')
 

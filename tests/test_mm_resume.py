@@ -14,6 +14,8 @@ import torch
 
 from mm_helpers import REPO, run_script
 
+pytestmark = pytest.mark.end_to_end  # collected first (conftest.py)
+
 pytest.importorskip('mmseg')
 
 SEG = 'configs/segmentation/shapes/adm_online.py'

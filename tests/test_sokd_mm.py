@@ -15,6 +15,8 @@ pytest.importorskip('mmengine')
 from distill import build_distiller  # noqa: E402
 from distill.data.shapes import ShapesClassification  # noqa: E402
 
+pytestmark = pytest.mark.end_to_end  # collected first (conftest.py)
+
 
 def sokd(seed=0):
     torch.manual_seed(seed)
