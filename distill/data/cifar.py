@@ -95,6 +95,11 @@ class _CifarBase(Dataset):
         (the classification engine's device-held path, ``data.on_device``)."""
         return dict(inputs=self.images[indices].float().div_(255), labels=self.labels[indices])
 
+    @property
+    def device(self) -> torch.device:
+        """Where the images are (``held_on`` moves them)."""
+        return self.images.device
+
     def held_on(self, device) -> '_CifarBase':
         """A shallow copy whose images and labels live on ``device``."""
         held = copy.copy(self)

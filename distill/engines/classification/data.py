@@ -7,6 +7,8 @@ the same batches whether the run started at epoch 1 or was resumed at epoch ``e`
 """
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -82,11 +84,11 @@ class _HeldBatches(Dataset):
     """Item ``n``: batch ``n`` of ``batch_lists`` gathered at once from a data set held on the
     device (``gather``): no per-sample Python, no copy to the device."""
 
-    def __init__(self, held, batch_lists, device):
+    def __init__(self, held, batch_lists):
         self.held = held
         flat = [index for batch in batch_lists for index in batch]
-        self.indices = torch.tensor(flat, dtype=torch.long, device=device)  # one copy
-        ends = torch.tensor([len(batch) for batch in batch_lists]).cumsum(0).tolist()
+        self.indices = torch.tensor(flat, dtype=torch.long, device=held.device)  # one copy
+        ends = list(itertools.accumulate(len(batch) for batch in batch_lists))
         self.bounds = list(zip([0] + ends[:-1], ends))
 
     def __getitem__(self, number):
@@ -104,9 +106,7 @@ def make_loader(dataset, batch_lists, what: str, epoch: int, num_workers: int = 
     there, one batch per item (the loader stays a DataLoader: Accelerate wraps it and skips
     its first batches on a resume)."""
     if held is not None:
-        device = held.images.device
-        return DataLoader(_HeldBatches(held, batch_lists, device), batch_size=1,
-                          collate_fn=_only)
+        return DataLoader(_HeldBatches(held, batch_lists), batch_size=1, collate_fn=_only)
     from distill.data import collate_classification
     named = [[(number, index) for index in batch] for number, batch in enumerate(batch_lists)]
     return DataLoader(_NamedSamples(dataset, what, epoch), batch_sampler=named,
@@ -121,9 +121,10 @@ def _only(items):
 def hold_on_device(dataset, device, on_device: bool):
     """The data set held on ``device`` for ``make_loader(held=...)``, or None: with
     ``data.on_device`` (default True) and a data set that can gather a batch at once
-    (``gather``, ``held_on``: the in-memory CIFAR and Fashion-MNIST sets). Its batches hold
+    (``gather``, ``held_on``, ``device``: the in-memory CIFAR and Fashion-MNIST sets). Its batches hold
     the values the per-sample path gives, bit for bit (``tests/test_classification_engine.py``)."""
-    if not on_device or not hasattr(dataset, 'gather') or not hasattr(dataset, 'held_on'):
+    if not on_device or not all(hasattr(dataset, name) for name in ('gather', 'held_on',
+                                                                      'device')):
         return None
     return dataset.held_on(device)
 
