@@ -3,7 +3,7 @@ and 10.
 
     python benchmarks/sokd_overhead.py [--student resnet8x4 --teacher resnet32x4]
         [--batch-size 32] [--steps 20] [--hypergrad factored] [--device cuda]
-        [--amp bf16] [--dam-interval 0] [--anchor-interval 1]
+        [--amp bf16] [--dam-interval 0] [--anchor-interval 1] [--dam-compile]
 
 One training step as the classification engine does it: (every ``arch_interval`` steps) the
 policy's hypergradient and Adam step (in float32, as the engine runs it), then forward (under
@@ -22,7 +22,9 @@ policy's hypergradient and Adam step (in float32, as the engine runs it), then f
 
 and both ratios to FitNet. SoKD runs as the classification configs set it (one sampled DAFA op
 per step, the 'factored' hypergradient, DAM off) unless ``--dam-interval k`` (DAM in one
-training step of k) / ``--anchor-interval`` / ``--mix`` say otherwise.
+training step of k) / ``--anchor-interval`` / ``--dam-compile`` (``dam.compile``: DAM's pass
+functions through ``torch.compile``; the compiling happens in the warm-up steps) / ``--mix``
+say otherwise.
 """
 import argparse
 import statistics
@@ -62,6 +64,8 @@ def parse_args(argv=None):
                              "the classification configs' setting")
     parser.add_argument('--anchor-interval', type=int, default=1,
                         help="SoKD's dam anchor_interval")
+    parser.add_argument('--dam-compile', action='store_true',
+                        help="SoKD's dam compile=True (DAM's pass through torch.compile)")
     parser.add_argument('--mix', action='store_true',
                         help='train steps on the whole DAFA mixture (dafa sample=False)')
     parser.add_argument('--amp', choices=('no', 'bf16', 'fp16'), default='no',
@@ -81,7 +85,8 @@ def build(args, arch_interval):
         type='SoKD', base=base, arch_interval=arch_interval, search_epochs=1,
         hypergrad=args.hypergrad, dafa=dict(sample=not args.mix),
         dam=None if args.dam_interval == 0 else dict(interval=args.dam_interval,
-                                                     anchor_interval=args.anchor_interval))
+                                                     anchor_interval=args.anchor_interval,
+                                                     compile=args.dam_compile))
     distiller = build_distiller(cfg).to(args.device).train()
     arch = list(distiller.arch_parameters()) if hasattr(distiller, 'arch_parameters') else []
     main = [p for p in distiller.parameters()
@@ -160,6 +165,7 @@ def main(argv=None):
     print(f'{args.teacher} -> {args.student}, batch {args.batch_size}, {args.image_size}px, '
           f'{device}, amp {args.amp}, hypergrad={args.hypergrad}, dam interval '
           f'{args.dam_interval or "off"}, anchor_interval {args.anchor_interval}, '
+          f'{"compiled DAM, " if args.dam_compile else ""}'
           f'{"mixture" if args.mix else "sampled op"}; {total} timed steps each')
     for name in setups:
         line = f'  {name:32s} {ops[name]:8.0f} ops/step  ratio {ops[name] / ops["FitNet"]:.2f}x'

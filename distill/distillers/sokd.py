@@ -73,15 +73,18 @@ class SoKD(nn.Module):
             a training step applies one op drawn from the policy (False: the whole mixture).
         dam: ``dict(channels=64, num_classes=1, top_k=8, score_threshold=0.3, beta=0.1,
             mask='mutual'|'teacher'|'student', cam_threshold=0.5, interval=1,
-            anchor_interval=1)`` or None (off). Cost knobs, counted in training steps:
-            ``interval`` k, DAM runs (heads, mask, both terms) in one step of k, the others
+            anchor_interval=1, compile=False)`` or None (off). Cost knobs, counted in training
+            steps: ``interval`` k, DAM runs (heads, mask, both terms) in one step of k, the others
             distil with the plain (unmasked) base loss and zero DAM terms;
             ``anchor_interval`` k, the anchoring term (pseudo-boxes, CenterNet targets, focal
             loss: most of DAM's operator calls) in one step of k, ``dam.anchor`` 0 otherwise.
             Outside training (eval mode) DAM always runs in full. DAM's pass costs about half
             the operator calls of a whole FitNet step (resnet8x4 <- resnet32x4, batch 32: 574
             vs 1308, ``benchmarks/sokd_overhead.py``); the classification configs leave it off,
-            where it did not help.
+            where it did not help. ``compile=True``: its pass functions through
+            ``torch.compile`` (``distill/sokd/dam_compile.py``): 190 calls instead of 574, the
+            same values up to float32 rounding, for 20-50 s of compiling per process; off by
+            default (README, "SoKD").
         loss_weights: ``dict(dam=1.0, anchor=1.0)`` for ``student.dam`` and ``dam.anchor``.
         arch_interval, search_epochs: an outer step every ``arch_interval`` steps during the
             first ``search_epochs`` epochs (1-based); the policy is frozen afterwards.

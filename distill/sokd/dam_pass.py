@@ -2,8 +2,8 @@
 (``SoKD.dam_pass``), with the two terms (``student.dam`` consistency, ``dam.anchor``
 anchoring), the anchor boxes (the task's, or the teacher's CAM pseudo-box for classification),
 the decoded mask that weights the base loss per location, the cost schedule (``dam.interval``,
-``dam.anchor_interval``) and the boxes for ``sokd.viz``. The heads and losses themselves are
-``distill/sokd/dam.py``.
+``dam.anchor_interval``), the compiled pass (``dam.compile``, ``dam_compile.py``) and the boxes
+for ``sokd.viz``. The heads and losses themselves are ``distill/sokd/dam.py``.
 """
 from __future__ import annotations
 
@@ -11,11 +11,14 @@ import torch
 from torch import nn
 
 from distill.connectors import resize_to
-from distill.sokd.dam import (activation_map, boxes_to_mask, centernet_targets, decode_boxes,
-                              decode_mask, largest_component_boxes, pass_losses, scale_boxes)
+from distill.sokd.dam import (boxes_to_mask, centernet_targets, decode_boxes, decode_mask,
+                              pass_losses, scale_boxes)
+from distill.sokd.dam_compile import compiled
+from distill.sokd.dam_targets import cam_boxes, cam_targets
 
 DAM_DEFAULTS = dict(channels=64, num_classes=1, top_k=8, score_threshold=0.3, beta=0.1,
-                    mask='mutual', cam_threshold=0.5, interval=1, anchor_interval=1)
+                    mask='mutual', cam_threshold=0.5, interval=1, anchor_interval=1,
+                    compile=False)
 
 
 def check_dam_cfg(dam: dict | None) -> dict | None:
@@ -28,6 +31,8 @@ def check_dam_cfg(dam: dict | None) -> dict | None:
             raise ValueError(f'dam {key} must be an int >= 1, got {cfg[key]!r}')
     if cfg['mask'] not in ('mutual', 'teacher', 'student'):
         raise ValueError(f"dam mask is 'mutual', 'teacher' or 'student', got {cfg['mask']!r}")
+    if not isinstance(cfg['compile'], bool):
+        raise ValueError(f"dam compile must be True or False, got {cfg['compile']!r}")
     return cfg
 
 
@@ -47,6 +52,19 @@ class DAMPass:
         self.adapter, self.teacher = adapter, teacher
         self.step = 0  # training forwards so far
 
+    def _fn(self, fn):
+        """``fn``, or its compiled form under ``dam.compile``."""
+        return compiled(fn) if self.cfg['compile'] else fn
+
+    def _cam_inputs(self, batch, teacher_head_feat):
+        """``(teacher head feature, labels, fc weight or None)`` for the CAM pseudo-boxes."""
+        if teacher_head_feat is None:
+            raise ValueError(f'{type(self.adapter).__name__} gives no anchor boxes and has no '
+                             f'classifier head for CAM pseudo-boxes; switch DAM off (dam=None)')
+        fc = getattr(self.teacher, 'fc', None)
+        return (teacher_head_feat, self.adapter.labels(batch),
+                fc.weight if isinstance(fc, nn.Linear) else None)
+
     def anchor_boxes(self, batch, grid, teacher_head_feat):
         """``(boxes, labels)`` on the DAM grid: the adapter's boxes (class-agnostic: labels
         None), or the largest component of the teacher's CAM of the true class (one box per
@@ -54,16 +72,19 @@ class DAMPass:
         boxes = self.adapter.anchor_boxes(batch)
         if boxes is not None:
             return scale_boxes(boxes, self.adapter.input_size(batch), grid), None
-        if teacher_head_feat is None:
-            raise ValueError(f'{type(self.adapter).__name__} gives no anchor boxes and has no '
-                             f'classifier head for CAM pseudo-boxes; switch DAM off (dam=None)')
-        fc = getattr(self.teacher, 'fc', None)
-        labels = self.adapter.labels(batch)
-        cam = activation_map(teacher_head_feat, labels,
-                             fc.weight if isinstance(fc, nn.Linear) else None)
-        cam_boxes = largest_component_boxes(cam, self.cfg['cam_threshold'])
-        return (scale_boxes(cam_boxes[:, None], tuple(cam.shape[-2:]), grid),
-                None if labels is None else labels[:, None])
+        return cam_boxes(*self._cam_inputs(batch, teacher_head_feat), self.cfg['cam_threshold'],
+                         grid)
+
+    def anchor_targets(self, batch, grid, teacher_head_feat) -> dict[str, torch.Tensor]:
+        """The CenterNet targets of ``anchor_boxes`` on the DAM grid; the CAM's are one
+        function (``cam_targets``), compiled whole under ``dam.compile`` (the adapter's boxes,
+        a list per image, are not: their number changes from batch to batch)."""
+        boxes = self.adapter.anchor_boxes(batch)
+        if boxes is not None:
+            return centernet_targets(scale_boxes(boxes, self.adapter.input_size(batch), grid),
+                                     None, self.cfg['num_classes'], *grid)
+        return self._fn(cam_targets)(*self._cam_inputs(batch, teacher_head_feat),
+                                     self.cfg['cam_threshold'], grid, self.cfg['num_classes'])
 
     def schedule(self, training: bool) -> tuple[bool, bool]:
         """``(run DAM, compute its anchoring term)`` in this forward (see ``interval``)."""
@@ -102,12 +123,9 @@ class DAMPass:
         out = self.dam.run(refined_teacher_feat.detach(), resize_to(student_feat, grid))
         if not terms:
             return {}, self.decode_mask(out)
-        targets = None
-        if anchor:
-            boxes, labels = self.anchor_boxes(batch, grid, teacher_head_feat)
-            targets = centernet_targets(boxes, labels, cfg['num_classes'], *grid)
+        targets = self.anchor_targets(batch, grid, teacher_head_feat) if anchor else None
         # both losses and the mask from one sigmoid of the heatmaps (pass_losses)
-        consistency, anchoring, prob = pass_losses(out, cfg['num_classes'], targets)
+        consistency, anchoring, prob = self._fn(pass_losses)(out, cfg['num_classes'], targets)
         terms = {'student.dam': self.loss_weights['dam'] * consistency}
         if anchor:
             terms['dam.anchor'] = self.loss_weights['anchor'] * anchoring
@@ -125,8 +143,9 @@ class DAMPass:
             half = out.shape[0] // 2
             side = slice(None, half) if cfg['mask'] == 'teacher' else slice(half, None)
             out, prob = out[side], None if prob is None else prob[side]
-        return decode_mask(out, cfg['num_classes'], 2 if cfg['mask'] == 'mutual' else 1,
-                           cfg['top_k'], cfg['score_threshold'], heatmap_prob=prob)
+        return self._fn(decode_mask)(out, cfg['num_classes'],
+                                     2 if cfg['mask'] == 'mutual' else 1, cfg['top_k'],
+                                     cfg['score_threshold'], heatmap_prob=prob)
 
     @torch.no_grad()
     def boxes(self, student_feat, refined_teacher_feat) -> dict:

@@ -219,3 +219,23 @@ def largest_component_boxes(cam: torch.Tensor, threshold: float = 0.5) -> torch.
     low = torch.where(inside, xy, const(float(n), device)).amin(dim=1)
     high = torch.where(inside, xy, const(-1.0, device)).amax(dim=1) + one
     return torch.cat([low, high], dim=1)  # x1, y1, x2, y2
+
+
+def cam_boxes(feature: torch.Tensor, labels: torch.Tensor | None,
+              fc_weight: torch.Tensor | None, threshold: float, grid: tuple):
+    """``(boxes (B,1,4), labels (B,1) or None)`` on ``grid``: the box of the largest component
+    of the teacher's class activation map of the true class (``activation_map``,
+    ``largest_component_boxes``), SoKD's pseudo-box for classification."""
+    cam = activation_map(feature, labels, fc_weight)
+    boxes = largest_component_boxes(cam, threshold)
+    return (scale_boxes(boxes[:, None], tuple(cam.shape[-2:]), grid),
+            None if labels is None else labels[:, None])
+
+
+def cam_targets(feature: torch.Tensor, labels: torch.Tensor | None,
+                fc_weight: torch.Tensor | None, threshold: float, grid: tuple,
+                num_classes: int) -> dict[str, torch.Tensor]:
+    """``centernet_targets`` of the CAM pseudo-boxes (``cam_boxes``): one function from the
+    teacher's feature to the targets, which ``dam.compile`` compiles whole."""
+    return centernet_targets(*cam_boxes(feature, labels, fc_weight, threshold, grid),
+                             num_classes, *grid)
