@@ -11,6 +11,12 @@ the progress bar, a log read every ``--log-every`` steps; no evaluation, no chec
 the ``aten::`` operator calls per step of each (``op_count.py``: the launch-bound cost a GPU
 would see), their ratio, the wall time per step of each and its ratio, and the host reads of
 tensors the trainer made (``.item``/``.tolist``/``bool``/``float``/``.cpu``).
+
+The operator calls per step are counted twice: over a run of ``--steps`` (what a run that
+short pays, its one-time set-up included: the trainer's first step lists the state tensors of
+the NaN guard, two calls per tensor) and in the steady state, the calls of a run of
+``2 * --steps`` less those of a run of ``--steps``, over ``--steps`` (what every further step of
+a long run pays).
 """
 from __future__ import annotations
 
@@ -49,11 +55,11 @@ def build(args, device):
     return distiller, optimizer
 
 
-def batches(args, device):
+def batches(args, device, count):
     g = torch.Generator().manual_seed(1)
     return [dict(inputs=torch.randn(args.batch_size, 3, 32, 32, generator=g).to(device),
                  labels=torch.randint(0, 10, (args.batch_size,), generator=g).to(device))
-            for _ in range(args.steps)]
+            for _ in range(count)]
 
 
 def bare_loop(distiller, optimizer, data):
@@ -64,7 +70,7 @@ def bare_loop(distiller, optimizer, data):
         optimizer.zero_grad(set_to_none=True)
 
 
-def trainer_loop(args, distiller, data, work_dir):
+def trainer_loop(args, distiller, data, work_dir, steps=None):
     from distill.engines.core.runtime import make_accelerator
     from distill.engines.core.task import Task, TrainSettings
     from distill.engines.core.trainer import Trainer
@@ -74,7 +80,7 @@ def trainer_loop(args, distiller, data, work_dir):
             return torch.utils.data.DataLoader(data, batch_size=None)
 
     accelerator = make_accelerator(work_dir, cpu=args.device == 'cpu', log_with=None)
-    settings = TrainSettings(max_steps=args.steps, schedule_by_epoch=False,
+    settings = TrainSettings(max_steps=steps or args.steps, schedule_by_epoch=False,
                              checkpoint_every_epochs=None, eval_every_epochs=None,
                              log_every_steps=args.log_every, progress_bar=False)
     trainer = Trainer(InMemory(), distiller, accelerator, settings, work_dir,
@@ -94,21 +100,22 @@ def main(argv=None):
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     args = parser.parse_args(argv)
     device = torch.device(args.device)
-    data = batches(args, device)
+    data = batches(args, device, 2 * args.steps)
     results = {}
     for name in ('bare loop', 'trainer'):
         distiller, optimizer = build(args, device)
         bare_loop(distiller, optimizer, data[:2])  # warm-up (kernels, allocator)
         with tempfile.TemporaryDirectory() as work_dir:
             if name == 'bare loop':
-                def fresh_run():
-                    return lambda: bare_loop(distiller, optimizer, data)
-            else:  # a new Trainer each time: each runs its --steps from step 0
-                def fresh_run():
-                    return trainer_loop(args, distiller, data, work_dir)
+                def fresh_run(steps=args.steps):
+                    return lambda: bare_loop(distiller, optimizer, data[:steps])
+            else:  # a new Trainer each time: each runs its steps from step 0
+                def fresh_run(steps=args.steps):
+                    return trainer_loop(args, distiller, data[:steps], work_dir, steps)
             fresh_run()()  # warm-up of the loop itself
             reads = _count_reads(fresh_run())
-            ops = count_aten_ops(fresh_run()) / args.steps
+            ops = count_aten_ops(fresh_run())
+            steady = (count_aten_ops(fresh_run(2 * args.steps)) - ops) / args.steps
             run = fresh_run()
             if device.type == 'cuda':
                 torch.cuda.synchronize()
@@ -116,17 +123,18 @@ def main(argv=None):
             run()
             if device.type == 'cuda':
                 torch.cuda.synchronize()
-            results[name] = (ops, (time.perf_counter() - start) / args.steps, reads)
-    (bare_ops, bare_time, bare_reads), (ops, step_time, reads) = (results['bare loop'],
-                                                                   results['trainer'])
+            results[name] = (ops / args.steps, steady,
+                             (time.perf_counter() - start) / args.steps, reads)
+    (bare_ops, bare_steady, bare_time, bare_reads), (ops, steady, step_time, reads) = (
+        results['bare loop'], results['trainer'])
     print(f'{args.method} {args.student} -> {args.teacher}, batch {args.batch_size}, '
           f'{args.steps} steps, log every {args.log_every}, {device}')
-    print(f'  bare loop: {bare_ops:.0f} operator calls per step, {1000 * bare_time:.1f} ms, '
-          f'{bare_reads} host reads in {args.steps} steps')
-    print(f'  trainer:   {ops:.0f} operator calls per step, {1000 * step_time:.1f} ms, '
-          f'{reads} host reads in {args.steps} steps')
-    print(f'  ratio trainer / bare loop: operator calls {ops / bare_ops:.3f}x, time '
-          f'{step_time / bare_time:.3f}x')
+    print(f'  bare loop: {bare_ops:.0f} operator calls per step ({bare_steady:.0f} steady), '
+          f'{1000 * bare_time:.1f} ms, {bare_reads} host reads in {args.steps} steps')
+    print(f'  trainer:   {ops:.0f} operator calls per step ({steady:.0f} steady), '
+          f'{1000 * step_time:.1f} ms, {reads} host reads in {args.steps} steps')
+    print(f'  ratio trainer / bare loop: operator calls {ops / bare_ops:.3f}x (steady state '
+          f'{steady / bare_steady:.3f}x), time {step_time / bare_time:.3f}x')
     return results
 
 
