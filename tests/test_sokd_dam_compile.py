@@ -1,5 +1,7 @@
 """``dam.compile``: DAM's pass through ``torch.compile`` gives the eager pass's targets, losses,
 masks and gradients, and falls back to eager code where compiling fails (README, "SoKD")."""
+import warnings
+
 import pytest
 import torch
 
@@ -78,7 +80,6 @@ def test_a_failed_compile_runs_the_function_eagerly_with_one_warning(monkeypatch
     with pytest.warns(RuntimeWarning, match='no C.. compiler.*runs it eagerly'):
         assert wrapper(torch.tensor(1.0)) == 2.0
     assert wrapper.failed
-    import warnings
     with warnings.catch_warnings():
         warnings.simplefilter('error')  # once: later calls go straight to the eager function
         assert wrapper(torch.tensor(2.0)) == 3.0
