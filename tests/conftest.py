@@ -11,7 +11,8 @@ torch.set_num_threads(int(os.environ['OMP_NUM_THREADS']))
 
 def pytest_configure(config):
     config.addinivalue_line(
-        'markers', 'end_to_end: a module of runs through the entry points (seconds each); '
+        'markers', 'end_to_end: a long module (runs through the entry points, or compiling; '
+                   'seconds each); '
                    'collected first, so that pytest-xdist starts the long modules first and '
                    'the short ones fill in at the end')
 

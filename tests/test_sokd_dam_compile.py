@@ -11,6 +11,8 @@ from distill.sokd import dam_compile
 from distill.sokd.dam_pass import check_dam_cfg
 from distill.sokd.dam_targets import cam_targets
 
+pytestmark = pytest.mark.end_to_end  # inductor compiles for ~30-50 s: collected first (conftest.py)
+
 STUDENT = dict(type='tiny_cnn', num_classes=6, width=4)
 TEACHER = dict(type='tiny_cnn', num_classes=6, width=8)
 
