@@ -65,13 +65,18 @@ class DAMPass:
         return (teacher_head_feat, self.adapter.labels(batch),
                 fc.weight if isinstance(fc, nn.Linear) else None)
 
+    def _task_boxes(self, batch, grid):
+        """The adapter's boxes (segmentation, detection) on the DAM grid, or None."""
+        boxes = self.adapter.anchor_boxes(batch)
+        return None if boxes is None else scale_boxes(boxes, self.adapter.input_size(batch), grid)
+
     def anchor_boxes(self, batch, grid, teacher_head_feat):
         """``(boxes, labels)`` on the DAM grid: the adapter's boxes (class-agnostic: labels
         None), or the largest component of the teacher's CAM of the true class (one box per
         image, labelled with that class)."""
-        boxes = self.adapter.anchor_boxes(batch)
+        boxes = self._task_boxes(batch, grid)
         if boxes is not None:
-            return scale_boxes(boxes, self.adapter.input_size(batch), grid), None
+            return boxes, None
         return cam_boxes(*self._cam_inputs(batch, teacher_head_feat), self.cfg['cam_threshold'],
                          grid)
 
@@ -79,10 +84,9 @@ class DAMPass:
         """The CenterNet targets of ``anchor_boxes`` on the DAM grid; the CAM's are one
         function (``cam_targets``), compiled whole under ``dam.compile`` (the adapter's boxes,
         a list per image, are not: their number changes from batch to batch)."""
-        boxes = self.adapter.anchor_boxes(batch)
+        boxes = self._task_boxes(batch, grid)
         if boxes is not None:
-            return centernet_targets(scale_boxes(boxes, self.adapter.input_size(batch), grid),
-                                     None, self.cfg['num_classes'], *grid)
+            return centernet_targets(boxes, None, self.cfg['num_classes'], *grid)
         return self._fn(cam_targets)(*self._cam_inputs(batch, teacher_head_feat),
                                      self.cfg['cam_threshold'], grid, self.cfg['num_classes'])
 
