@@ -244,6 +244,49 @@ def test_a_schedule_without_total_steps_or_an_engine_is_an_error_not_a_silent_ze
         make('ADM', total_steps=0)
 
 
+def test_a_pytorch_tuple_batch_trains_the_step_the_dict_batch_trains():
+    # a DataLoader over a TensorDataset yields [inputs, labels]: the adapter's prepare turns
+    # it into the dict form once, so the terms, their gradients and the step are the same
+    from torch.utils.data import DataLoader, TensorDataset
+    data = batch()
+    loader = DataLoader(TensorDataset(data['inputs'], data['labels']), batch_size=4)
+    forms = dict(dict=data, list=next(iter(loader)), tuple=(data['inputs'], data['labels']))
+    assert isinstance(forms['list'], list)
+    terms, params = {}, {}
+    for name, form in forms.items():
+        distiller = make('ADM')
+        optimizer = torch.optim.SGD([p for p in distiller.parameters() if p.requires_grad],
+                                    lr=0.1)
+        step = distiller(form)
+        optimizer.zero_grad()
+        sum(step.values()).backward()
+        optimizer.step()
+        terms[name] = {k: v.detach() for k, v in step.items()}
+        params[name] = [p.detach().clone() for p in distiller.parameters()]
+    for name in ('list', 'tuple'):
+        assert terms[name].keys() == terms['dict'].keys()
+        for key, value in terms['dict'].items():
+            torch.testing.assert_close(terms[name][key], value, rtol=0, atol=0)
+        for got, expected in zip(params[name], params['dict']):
+            torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize('given,shown', [
+    (dict(image=torch.zeros(4, 3, 16, 16), label=torch.zeros(4)),
+     r'dict\(image=Tensor\[4, 3, 16, 16\], label=Tensor\[4\]\)'),
+    (dict(inputs=torch.zeros(4, 3, 16, 16)), r'dict\(inputs=Tensor\[4, 3, 16, 16\]\)'),
+    (torch.zeros(4, 3, 16, 16), r'Tensor\[4, 3, 16, 16\]'),
+    ((torch.zeros(4, 3, 16, 16), torch.zeros(4), torch.zeros(4)), r'tuple of 3'),
+    ([torch.zeros(4, 3, 16, 16), [0, 1, 2, 3]], r'list of 2 \(Tensor\[4, 3, 16, 16\], list'),
+])
+def test_a_batch_of_another_form_names_the_forms_and_what_was_given(given, shown):
+    forms = (r'dict\(inputs=Tensor\[B,C,H,W\], labels=Tensor\[B\]\)` or `\(inputs, '
+             r'labels\)`')
+    for kind in ('ADM', 'KD'):
+        with pytest.raises(TypeError, match=forms + '; got ' + shown):
+            make(kind)(given)
+
+
 def test_task_shares_hold_a_term_at_a_share_of_its_networks_task_loss():
     # float64: the rescaled term is share * task in value, and its gradient is the term's
     # own times share * task / term (a constant factor: no gradient through task or term)

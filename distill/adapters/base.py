@@ -46,7 +46,10 @@ class Adapter:
     probe_input_size: int = 32
 
     def prepare(self, batch):
-        """Draw what both networks must share in one step (noise, timesteps); default none."""
+        """The batch of one step as ``run`` reads it: the user's batch in the adapter's form
+        (the classifier's ``(inputs, labels)`` becomes its dict), and what both networks must
+        share (noise, timesteps). Every forward of a distiller calls it once, first; default:
+        the batch as given."""
         return batch
 
     def run(self, model: nn.Module, batch, compute_loss: bool = True) -> ModelOutput:

@@ -10,9 +10,40 @@ from distill.losses.logits import kd_loss
 from distill.registry import ADAPTERS
 
 
+BATCH_FORMS = '`dict(inputs=Tensor[B,C,H,W], labels=Tensor[B])` or `(inputs, labels)`'
+
+
+def _describe(value) -> str:
+    """A short account of a batch that is not one of ``BATCH_FORMS``, for the error."""
+    if isinstance(value, torch.Tensor):
+        return f'Tensor{list(value.shape)}'
+    if isinstance(value, dict):
+        return 'dict(' + ', '.join(f'{key}={_describe(item)}' for key, item in value.items()) + ')'
+    if isinstance(value, (tuple, list)):
+        items = ', '.join(_describe(item) for item in value[:4])
+        more = ', ...' if len(value) > 4 else ''
+        return f'{type(value).__name__} of {len(value)} ({items}{more})'
+    return type(value).__name__
+
+
+def classification_batch(batch) -> dict:
+    """``batch`` as ``dict(inputs=Tensor[B,C,H,W], labels=Tensor[B])``: a dict with those keys
+    is returned as it is (other keys kept), an ``(inputs, labels)`` tuple or list becomes the
+    dict; anything else is a ``TypeError`` naming both forms and what was given."""
+    given = batch
+    if isinstance(batch, (tuple, list)) and len(batch) == 2:
+        batch = dict(inputs=batch[0], labels=batch[1])
+    if not (isinstance(batch, dict) and all(isinstance(batch.get(key), torch.Tensor)
+                                            for key in ('inputs', 'labels'))):
+        raise TypeError(f'a classification batch is {BATCH_FORMS}; got {_describe(given)}')
+    return batch
+
+
 @ADAPTERS.register_module()
 class ClassifierAdapter(Adapter):
-    """Batch: ``dict(inputs=Tensor[B,3,H,W], labels=Tensor[B])``.
+    """Batch: ``dict(inputs=Tensor[B,3,H,W], labels=Tensor[B])``, or the ``(inputs, labels)``
+    pair a PyTorch ``DataLoader`` over a ``TensorDataset`` (or torchvision's data sets) yields,
+    which ``prepare`` turns into that dict.
 
     Args:
         probe_input_size: side of the zero image used to find tap shapes (default 32);
@@ -27,6 +58,14 @@ class ClassifierAdapter(Adapter):
                                            'ClassifierAdapter')
         self.in_channels = in_channels
         self.label_smoothing = label_smoothing
+
+    def prepare(self, batch):
+        """The batch as ``dict(inputs=..., labels=...)``, whichever of the two forms it came
+        in: the one place where a distiller's step reads a user's batch, so that everything
+        after it (both networks, the loss terms, SoKD's search) sees one form. Anything else
+        is refused here, naming the forms and what was given, instead of failing deeper with
+        a bare ``KeyError`` or ``TypeError``."""
+        return classification_batch(batch)
 
     def run(self, model: nn.Module, batch, compute_loss: bool = True) -> ModelOutput:
         logits = model(batch['inputs'])
