@@ -89,6 +89,19 @@ def _select_output(output, spec: TapSpec, module_name: str):
     return output[spec.index]
 
 
+#: why a tap can record nothing although its module exists
+NOT_CALLED = ('is the module used by forward(), and called as module(x)? A model that calls '
+              'module.forward(x) directly (MMSeg\'s EncoderDecoder does so with its decode_head) '
+              'runs no forward hook of that module: tap one of the modules it calls')
+
+
+def tapped(feats: dict, key: str, side: str):
+    """The feature of tap ``key`` recorded in this forward, or an error that says why not."""
+    if key not in feats:
+        raise RuntimeError(f'{side} tap {key!r} recorded nothing in this forward: {NOT_CALLED}')
+    return feats[key]
+
+
 class FeatureTaps:
     """Forward hooks that record named module outputs during ``recording()`` only."""
 
@@ -176,3 +189,10 @@ def find_auto_taps(student_strides: dict, teacher_strides: dict,
     count = min(len(student), len(teacher))
     return [dict(student=s_name, teacher=t_name, stride=s_stride, teacher_stride=t_stride)
             for (s_stride, s_name), (t_stride, t_name) in zip(student[-count:], teacher[-count:])]
+
+
+def describe_auto_taps(pairs: list[dict]) -> str:
+    """The line every engine logs for what ``taps='auto'`` chose (``find_auto_taps``)."""
+    return "taps='auto' paired " + ', '.join(
+        f"student {p['student']} (stride {p['stride']}) -> teacher {p['teacher']} "
+        f"(stride {p['teacher_stride']})" for p in pairs)

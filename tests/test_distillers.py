@@ -138,6 +138,49 @@ def test_auto_taps_and_connector_shapes(caplog):
     assert "taps='auto' paired student 4 (stride 2) -> teacher 4 (stride 2)" in caplog.text
     assert [p['student'] for p in distiller.tap_pairs] == ['4']
     assert distiller.connectors[0].conv.weight.shape == (16, 8, 1, 1)
+    # what it chose is public (the engines print it); given taps leave it None
+    assert distiller.auto_tap_pairs == [dict(student='4', teacher='4', stride=2,
+                                             teacher_stride=2)]
+    assert make('ADM').auto_tap_pairs is None and make('DML').auto_tap_pairs is None
+    sokd = build_distiller(dict(type='SoKD', dam=None,  # DAFA alone: no classifier head
+                                base=dict(type='FitNet', student=net(4), teacher=net(8),
+                                          taps='auto', adapter=dict(type='ClassifierAdapter',
+                                                                    probe_input_size=16))))
+    assert sokd.auto_tap_pairs == distiller.auto_tap_pairs
+
+
+class CallsForwardDirectly(nn.Module):
+    """As MMSeg's EncoderDecoder runs its decode head: ``head.forward(x)``, which runs no
+    forward hook of ``head`` (its own modules' hooks do fire)."""
+
+    def __init__(self, width):
+        super().__init__()
+        self.stem = nn.Conv2d(3, width, 3, stride=2, padding=1)
+        self.head = nn.Sequential(nn.Conv2d(width, width, 3, padding=1), nn.ReLU())
+        self.classifier = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                        nn.Linear(width, 5))
+
+    def forward(self, x):
+        return self.classifier(self.head.forward(self.stem(x)))
+
+
+def test_a_tap_whose_hook_never_fires_is_refused_when_built_not_at_the_first_step():
+    def build(taps):
+        return build_distiller(dict(type='ADM', student=CallsForwardDirectly(4),
+                                    teacher=CallsForwardDirectly(8), taps=taps, warmup=0.0,
+                                    adapter=dict(type='ClassifierAdapter', probe_input_size=16)))
+    with pytest.raises(RuntimeError, match=r"student tap 'head' recorded nothing in a probe "
+                                           r"forward .*module.forward\(x\) directly"):
+        build([dict(student='head', teacher='head')])
+    # auto pairs only modules whose hooks fire: the head's last module, not the head
+    distiller = build('auto')
+    assert [(p['student'], p['teacher']) for p in distiller.auto_tap_pairs] == [('head.1',
+                                                                                 'head.1')]
+    assert set(distiller(batch())) >= {'student.co', 'teacher.di'}
+    # a tap that fired in the probe but not in a step: named, not a bare KeyError
+    with pytest.raises(RuntimeError, match=r"teacher tap 'head.1' recorded nothing in this "
+                                           r"forward"):
+        list(distiller.aligned_features({'head.1': torch.zeros(1)}, {}))
 
 
 def test_unknown_tap_path_is_a_clear_error():

@@ -56,8 +56,16 @@ class Adapter:
         raise NotImplementedError
 
     def probe(self, model: nn.Module) -> None:
-        """One forward of ``model`` on a small example input (for tap shapes and strides)."""
+        """One forward of ``model`` on a small example input, for tap shapes. It must call the
+        modules ``run`` calls, the way ``run`` calls them: a tap whose hook fires here fires in
+        training, so a tap that cannot record is refused when the distiller is built."""
         raise NotImplementedError
+
+    def probe_stages(self, model: nn.Module) -> None:
+        """The forward whose stages ``taps='auto'`` pairs (the last module at each stride); by
+        default ``probe``. A task whose head maps predictions at a stride of the features
+        (a segmentor's per-pixel logits) probes only its feature extractor here."""
+        self.probe(model)
 
     def output_loss(self, learner: ModelOutput, target: ModelOutput, batch,
                     temperature: float) -> torch.Tensor:

@@ -74,12 +74,22 @@ class MMSegAdapter(Adapter):
             task_loss = sum_mm_losses(losses)
         return ModelOutput(outputs=seg_logits, task_loss=task_loss, extra=dict(losses=losses))
 
-    def probe(self, model: nn.Module) -> None:
+    def _probe_inputs(self, model: nn.Module) -> torch.Tensor:
         param = next(model.parameters(), None)
         device = param.device if param is not None else 'cpu'
         size = self.probe_input_size
-        inputs = self.convert_inputs(model, torch.zeros(2, 3, size, size, device=device))
-        model.decode_head(model.extract_feat(inputs))
+        return self.convert_inputs(model, torch.zeros(2, 3, size, size, device=device))
+
+    def probe(self, model: nn.Module) -> None:
+        """The call ``run`` makes: ``EncoderDecoder._forward`` runs ``decode_head.forward``
+        directly, so a hook on ``decode_head`` itself never fires in training (its modules'
+        hooks do); a probe through ``model.decode_head(...)`` would accept such a tap."""
+        model(self._probe_inputs(model), mode='tensor')
+
+    def probe_stages(self, model: nn.Module) -> None:
+        """The backbone (and neck) only: the decode head's last map is the per-pixel logits,
+        which the kd term distils already, not a stage to pair."""
+        model.extract_feat(self._probe_inputs(model))
 
     def label_map(self, batch) -> torch.Tensor:
         """(B,H,W) ground-truth labels of the batch (padded like the inputs)."""

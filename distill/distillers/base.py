@@ -22,7 +22,8 @@ from distill.checkpoint import load_model_weights
 from distill.connectors import build_connector, check_alignable
 from distill.adapters import build_adapter
 from distill.losses.logits import kd_loss
-from distill.taps import FeatureTaps, TapSpec, find_auto_taps, probe_strides
+from distill.taps import (NOT_CALLED, FeatureTaps, TapSpec, describe_auto_taps,
+                          find_auto_taps, probe_strides, tapped)
 
 logger = logging.getLogger('distill.distillers')
 
@@ -67,9 +68,10 @@ class Distiller(nn.Module):
     Its public methods are also the protocol a wrapper such as SoKD composes (README, "SoKD"):
     ``run_student``/``run_teacher``/``run_networks`` (the outputs and tapped features of one
     run), ``aligned_features``, ``student_features``, ``teacher_features`` and
-    ``tap_channels`` (the tap pairs), ``location_distance`` (the per-location feature distance,
-    where ``feature_term`` says the base has one), ``teacher_feature_terms``, ``logits_loss``,
-    ``output_terms``, ``ramp`` and ``scale_terms``, ``probe_forward``, ``set_progress``.
+    ``tap_channels`` (the tap pairs; ``auto_tap_pairs``: what ``taps='auto'`` chose),
+    ``location_distance`` (the per-location feature distance, where ``feature_term`` says the
+    base has one), ``teacher_feature_terms``, ``logits_loss``, ``output_terms``, ``ramp`` and
+    ``scale_terms``, ``probe_forward``, ``set_progress``.
     """
 
     default_online = True
@@ -78,6 +80,9 @@ class Distiller(nn.Module):
     #: the student feature term whose per-location form ``location_distance`` gives (its mean
     #: over the locations is one tap's term); None: the base has no per-location feature loss
     feature_term: str | None = None
+    #: with taps='auto', the pairs it chose, deepest last: dict(student=PATH, teacher=PATH,
+    #: stride=..., teacher_stride=...) each; None when the taps were given (or there are none)
+    auto_tap_pairs: list[dict] | None = None
 
     def __init__(self, student, teacher, adapter=dict(type='ClassifierAdapter'),
                  online: bool | None = None, loss_weights: dict | None = None,
@@ -168,9 +173,9 @@ class Distiller(nn.Module):
             size = self.adapter.probe_input_size
             strides = [self._strides(model, size) for model in (self.student, self.teacher)]
             taps = find_auto_taps(*strides)
-            logger.info("taps='auto' paired %s", ', '.join(
-                f"student {p['student']} (stride {p['stride']}) -> teacher {p['teacher']} "
-                f"(stride {p['teacher_stride']})" for p in taps))
+            # public, and printed by every engine in its run log (README, "taps='auto'")
+            self.auto_tap_pairs = [dict(pair) for pair in taps]
+            logger.info(describe_auto_taps(self.auto_tap_pairs))
         self.student_taps = FeatureTaps(self.student, [_tap_side(p, 'student') for p in taps],
                                         owner='student')
         self.teacher_taps = FeatureTaps(self.teacher, [_tap_side(p, 'teacher') for p in taps],
@@ -186,8 +191,9 @@ class Distiller(nn.Module):
             s_shape, t_shape = shapes[0].get(s_spec.key), shapes[1].get(t_spec.key)
             if s_shape is None or t_shape is None:
                 missing = s_spec.key if s_shape is None else t_spec.key
-                raise RuntimeError(f'tap {missing!r} recorded nothing in a probe forward: is the '
-                                   f'module used by forward()?')
+                side = 'student' if s_shape is None else 'teacher'
+                raise RuntimeError(f'{side} tap {missing!r} recorded nothing in a probe forward '
+                                   f'(the forward a training step runs): {NOT_CALLED}')
             if len(s_shape) != 4 or len(t_shape) != 4:
                 raise ValueError(f'tap pair {s_spec.key} -> {t_spec.key}: feature distillation '
                                  f'needs (B,C,H,W) maps, got {s_shape} and {t_shape}')
@@ -200,7 +206,7 @@ class Distiller(nn.Module):
         was_training = model.training
         model.eval()
         try:
-            return probe_strides(model, self.adapter.probe, size)
+            return probe_strides(model, self.adapter.probe_stages, size)
         finally:
             model.train(was_training)
 
@@ -239,17 +245,18 @@ class Distiller(nn.Module):
     def aligned_features(self, student_feats: dict, teacher_feats: dict):
         """Yield ``(tap pair, aligned student feature, teacher feature)`` for every tap."""
         for pair, connector in zip(self.tap_pairs, self.connectors):
-            fs, ft = student_feats[pair['student']], teacher_feats[pair['teacher']]
+            fs = tapped(student_feats, pair['student'], 'student')
+            ft = tapped(teacher_feats, pair['teacher'], 'teacher')
             check_alignable(fs, ft, f"{pair['student']} -> {pair['teacher']}")
             yield pair, connector(fs, ft.shape[-2:]), ft
 
     def student_features(self, student_feats: dict) -> list[torch.Tensor]:
         """The student's raw tapped features, in tap-pair order."""
-        return [student_feats[pair['student']] for pair in self.tap_pairs]
+        return [tapped(student_feats, pair['student'], 'student') for pair in self.tap_pairs]
 
     def teacher_features(self, teacher_feats: dict) -> list[torch.Tensor]:
         """The teacher's tapped features, in tap-pair order."""
-        return [teacher_feats[pair['teacher']] for pair in self.tap_pairs]
+        return [tapped(teacher_feats, pair['teacher'], 'teacher') for pair in self.tap_pairs]
 
     def tap_channels(self, index: int = -1) -> tuple[int, int]:
         """``(student channels, teacher channels)`` of one tap pair (the last by default)."""

@@ -160,6 +160,10 @@ class SoKD(nn.Module):
     def online(self):
         return self.base.online
 
+    @property
+    def auto_tap_pairs(self):
+        return self.base.auto_tap_pairs
+
     def _build_head_taps(self) -> None:
         """Tap both networks where the classifier head takes over: the refined feature of a
         logits base, and the teacher feature whose CAM gives classification pseudo-boxes."""

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import torch
 
-# the loggers whose lines go to train.log: the trainer core's, the tasks' and the distillers'
-# (what taps='auto' chose)
-RUN_LOGGERS = ('distill.trainer', 'distill.classification', 'distill.diffusion',
-               'distill.distillers')
+from distill.taps import describe_auto_taps
+
+# the loggers whose lines go to train.log: the trainer core's and the tasks' (what taps='auto'
+# chose is in the first line, run_summary: the distiller may be built before the log is open)
+RUN_LOGGERS = ('distill.trainer', 'distill.classification', 'distill.diffusion')
 
 
 @contextlib.contextmanager
@@ -86,10 +87,13 @@ def make_accelerator(work_dir, mixed_precision: str = 'no', gradient_accumulatio
 
 
 def run_summary(trainer) -> str:
-    """The first log line of a run: its data, steps, processes, precision and device."""
+    """The first log line of a run: its data, steps, processes, precision and device, and the
+    tap pairs ``taps='auto'`` chose (``distiller.auto_tap_pairs``)."""
     acc, data = trainer.accelerator, trainer.task.data_summary()
+    pairs = getattr(trainer.model, 'auto_tap_pairs', None)
     return (f"{'resuming' if trainer.global_step else 'starting'}: {data + '; ' if data else ''}"
             f'{trainer.steps_per_epoch} micro-batches per epoch per process, '
             f'{trainer.total_steps} optimiser steps ({trainer.global_step} done), '
             f'{trainer.world} process(es) x accumulation {acc.gradient_accumulation_steps}, '
-            f'precision {acc.mixed_precision}, device {acc.device}')
+            f'precision {acc.mixed_precision}, device {acc.device}'
+            + (f'; {describe_auto_taps(pairs)}' if pairs else ''))

@@ -28,7 +28,7 @@ import os.path as osp
 from collections import OrderedDict
 
 import torch
-from mmengine.logging import MessageHub
+from mmengine.logging import MessageHub, print_log
 from mmengine.model import BaseModel
 from mmengine.registry import DefaultScope
 from mmengine.runner.checkpoint import load_checkpoint
@@ -41,6 +41,7 @@ from distill.engines.mmengine.teacher_metric import TEACHER_FIELD_PREFIX
 from distill.engines.mmengine.safe_load import allow_mmengine_checkpoint_globals
 from distill.engines.core.optimizers import DEFAULT_ARCH_OPTIMIZER
 from distill.registry import MODELS
+from distill.taps import describe_auto_taps
 
 DEFAULT_ADAPTERS = dict(mmseg='MMSegAdapter', mmdet='MMDetAdapter')
 
@@ -149,6 +150,9 @@ class DistillationModel(BaseModel):
         target.update(student=student_model, teacher=teacher_model, adapter=task_adapter)
         with DefaultScope.overwrite_default_scope('distill'):
             self.distiller = build_distiller(distiller)
+        auto_pairs = getattr(self.distiller, 'auto_tap_pairs', None)
+        if auto_pairs:  # in the run's log, not only in a Python logger
+            print_log(describe_auto_taps(auto_pairs), logger='current')
         if scope == 'mmdet':
             _check_no_detection_kd(self.distiller)
         self.validate_teacher = (self.distiller.online if validate_teacher is None
