@@ -76,11 +76,18 @@ def init_keywords(cls) -> list[str] | None:
     return None
 
 
-def check_kwargs(section: str, cfg: dict, callable_, skip=('type',)) -> None:
-    """Every key of ``cfg`` (but ``skip``) must be an argument of ``callable_``."""
+#: keys mmengine's registries read from every config section, never the built object's arguments:
+#: ``type`` picks the class, ``_scope_`` its registry scope (mmengine adds it to every section a
+#: config inherits from an ``mmseg::``/``mmdet::`` base file)
+REGISTRY_KEYS = ('type', '_scope_')
+
+
+def check_kwargs(section: str, cfg: dict, callable_, skip: tuple = ()) -> None:
+    """Every key of ``cfg`` (but mmengine's ``REGISTRY_KEYS`` and ``skip``) must be an argument
+    of ``callable_``."""
     names = accepted_kwargs(callable_)
     if names is not None:
-        check_keys(section, [k for k in cfg if k not in skip], names)
+        check_keys(section, [k for k in cfg if k not in REGISTRY_KEYS + tuple(skip)], names)
 
 
 def check_number(key: str, value, positive: bool = False, allow_none: bool = False) -> None:

@@ -240,3 +240,22 @@ def test_layering_adapters_import_no_engine_and_the_model_no_other_engine():
     assert not other_engines and 'distill.engines.core.guards' in loaded, other_engines
     for path in (REPO / 'distill' / 'engines' / 'mmengine').glob('*.py'):
         assert len(path.read_text().splitlines()) <= 400, path
+
+
+def test_sections_inherited_from_framework_bases_pass_the_key_checks():
+    """mmengine adds ``_scope_`` to every section a config inherits from an ``mmseg::`` /
+    ``mmdet::`` base file: a registry key, never a hook's or a model's argument; a typo beside
+    it is still named."""
+    from distill.config_checks import ConfigError
+    from distill.engines.mmengine.launch import check_hook_keys, check_model_keys
+    config = str(REPO / 'configs/segmentation'
+                 / 'deeplabv3_r101-r18_adm-online_4xb2-80k_cityscapes-512x1024.py')
+    cfg = train_cfg(config)
+    assert cfg.default_hooks.timer.get('_scope_') == 'mmseg'
+    check_hook_keys(cfg)
+    cfg.model['_scope_'] = 'mmseg'
+    check_model_keys(cfg)
+    cfg = train_cfg(config, '--cfg-options', 'default_hooks.checkpoint.intervall=2')
+    with pytest.raises(ConfigError, match=r'default_hooks\.checkpoint\.intervall; did you mean '
+                                          r'default_hooks\.checkpoint\.interval'):
+        check_hook_keys(cfg)

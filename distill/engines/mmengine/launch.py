@@ -159,7 +159,7 @@ def check_model_keys(cfg) -> None:
     if not isinstance(model, dict) or model.get('type') not in ('distill.DistillationModel',
                                                                 'DistillationModel'):
         return
-    check_kwargs('model', model, DistillationModel, skip=('type', '_scope_'))
+    check_kwargs('model', model, DistillationModel)
     scope = model.get('scope', 'mmseg')
     adapter = model.get('adapter') or {}
     if scope in DEFAULT_ADAPTERS and isinstance(adapter, dict):
@@ -194,7 +194,7 @@ def check_hook_keys(cfg) -> None:
     takes none beyond what the hook passes itself, so its named arguments are the valid ones."""
     import inspect
     from mmengine.registry import HOOKS, DefaultScope
-    from distill.config_checks import check_keys, check_kwargs
+    from distill.config_checks import REGISTRY_KEYS, check_keys, check_kwargs
     hooks = [(f'default_hooks.{name}', hook) for name, hook in
              (cfg.get('default_hooks') or {}).items()]
     hooks += [(f'custom_hooks[{i}]', hook) for i, hook in enumerate(cfg.get('custom_hooks') or [])]
@@ -207,11 +207,11 @@ def check_hook_keys(cfg) -> None:
                 continue
             if hook['type'].split('.')[-1] == 'CheckpointHook':
                 params = inspect.signature(hook_class.__init__).parameters.values()
-                check_keys(section, [k for k in hook if k not in ('type', 'priority')],
+                check_keys(section, [k for k in hook if k not in (*REGISTRY_KEYS, 'priority')],
                            [p.name for p in params if p.kind is p.POSITIONAL_OR_KEYWORD
                             and p.name != 'self'])
             else:
-                check_kwargs(section, hook, hook_class, skip=('type', 'priority'))
+                check_kwargs(section, hook, hook_class, skip=('priority',))
 
 
 def check_amp_device(cfg) -> None:
