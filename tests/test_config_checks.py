@@ -46,3 +46,37 @@ def test_classification_and_diffusion_cfg_options_take_lists_of_dicts():
     expected = {'distiller.taps': [{'student': 'layer3', 'teacher': 'layer3'}]}
     assert parse_args(['c.py', '--cfg-options', taps]).cfg_options == expected
     assert build_parser().parse_args(['c.py', '--cfg-options', taps]).cfg_options == expected
+
+
+def test_tap_pairs_need_an_int_index_and_known_keys():
+    """A tap pair's ``index`` is an int (or None); a dict side takes ``path`` and ``index``
+    only: each fault is a ``ConfigError`` naming the key."""
+    from distill.config_checks import check_tap_pairs
+    check_tap_pairs([dict(student='a', teacher='b', index=0),
+                     dict(student=dict(path='a', index=1), teacher='b', index=None)])
+    with pytest.raises(ConfigError, match=r"distiller\.taps\[1\]\.index must be an int, "
+                                          r"got '0'"):
+        check_tap_pairs([dict(student='a', teacher='b'),
+                         dict(student='a', teacher='b', index='0')])
+    with pytest.raises(ConfigError, match=r'distiller\.taps\[0\]\.index must be an int'):
+        check_tap_pairs([dict(student='a', teacher='b', index=1.0)])
+    with pytest.raises(ConfigError, match=r'distiller\.taps\[0\]\.student\.idx; did you mean '
+                                          r'distiller\.taps\[0\]\.student\.index'):
+        check_tap_pairs([dict(student=dict(path='a', idx=0), teacher='b')])
+
+
+def test_sokd_base_section_is_checked_like_a_distiller():
+    """``check_distiller_cfg`` goes into SoKD's ``base``: a typo there, or a bad tap index,
+    is a ``ConfigError`` naming ``distiller.base.<key>``, before anything is built."""
+    from distill.config_checks import check_distiller_cfg
+    base = dict(type='FitNet', student=dict(type='tiny_cnn'), teacher=dict(type='tiny_cnn'),
+                taps=[dict(student='stage2', teacher='stage2')])
+    check_distiller_cfg(dict(type='SoKD', base=base))
+    with pytest.raises(ConfigError, match=r'distiller\.base\.warmpu; did you mean '
+                                          r'distiller\.base\.warmup'):
+        check_distiller_cfg(dict(type='SoKD', base=dict(base, warmpu=0.1)))
+    with pytest.raises(ConfigError, match=r'distiller\.base\.taps\[0\]\.index must be an int'):
+        check_distiller_cfg(dict(type='SoKD', base=dict(
+            base, taps=[dict(student='stage2', teacher='stage2', index='0')])))
+    with pytest.raises(ConfigError, match=r"distiller\.base\.type='FitNte'"):
+        check_distiller_cfg(dict(type='SoKD', base=dict(base, type='FitNte')))

@@ -89,6 +89,19 @@ def test_prepare_shares_noise_and_follows_the_generator():
     assert torch.equal(first['target'], first['noise'])  # epsilon prediction
 
 
+def test_noisy_input_is_the_forward_process_at_the_drawn_timestep():
+    """``noisy = sqrt(a_t) x + sqrt(1 - a_t) eps`` with the scheduler's ``alphas_cumprod`` at
+    each image's own drawn timestep ``t`` (not ``T - 1 - t``, nor another image's)."""
+    tiny = adapter()
+    prepared = tiny.prepare(dict(batch(count=6), generator=torch.Generator().manual_seed(2)))
+    timesteps = prepared['timesteps']
+    assert len(set(timesteps.tolist())) > 1 and bool((timesteps != 99 - timesteps).all())
+    alpha_bar = tiny.noise_scheduler.alphas_cumprod[timesteps].view(-1, 1, 1, 1)
+    expected = (alpha_bar.sqrt() * prepared['pixel_values']
+                + (1 - alpha_bar).sqrt() * prepared['noise'])
+    torch.testing.assert_close(prepared['noisy'], expected)
+
+
 def test_v_prediction_target():
     tiny = adapter('v_prediction')
     prepared = tiny.prepare(dict(batch(), generator=torch.Generator().manual_seed(0)))

@@ -42,3 +42,17 @@ def test_latest_skips_a_damaged_checkpoint_naming_the_file(tmp_path, caplog):
     with pytest.raises(CorruptCheckpointError, match=r'no valid checkpoint .*checkpoint-4, '
                                                      r'checkpoint-2'):
         resolve(tmp_path, 'latest')
+
+
+def test_rotation_keeps_the_newest_in_step_order(tmp_path):
+    """``prune_checkpoints(keep)`` deletes all but the ``keep`` newest by step number (10 after
+    9, not before 2); ``keep`` None or 0 keeps every checkpoint."""
+    from distill.engines.core.checkpoints import list_checkpoints, prune_checkpoints
+    for step in (2, 4, 9, 10, 12):
+        fake_checkpoint(tmp_path, step)
+    assert prune_checkpoints(tmp_path, None) == prune_checkpoints(tmp_path, 0) == []
+    removed = prune_checkpoints(tmp_path, 2)
+    assert [p.name for p in removed] == ['checkpoint-2', 'checkpoint-4', 'checkpoint-9']
+    assert [p.name for p in list_checkpoints(tmp_path)] == ['checkpoint-10', 'checkpoint-12']
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['checkpoint-10', 'checkpoint-12']
+    assert prune_checkpoints(tmp_path, 3) == []

@@ -81,3 +81,61 @@ def test_grad_of_1x1_conv_keeps_the_parameter_strides():
     conv(x).square().sum().backward()
     assert conv.weight.grad.stride() == conv.weight.stride()
     torch.testing.assert_close(conv.weight.grad, raw)
+
+
+def ema_task(*flags):
+    """A ``DiffusionTask`` of the tiny shapes config with ``flags``, on a one-process CPU
+    stand-in for the accelerator (no run: the EMA is built and stepped by hand)."""
+    from types import SimpleNamespace
+
+    from distill.engines.diffusion.train import DiffusionTask
+    accelerator = SimpleNamespace(is_main_process=True, device=torch.device('cpu'),
+                                  process_index=0, num_processes=1)
+    torch.manual_seed(0)
+    return DiffusionTask(config('--resolution', '8', *flags), accelerator)
+
+
+def test_ema_flags_reach_the_ema_model():
+    """--ema_inv_gamma, --ema_power and --ema_max_decay reach diffusers' EMAModel, with the
+    warm-up of train_unconditional.py on (``use_ema_warmup=True``); --no-use_ema builds none."""
+    ema = ema_task('--ema_inv_gamma', '2', '--ema_power', '0.5', '--ema_max_decay', '0.4').ema
+    assert ema.use_ema_warmup is True
+    assert (ema.inv_gamma, ema.power, ema.decay) == (2.0, 0.5, 0.4)
+    assert ema.optimization_step == 0
+    assert ema_task('--no-use_ema').ema is None
+
+
+def test_ema_follows_the_warmup_decay_recurrence():
+    """After each optimiser step (``after_optimizer_step``) the EMA is ``d_k e + (1 - d_k) w``
+    with diffusers' warm-up decay ``d_k = min(1 - (1 + (k - 1) / inv_gamma) ** -power,
+    max_decay)`` (0 at the first step): written out here over five steps of random weight
+    changes, the last one capped by max_decay. The student's own weights are untouched, and
+    ``ema_weights`` swaps the EMA in and back out."""
+    import time
+    inv_gamma, power, max_decay = 2.0, 0.5, 0.4
+    task = ema_task('--ema_inv_gamma', str(inv_gamma), '--ema_power', str(power),
+                    '--ema_max_decay', str(max_decay))
+    params = list(task.student.parameters())
+    expected = [p.detach().clone() for p in params]
+    generator = torch.Generator().manual_seed(1)
+    decays = []
+    for step in range(1, 6):
+        with torch.no_grad():  # an optimiser step
+            for p in params:
+                p.add_(torch.randn(p.shape, generator=generator))
+        task.step_start = time.perf_counter()
+        task.after_optimizer_step(trainer=None)
+        k = step - 1
+        decay = 0.0 if k == 0 else min(1 - (1 + k / inv_gamma) ** -power, max_decay)
+        decays.append(decay)
+        expected = [decay * e + (1 - decay) * p.detach() for e, p in zip(expected, params)]
+    assert decays[-1] == max_decay and 0 < decays[1] < decays[2] < decays[3] < max_decay
+    assert task.ema.optimization_step == 5
+    trained = [p.detach().clone() for p in params]
+    for shadow, want in zip(task.ema.shadow_params, expected):
+        torch.testing.assert_close(shadow, want)
+    assert not torch.allclose(expected[0], trained[0])
+    with task.ema_weights(True):
+        for p, want in zip(params, expected):
+            torch.testing.assert_close(p.detach(), want)
+    assert all(torch.equal(p.detach(), w) for p, w in zip(params, trained))

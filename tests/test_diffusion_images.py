@@ -68,3 +68,23 @@ def test_shards_are_disjoint_equal_and_a_function_of_seed_and_epoch():
     other_epoch = list(EpochShuffleSampler(50, seed=3, epoch=3, batch_size=4, rank=1,
                                            num_processes=3))
     assert other_epoch != shards[1]
+
+
+def test_image_folder_split_holds_the_last_files_out_of_training(tmp_path):
+    """``split(n)``: the last ``n`` files (sorted) are held out and the others train; the two
+    are disjoint and together the whole folder. Under twice ``n`` images both are the whole."""
+    from PIL import Image
+
+    from distill.data.images import ImageFolderImages
+    for index in range(10):
+        Image.fromarray(np.full((4, 4, 3), index, dtype=np.uint8)).save(
+            tmp_path / f'image_{index}.png')
+    folder = ImageFolderImages(tmp_path, 4)
+    train, heldout = folder.split(3)
+    assert (len(train), len(heldout)) == (7, 3)
+    assert set(train.files).isdisjoint(heldout.files)
+    assert sorted(train.files + heldout.files) == folder.files
+    assert heldout.files == folder.files[-3:]
+    assert [train.resolution, heldout.resolution] == [4, 4]
+    for whole in (folder.split(6), folder.split(0)):
+        assert [len(part) for part in whole] == [10, 10]

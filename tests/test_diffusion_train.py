@@ -125,11 +125,18 @@ def test_checkpoints_total_limit_prunes(online_run):
     # diffusers-format networks in every checkpoint, as its examples save them: the last
     # checkpoint's unet_ema/ is the EMA student the run wrote to unet/ at the end
     from diffusers import UNet2DModel
-    for name in ('unet', 'unet_ema'):
-        assert UNet2DModel.from_pretrained(output_dir / 'checkpoint-4' / name) is not None
-    ema, written = (load_file(output_dir / path / 'diffusion_pytorch_model.safetensors')
-                    for path in ('checkpoint-4/unet_ema', 'unet'))
+    loaded = {name: UNet2DModel.from_pretrained(output_dir / 'checkpoint-4' / name)
+              for name in ('unet', 'unet_ema')}
+    assert {tuple(m.config.block_out_channels) for m in loaded.values()} == {(8, 16)}
+    written = load_file(output_dir / 'unet' / 'diffusion_pytorch_model.safetensors')
+    ema = loaded['unet_ema'].state_dict()
+    assert ema.keys() == written.keys()
     assert all(torch.equal(ema[k], written[k]) for k in written)
+    # unet/ is the trained student itself (the distiller's student.* weights), not its EMA
+    model = load_file(output_dir / 'checkpoint-4' / 'model.safetensors')
+    raw = loaded['unet'].state_dict()
+    assert all(torch.equal(raw[k], model[f'student.{k}']) for k in raw)
+    assert any(not torch.equal(raw[k], ema[k]) for k in raw)
 
 
 def test_resume_matches_uninterrupted(online_run, tiny_config, tmp_path):

@@ -1,4 +1,6 @@
 """Distillers: loss-term names online and offline, where each term's gradient goes, errors."""
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -110,6 +112,18 @@ def test_tau_schedule_follows_progress():
     assert not torch.equal(low_tau, distiller(batch())['student.co'])
     with pytest.raises(ValueError, match='tau_schedule'):
         make('ADM', tau_schedule=dict(start=0.1, stop=1.0))
+
+
+def test_cosine_tau_schedule_rises_from_start_to_end():
+    """``type='cosine'``: ``start + (end - start) (1 - cos(pi p)) / 2``, from ``start`` at
+    progress 0 to ``end`` at 1 through the midpoint at 1/2, slow at both ends (a quarter of the
+    way in it has moved 15 % of the way, not 85 %)."""
+    distiller = make('ADM', tau_schedule=dict(start=0.1, end=2.0, type='cosine'))
+    expected = {0.0: 0.1, 0.25: 0.1 + 1.9 * (1 - math.sqrt(0.5)) / 2, 0.5: 1.05,
+                0.75: 0.1 + 1.9 * (1 + math.sqrt(0.5)) / 2, 1.0: 2.0}
+    for progress, tau in expected.items():
+        distiller.set_progress(progress)
+        assert distiller.current_tau() == pytest.approx(tau), progress
 
 
 def test_divergence_reading_reaches_the_teacher_term_only():
@@ -403,6 +417,23 @@ def test_teacher_kd_holds_for_every_logits_method():
         halved = make(kind, online=True, teacher_kd=0.5)(batch())
         full = make(kind, online=True)(batch())
         torch.testing.assert_close(halved['teacher.kd'], 0.5 * full['teacher.kd'])
+
+
+def test_dkd_term_is_dkd_loss_at_the_configured_alpha_beta():
+    """DKD's ``student.kd`` is ``kd * dkd_loss`` of the student's logits to the teacher's with
+    the ``alpha`` (TCKD) and ``beta`` (NCKD) it was built with, not the other way round."""
+    from distill.losses import dkd_loss
+    distiller = make('DKD', alpha=0.5, beta=3.0, temperature=2.0)
+    data = batch()
+    run = distiller.run_networks(data)
+    expected = distiller.loss_weights['kd'] * dkd_loss(
+        run.student_out.outputs, run.teacher_out.outputs, data['labels'], alpha=0.5, beta=3.0,
+        temperature=2.0)
+    term = distiller(data)['student.kd']
+    torch.testing.assert_close(term, expected)
+    swapped = dkd_loss(run.student_out.outputs, run.teacher_out.outputs, data['labels'],
+                       alpha=3.0, beta=0.5, temperature=2.0)
+    assert not torch.allclose(term, distiller.loss_weights['kd'] * swapped)
 
 
 def test_probe_input_size_keeps_its_old_name_input_size_with_a_warning():

@@ -101,3 +101,19 @@ def test_deferred_checks_name_the_first_bad_step_and_term():
     checks.add_terms({'a': torch.tensor(1.0)}, 4, 1)
     checks.add_values({'arch.val_loss': 0.5}, 4, 1)
     assert checks.read(model) == [('terms', 4, {'a': 1.0}), ('values', 4, {'arch.val_loss': 0.5})]
+
+
+def test_an_infinite_term_stops_the_run_as_a_nan_does():
+    """inf and -inf terms are non-finite too (a loss of 1e39 in float32 is inf, not NaN): the
+    read names the first and lists the others; the immediate check does the same."""
+    from distill.engines.core.guards import DeferredChecks, check_finite_terms
+    checks = DeferredChecks()
+    checks.add_terms({'a': torch.tensor(1.0), 'b': torch.tensor(float('inf')),
+                      'c': torch.tensor(float('-inf'))}, 5, 2)
+    with pytest.raises(NonFiniteLossError, match=r'loss term b became non-finite \(inf\) at '
+                                                 r'step 5 \(epoch 2\); also non-finite: c=-inf; '
+                                                 r'finite: a=1'):
+        checks.read()
+    with pytest.raises(NonFiniteLossError, match=r'loss term c became non-finite \(-inf\)'):
+        check_finite_terms({'a': torch.tensor(1.0), 'c': torch.tensor(float('-inf'))}, 1)
+    assert check_finite_terms({'a': torch.tensor(3e38)}, 1) == {'a': pytest.approx(3e38)}

@@ -119,6 +119,29 @@ def test_adm_losses_bounds_and_extremes():
             assert 0.0 <= value.item() <= 2.0
 
 
+def test_norm_floor_is_one_hundredth_of_the_mean_squared_norm():
+    """The floor ``e`` of ``cos_e`` written out (1e-2, README "ADM as implemented"), not read
+    from the module: identical maps of unit norm at every location have ``cos_e = 1/1.01``, in
+    the reference losses and in the fused ``adm_terms``; at a location of a tenth of the
+    others' norm (``|x|^2 = 0.01``) of two identical maps, ``cos_e = 0.01 / (0.01 + 0.01 m)``
+    with ``m`` the sample's mean squared norm."""
+    g = torch.Generator().manual_seed(4)
+    flat = torch.randn(2, 5, 3, 4, generator=g, dtype=torch.float64)
+    flat = flat / flat.norm(dim=1, keepdim=True)
+    same = 1 - 1 / 1.01
+    assert consensus_loss(flat, flat.clone()).item() == pytest.approx(same, abs=1e-6)
+    assert divergence_loss(-flat, flat).item() == pytest.approx(same, abs=1e-6)
+    terms = adm_terms(flat.float(), flat.float().clone(), tau=1.0)
+    assert terms['co'].item() == pytest.approx(same, abs=1e-6)
+    # one location of a tenth of the norm, both maps alike: m = (11 + 0.01) / 12 per sample
+    small = flat.clone()
+    small[:, :, 0, 0] *= 0.1
+    m = (11 + 0.01) / 12
+    expected = 0.01 / (0.01 + 0.01 * m)
+    assert similarity_map(small, small.clone())[:, 0, 0].tolist() == pytest.approx(
+        [expected] * 2, abs=1e-6)
+
+
 def test_small_tau_focuses_on_agreement():
     # one location agrees perfectly, the others are opposed (equal norms everywhere, so
     # cos_e = +-1/(1+e)): a small tau puts the consensus weight on the agreeing location

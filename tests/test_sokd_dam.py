@@ -280,6 +280,35 @@ def test_the_fused_heads_and_losses_equal_the_separate_heads(num_classes):
         [grads[f'{n}.2.weight'] for n in ('heatmap', 'size', 'offset')]), atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize('num_classes', [1, 2])
+def test_dam_pass_masks_of_each_mode_equal_the_old_decoding(num_classes):
+    """``DAMPass.decode_mask`` of the fused output (teacher images first) in each ``dam.mask``
+    mode, with and without the heatmaps' sigmoid given, against the old ``decode_mask`` of the
+    two sides: the teacher's mask from the teacher half, the student's from the student half."""
+    from distill.sokd.dam import split_sides
+    from distill.sokd.dam_pass import DAMPass, check_dam_cfg
+    g = torch.Generator().manual_seed(4)
+    images, grid = 4, (6, 7)
+    out = torch.cat([4 * torch.randn(2 * images, num_classes, *grid, generator=g),
+                     3 * torch.rand(2 * images, 2, *grid, generator=g),
+                     torch.rand(2 * images, 2, *grid, generator=g)], dim=1)
+    old_teacher, old_student = (dict(heatmap=side['heatmap'], size=side['box'][:, :2],
+                                     offset=side['box'][:, 2:])
+                                for side in split_sides(out, num_classes))
+    prob = torch.sigmoid(out[:, :num_classes])
+    masks = {}
+    for mode in ('mutual', 'teacher', 'student'):
+        cfg = check_dam_cfg(dict(mask=mode, num_classes=num_classes, top_k=4,
+                                 score_threshold=0.6))
+        dam_pass = DAMPass(None, cfg, {}, adapter=None, teacher=None)
+        want = reference.decode_mask(old_teacher, old_student, mode, 4, 0.6)
+        masks[mode] = dam_pass.decode_mask(out)
+        torch.testing.assert_close(masks[mode], want)
+        torch.testing.assert_close(dam_pass.decode_mask(out, prob), want)
+    assert masks['teacher'].shape == (images, 1, *grid)
+    assert not torch.equal(masks['teacher'], masks['student'])  # the halves differ
+
+
 def test_a_state_dict_of_separate_heads_loads_and_the_off_blocks_stay_dead():
     torch.manual_seed(0)
     old = reference.DAM(6, 4, channels=8, num_classes=1)

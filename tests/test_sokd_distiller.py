@@ -94,6 +94,56 @@ def test_without_dafa_and_dam_it_is_the_base(name):
         torch.testing.assert_close(wrapped_terms[term], value, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize('name', ['KD', 'KD_online'])
+def test_logits_base_distils_the_refined_teacher_logits(name):
+    """DAFA on, a logits base: ``student.kd`` is ``kd * T^2 KL`` of the student's logits to the
+    teacher's head on the refined feature, ``forward_head(ft_ref)``, written out with
+    ``kd_loss``; not the base's KD to the teacher's own logits. Online, ``teacher.kd`` is the
+    base's mirror term (the teacher learns from the student, not from DAFA)."""
+    from distill.losses import kd_loss
+    distiller = make(name, dafa=dict(sample=False)).eval()  # the mixture: never the identity
+    seen = {}
+    run, refine = distiller.run, distiller.refine
+
+    def spy_run(data):
+        seen['run'] = run(data)
+        return seen['run']
+
+    def spy_refine(feature, generator=None, sample=False):
+        seen['refined'] = refine(feature, generator, sample)
+        return seen['refined']
+
+    distiller.run, distiller.refine = spy_run, spy_refine
+    terms = distiller(batch())
+    _, student, teacher = seen['run']
+    base = distiller.base
+    assert not torch.allclose(seen['refined'], teacher.head)
+    with torch.no_grad():
+        refined_logits = distiller.teacher.forward_head(seen['refined'])
+    logits = student.out.outputs
+    expected = base.loss_weights['kd'] * kd_loss(logits, refined_logits, base.temperature)
+    torch.testing.assert_close(terms['student.kd'], expected)
+    unrefined = base.loss_weights['kd'] * kd_loss(logits, teacher.out.outputs, base.temperature)
+    assert not torch.allclose(terms['student.kd'], unrefined)
+    if base.online:
+        torch.testing.assert_close(terms['teacher.kd'], base.loss_weights['kd'] * kd_loss(
+            teacher.out.outputs, logits, base.temperature))
+
+
+def test_a_training_step_applies_one_sampled_op_by_default():
+    """``dafa=dict()`` (the default) samples: a forward applies one op drawn from the policy
+    (``DAFA.sample``), not the mixture of all of them; ``sample=False`` mixes."""
+    calls = []
+    for dafa, expected in ((dict(), 'sample'), (dict(sample=False), 'mixture')):
+        distiller = make('FitNet', dafa=dafa).train()
+        sample, mixture = distiller.dafa.sample, distiller.dafa.forward
+        distiller.dafa.sample = lambda *a, **k: calls.append('sample') or sample(*a, **k)
+        distiller.dafa.forward = lambda *a, **k: calls.append('mixture') or mixture(*a, **k)
+        distiller(batch())
+        assert set(calls) == {expected}, dafa
+        calls.clear()
+
+
 def test_ablations_are_config_changes():
     dafa_only = make('FitNet', dam=None)
     assert 'student.dam' not in dafa_only(batch()) and dafa_only.arch_parameters()
@@ -300,6 +350,8 @@ def test_dam_interval_runs_dam_one_step_in_k(name, monkeypatch):
         sum(terms.values()).backward()
         # one process: a step without DAM leaves DAM out of the graph (nothing to update)
         assert all((p.grad is not None) == (step % 2 == 0) for p in distiller.dam.parameters())
+        assert (step % 2 == 1) or any(float(p.grad.abs().sum()) > 0
+                                      for p in distiller.dam.parameters())
     monkeypatch.setattr(dam_terms, '_distributed', lambda: True)
     for step in range(2):  # under DDP every DAM parameter is in the graph of every step
         distiller.zero_grad(set_to_none=True)
@@ -307,6 +359,9 @@ def test_dam_interval_runs_dam_one_step_in_k(name, monkeypatch):
         assert (float(terms['student.dam'].detach()) > 0) == (step % 2 == 0)
         sum(terms.values()).backward()
         assert all(p.grad is not None for p in distiller.dam.parameters())
+        # in the graph at every step, a nonzero gradient only in the steps DAM runs
+        assert any(float(p.grad.abs().sum()) > 0
+                   for p in distiller.dam.parameters()) == (step % 2 == 0)
     if name == 'FitNet':  # a step without DAM distils with the plain base loss
         torch.manual_seed(1)
         off = distiller(data)['student.fitnet']

@@ -11,6 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from distill.engines.core.checkpoints import list_checkpoints
+from distill.engines.core.data_order import derive_seed
 from distill.engines.core.optimizers import step_schedulers
 from distill.engines.core.trainer import Task, Trainer, TrainSettings
 
@@ -122,6 +123,49 @@ def test_config_optimiser_settings_win_over_the_restored_state(tmp_path, caplog)
     fresh = make_trainer(tmp_path / 'fresh', lr=0.05)
     step_schedulers(fresh.schedulers, 4)
     assert group['lr'] == fresh.optimizer.param_groups[0]['lr'] != 0.05
+
+
+class DrawingTask(ToyTask):
+    """Keeps, at each epoch's first batch, a draw of the global RNG (what dropout draws from)."""
+
+    def __init__(self):
+        super().__init__()
+        self.first_draws = {}
+
+    def prepare_batch(self, trainer, batch):
+        self.first_draws.setdefault(trainer.epoch, float(torch.rand(())))
+        return super().prepare_batch(trainer, batch)
+
+
+def epoch_trainer(work_dir, task, epochs=2, accumulation=2):
+    """An epoch-based run of the toy task: 5 micro-batches per epoch, no checkpoints."""
+    torch.manual_seed(0)
+    accelerator = Accelerator(cpu=True, gradient_accumulation_steps=accumulation)
+    settings = TrainSettings(seed=3, epochs=epochs, checkpoint_every_epochs=None,
+                             eval_every_epochs=None, progress_bar=False)
+    return Trainer(task, Net(), accelerator, settings, work_dir, dict(type='SGD', lr=0.1))
+
+
+def test_epochs_count_a_short_last_accumulation_group(tmp_path):
+    """5 micro-batches in groups of 2 are 3 optimiser steps an epoch (the last group of one),
+    so 2 epochs are 6 steps, and the progress the distiller sees runs from 0 to 5/6."""
+    trainer = epoch_trainer(tmp_path, ToyTask())
+    assert (trainer.steps_per_epoch, trainer.updates_per_epoch, trainer.total_steps) == (5, 3, 6)
+    trainer.run()
+    assert trainer.global_step == 6
+    assert trainer.model.progress == pytest.approx([k / 6 for k in (0, 0, 1, 1, 2,
+                                                                     3, 3, 4, 4, 5)])
+
+
+def test_each_epoch_draws_its_own_global_random_numbers(tmp_path):
+    """At the start of epoch ``e`` the global RNG (dropout) is seeded by
+    ``derive_seed(seed, e, 'global', rank)``: each epoch draws other masks, and the same ones
+    whether the run started at that epoch or earlier."""
+    task = DrawingTask()
+    epoch_trainer(tmp_path, task).run()
+    expected = {epoch: float(torch.rand((), generator=torch.Generator().manual_seed(
+        derive_seed(3, epoch, 'global', 0)))) for epoch in (1, 2)}
+    assert task.first_draws == expected and expected[1] != expected[2]
 
 
 def test_settings_need_one_length():
