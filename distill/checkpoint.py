@@ -97,18 +97,58 @@ def _find_state_dict(checkpoint, prefix: str | None):
     return state
 
 
+def state_dict_differences(model_state: dict, state: dict) -> dict:
+    """What keeps ``state`` (a checkpoint's) from loading into a model whose state dict is
+    ``model_state``: ``missing`` (the model's keys the file lacks), ``unexpected`` (the file's
+    keys the model lacks), ``shapes`` (``(key, shape in the file, shape in the model)``)."""
+    shapes = [(key, tuple(state[key].shape), tuple(value.shape))
+              for key, value in model_state.items()
+              if key in state and hasattr(value, 'shape') and hasattr(state[key], 'shape')
+              and tuple(state[key].shape) != tuple(value.shape)]
+    return dict(missing=[k for k in model_state if k not in state],
+                unexpected=[k for k in state if k not in model_state], shapes=shapes)
+
+
+def describe_differences(path, differences: dict, what: str = 'the model',
+                         shown: int = 3) -> str | None:
+    """One line naming ``path``, the counts and the first keys of each kind; None when there
+    is no difference."""
+    missing, unexpected = differences['missing'], differences['unexpected']
+    shapes = differences['shapes']
+    if not (missing or unexpected or shapes):
+        return None
+
+    def first(keys):
+        return ', '.join(keys[:shown]) + (', ...' if len(keys) > shown else '')
+    parts = [f'missing: {first(missing)}'] * bool(missing)
+    parts += [f'unexpected: {first(unexpected)}'] * bool(unexpected)
+    shown_shapes = [f'{key} {list(a)} in the file, {list(b)} in the model'
+                    for key, a, b in shapes]
+    parts += [f'shape: {first(shown_shapes)}'] * bool(shapes)
+    return (f'{path} does not match {what}: {len(missing)} missing, {len(unexpected)} '
+            f'unexpected, {len(shapes)} of another shape ({"; ".join(parts)})')
+
+
+def check_state_dict(path, model_state: dict, state: dict, what: str = 'the model',
+                     strict: bool = True) -> None:
+    """``ValueError`` naming ``path`` unless ``state`` loads into ``model_state`` key for key
+    and shape for shape (``strict=False``: only the shapes must agree), before anything is
+    loaded, written or reported from it."""
+    differences = state_dict_differences(model_state, state)
+    if not strict:
+        differences.update(missing=[], unexpected=[])
+    message = describe_differences(path, differences, what)
+    if message:
+        raise ValueError(message)
+
+
 def load_model_weights(model: nn.Module, path, prefix: str | None = None,
                        allow_pickle: bool = False, strict: bool = True) -> None:
     """Load weights into ``model`` from a plain state dict or a checkpoint holding one (under
-    ``state_dict`` or ``model``); ``prefix`` selects a submodule's entries (``'student.'``)."""
+    ``state_dict`` or ``model``); ``prefix`` selects a submodule's entries (``'student.'``).
+    Keys and shapes are checked first (``check_state_dict``)."""
     state = _find_state_dict(load_checkpoint(path, allow_pickle=allow_pickle), prefix)
     if not isinstance(state, dict) or not state:
         raise ValueError(f'{path} holds no state dict' + (f' under {prefix!r}' if prefix else ''))
-    try:
-        missing, unexpected = model.load_state_dict(state, strict=False)
-    except RuntimeError as err:  # shape mismatches
-        raise ValueError(f'{path} does not match the model: {err}') from err
-    if strict and (missing or unexpected):
-        raise ValueError(f'{path} does not match the model: missing {missing[:5]}'
-                       f'{"..." if len(missing) > 5 else ""}, unexpected {unexpected[:5]}'
-                       f'{"..." if len(unexpected) > 5 else ""}')
+    check_state_dict(path, model.state_dict(), state, strict=strict)
+    model.load_state_dict(state, strict=False)

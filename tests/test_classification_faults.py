@@ -428,3 +428,88 @@ def test_fp16_on_a_cpu_and_a_logger_not_installed_are_errors(tmp_path):
         make_accelerator(tmp_path, mixed_precision='fp16', cpu=True)
     with pytest.raises(ValueError, match="logger 'surely_not_a_logger' is not installed"):
         make_accelerator(tmp_path, log_with='surely_not_a_logger', cpu=True)
+
+
+# ---------------------------------------------------------------------------- inputs, outputs
+def run_script(script, *args):
+    from forked_run import run_python
+    env = {k: v for k, v in os.environ.items() if k not in ('LOCAL_RANK', 'RANK', 'WORLD_SIZE')}
+    return run_python([str(ROOT / script), *map(str, args)], dict(env, OMP_NUM_THREADS='1'),
+                      ROOT, timeout=300)
+
+
+def test_test_py_out_never_replaces_an_input_nor_a_foreign_file(tmp_path):
+    """test.py --out work/student.pth (or --out checkpoint-8/model.safetensors) replaced the
+    weights with the metrics JSON."""
+    folder = tmp_path / 'checkpoint-8'
+    folder.mkdir()
+    (folder / 'model.safetensors').write_bytes(b'weights')
+    (tmp_path / 'student.pth').write_bytes(b'student weights')
+    before = snapshot(tmp_path)
+    demo = ROOT / 'configs/classification/demo.py'
+    done = run_script('tasks/classification/test.py', demo, folder, '--out',
+                      folder / 'model.safetensors')
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert (f'error: --out {folder}/model.safetensors is inside the checkpoint ({folder}), an '
+            f'input of this command: nothing was written') in done.stderr
+    assert done.stderr.count('error: ') == 1
+    from distill.engines.classification.eval import evaluate_checkpoint
+    with pytest.raises(FileExistsError, match=r'--out .*student\.pth exists and is not a '
+                                              r'metrics JSON of test\.py: nothing was written'):
+        evaluate_checkpoint(Config.fromfile(demo), folder, out=tmp_path / 'student.pth')
+    assert snapshot(tmp_path) == before
+
+
+def test_a_checkpoint_of_another_model_is_named_with_its_keys(tmp_path):
+    from distill.engines.classification.eval import load_networks
+    cfg = tiny_cfg(epochs=1)
+    wider = build_distiller(dict(cfg.distiller, student=dict(type='tiny_cnn', num_classes=4,
+                                                             width=8)))
+    torch.save(wider.student.state_dict(), tmp_path / 'student.pth')
+    with pytest.raises(ValueError, match=r'student\.pth does not match the model: 0 missing, 0 '
+                                         r'unexpected, \d+ of another shape \(shape: \S+ '
+                                         r'\[8, 3, 3, 3\] in the file, \[4, 3, 3, 3\] in the '
+                                         r'model'):
+        load_networks(build_distiller(cfg.distiller), tmp_path / 'student.pth')
+
+
+def test_a_second_run_into_a_held_work_dir_is_refused_naming_the_first(tmp_path):
+    """Two runs started at once into one work dir both ran, their train.log lines interleaved
+    and one's metrics.json and checkpoints replaced the other's."""
+    from distill.engines.core.work_dir_lock import LOCK_NAME, hold_work_dir
+    work = tmp_path / 'work'
+    lock = hold_work_dir(work)  # this process is the first run
+    try:
+        done = run_script('tasks/classification/train.py', ROOT / 'configs/classification/demo.py',
+                          '--work-dir', work)
+    finally:
+        lock.release()
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert f'error: work dir {work} is in use by another run, pid {os.getpid()}' in done.stderr
+    assert not work.exists()
+    # the lock file of a run that was killed holds no lock: taken over, removed at the end
+    work.mkdir()
+    (work / LOCK_NAME).write_text('{"pid": 999999999}')
+    train_classification(tiny_cfg(epochs=1), work_dir=work)
+    assert checkpoint_names(work) == ['checkpoint-6'] and not (work / LOCK_NAME).exists()
+
+
+def test_the_config_being_run_and_the_teacher_are_never_replaced_nor_deleted(tmp_path):
+    """The work dir's config.py run again is the config dump's target, and --overwrite would
+    delete a teacher.pth of the work dir that the run reads."""
+    work = tmp_path / 'work'
+    work.mkdir()
+    tiny_cfg(epochs=1).dump(str(work / 'config.py'))
+    (work / 'metrics.json').write_text('[{"epoch": 1}]')
+    before = snapshot(work)
+    for flags in (dict(overwrite=True), dict(resume=True)):
+        with pytest.raises(FileExistsError, match=r"work dir's config dump .*config\.py is the "
+                                                  r'config being run'):
+            train_classification(Config.fromfile(work / 'config.py'), work_dir=work, **flags)
+        assert snapshot(work) == before
+    torch.save({}, work / 'teacher.pth')
+    with pytest.raises(FileExistsError, match=r'--overwrite would delete .*teacher\.pth, the '
+                                              r'teacher checkpoint \(distiller\.teacher_ckpt\)'):
+        train_classification(tiny_cfg(epochs=1, teacher_ckpt=str(work / 'teacher.pth')),
+                             work_dir=work, overwrite=True)
+    assert (work / 'teacher.pth').is_file() and (work / 'metrics.json').is_file()

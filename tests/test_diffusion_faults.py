@@ -2,6 +2,7 @@
 --overwrite_output_dir), orphan temporaries of an interrupted save are removed, unknown keys of
 the sections the engine reads are named with the closest valid ones."""
 import hashlib
+import json
 import logging
 import os
 from pathlib import Path
@@ -180,3 +181,83 @@ def test_unknown_lr_scheduler_is_named():
     from distill.engines.diffusion.config import lr_schedule
     with pytest.raises(ConfigError, match="lr_scheduler='cosin'.*did you mean cosine"):
         lr_schedule('cosin', 0, 10)
+
+
+def test_checkpoints_to_keep_follow_one_rule_in_every_engine(tmp_path):
+    """--checkpoints_total_limit -1 deleted every checkpoint as soon as it was written, while
+    classification refused keep_checkpoints=-1."""
+    from distill.engines.classification.config import check_train
+    from distill.engines.classification.train import DEFAULT_TRAIN
+    from distill.engines.core.checkpoints import prune_checkpoints
+    from distill.engines.diffusion.config import build_parser, load_config
+    args = build_parser().parse_args([str(REPO / 'configs/diffusion/adm_shapes_tiny.py'),
+                                      '--checkpoints_total_limit', '-1'])
+    with pytest.raises(ConfigError, match=r'^--checkpoints_total_limit must be an int >= 0 '
+                                          r'\(the newest N kept; 0 or None: all\), got -1$'):
+        load_config(args)
+    with pytest.raises(ConfigError, match=r'^train\.keep_checkpoints must be an int >= 0 '
+                                          r'\(the newest N kept; 0 or None: all\), got -1$'):
+        check_train(dict(keep_checkpoints=-1), DEFAULT_TRAIN)
+    fake_checkpoint(tmp_path, 2)
+    with pytest.raises(ConfigError, match='keep_checkpoints must be an int >= 0'):
+        prune_checkpoints(tmp_path, -1)
+    assert (tmp_path / 'checkpoint-2').is_dir()
+
+
+def test_overwrite_output_dir_never_deletes_an_input(tmp_path):
+    """An offline run whose teacher is the teacher/ an online run left in output_dir: the
+    overwrite deleted it once the networks were built."""
+    earlier_run(tmp_path)
+    (tmp_path / 'teacher').mkdir()
+    (tmp_path / 'teacher' / 'config.json').write_text('{}')
+    before = snapshot(tmp_path)
+    inputs = {'the pretrained teacher (teacher.pretrained)': tmp_path / 'teacher'}
+    with pytest.raises(FileExistsError, match=r'--overwrite would delete .*teacher, the '
+                                              r'pretrained teacher .*nothing was deleted'):
+        check_fresh_output_dir(tmp_path, overwrite=True, inputs=inputs)
+    assert snapshot(tmp_path) == before
+
+
+def good_images(folder: Path, count: int) -> Path:
+    import numpy as np
+    from PIL import Image
+    folder.mkdir()
+    for index in range(count):
+        pixels = np.random.RandomState(index).randint(0, 255, (8, 8, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f'{index}.png')
+    return folder
+
+
+def test_a_folder_too_small_to_hold_images_out_says_so_and_records_it(tmp_path):
+    """12 images with num_heldout=8: the held-out set is the training set, which the log gave
+    as "12 training and 12 held-out images"."""
+    config = tmp_path / 'tiny.py'
+    config.write_text(TINY_CONFIG)
+    output_dir = tmp_path / 'run'
+    result = run_train(config, '--output_dir', output_dir, '--train_data_dir',
+                       good_images(tmp_path / 'images', 12), '--max_train_steps', '1',
+                       '--checkpointing_steps', '0', '--validation_steps', '0',
+                       '--gradient_accumulation_steps', '1', '--no-use_ema',
+                       '--cfg-options', 'data.num_heldout=8')
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert ('WARNING held-out = training: the image folder has 12 images, fewer than twice '
+            'data.num_heldout=8') in result.stdout
+    assert '12 training images, held out: the same (held-out = training)' in result.stdout
+    final = json.loads((output_dir / 'metrics.json').read_text())[-1]
+    assert final['kind'] == 'final' and final['heldout_is_training'] is True
+
+
+def test_a_second_run_into_a_held_output_dir_is_refused_naming_the_first(tmp_path):
+    from distill.engines.core.work_dir_lock import hold_work_dir
+    config = tmp_path / 'tiny.py'
+    config.write_text(TINY_CONFIG)
+    output_dir = tmp_path / 'run'
+    lock = hold_work_dir(output_dir)  # this process is the first run
+    try:
+        result = run_train(config, '--output_dir', output_dir)
+    finally:
+        lock.release()
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert (f'error: work dir {output_dir} is in use by another run, pid {os.getpid()}'
+            in result.stderr)
+    assert not output_dir.exists()

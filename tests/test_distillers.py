@@ -114,6 +114,18 @@ def test_tau_schedule_follows_progress():
         make('ADM', tau_schedule=dict(start=0.1, stop=1.0))
 
 
+def test_set_progress_refuses_a_value_outside_0_1_naming_it():
+    """set_progress(nan) was taken, and every ramped term (kd, co, di) became NaN; a value out
+    of range was clamped without a word."""
+    distiller = make('ADM', warmup=0.3)
+    for bad in (float('nan'), float('inf'), -0.1, 1.5):
+        with pytest.raises(ValueError, match=rf'set_progress\({bad!r}\): the fraction of '
+                                             rf'training done must be a number in \[0, 1\]'):
+            distiller.set_progress(bad)
+    distiller.set_progress(1.0)
+    assert all(torch.isfinite(value) for value in distiller(batch()).values())
+
+
 def test_cosine_tau_schedule_rises_from_start_to_end():
     """``type='cosine'``: ``start + (end - start) (1 - cos(pi p)) / 2``, from ``start`` at
     progress 0 to ``end`` at 1 through the midpoint at 1/2, slow at both ends (a quarter of the

@@ -255,3 +255,130 @@ def test_hook_argument_and_top_level_typos_are_named_before_the_runner(tmp_path)
         with pytest.raises(ConfigError, match=message):
             train('t', [SEG, '--work-dir', str(work), '--cfg-options', option])
         assert not work.exists()  # refused before anything was written
+
+
+# ------------------------------------------------------------------ outputs and inputs
+@pytest.fixture(scope='module')
+def seg_checkpoint(tmp_path_factory):
+    """A DistillationModel checkpoint of the segmentation config (built, not trained)."""
+    from mm_helpers import build_from_config, save_model_checkpoint
+    folder = tmp_path_factory.mktemp('seg_run')
+    return Path(save_model_checkpoint(build_from_config(SEG), folder / 'iter_4.pth'))
+
+
+def test_export_never_writes_over_its_inputs_nor_a_foreign_file(seg_checkpoint, tmp_path):
+    """export.py CFG iter_4.pth iter_4.pth replaced the 15 MB training checkpoint with the
+    student; export.py cfgs/adm_online.py CKPT cfgs/adm_online.pth wrote the student config
+    over the config being run."""
+    from distill.engines.mmengine.export import export_main
+    work = tmp_path / 'work'
+    work.mkdir()
+    checkpoint = work / 'iter_4.pth'
+    checkpoint.write_bytes(seg_checkpoint.read_bytes())
+    with pytest.raises(FileExistsError, match=rf'^the student checkpoint {checkpoint} is the '
+                                              rf'checkpoint, an input of this command: nothing '
+                                              rf'was written'):
+        export_main('t', [SEG, str(checkpoint), str(checkpoint)])
+    assert checkpoint.read_bytes() == seg_checkpoint.read_bytes()
+    assert not (work / 'iter_4.py').exists() and not (work / 'iter_4.pth.sha256').exists()
+    cfgs = tmp_path / 'cfgs'
+    cfgs.mkdir()
+    for name in ('adm_online.py', '_base_.py'):
+        (cfgs / name).write_text((Path(SEG).parent / name).read_text())
+    config_text = (cfgs / 'adm_online.py').read_text()
+    with pytest.raises(FileExistsError, match=r'the student config .*cfgs/adm_online\.py is '
+                                              r'the config being run'):
+        export_main('t', [str(cfgs / 'adm_online.py'), str(checkpoint),
+                          str(cfgs / 'adm_online.pth')])
+    assert (cfgs / 'adm_online.py').read_text() == config_text
+    assert not (cfgs / 'adm_online.pth').exists()
+    # an existing file of another kind (another run's checkpoint) is not replaced either
+    other = tmp_path / 'other.pth'
+    other.write_bytes(seg_checkpoint.read_bytes())
+    with pytest.raises(FileExistsError, match=r'other\.pth exists and is not a student '
+                                              r'checkpoint export\.py wrote'):
+        export_main('t', [SEG, str(checkpoint), str(other)])
+    # its own earlier output is: a second export to the same path goes through
+    for _ in range(2):
+        export_main('t', [SEG, str(checkpoint), str(tmp_path / 'student.pth')])
+    assert (tmp_path / 'student.py').is_file()
+
+
+def test_a_checkpoint_of_another_task_is_refused_by_export_and_test(seg_checkpoint, tmp_path):
+    """A segmentation checkpoint exported with a detection config gave "wrote the student
+    (170 tensors)", which mmdet then loaded with size mismatches; test.py printed an mIoU of a
+    partly random model with only mmengine's mid-log warning."""
+    from mm_helpers import build_from_config, save_model_checkpoint
+    from distill.engines.mmengine.evaluate import test
+    from distill.engines.mmengine.export import export_main
+    with pytest.raises(ValueError, match=r'iter_4\.pth does not match the student model of '
+                                         r'.*detection.*: \d+ missing, \d+ unexpected, 1 of '
+                                         r'another shape \(missing: backbone\.conv1\.weight'):
+        export_main('t', [DET, str(seg_checkpoint), str(tmp_path / 'student.pth')])
+    assert list(tmp_path.iterdir()) == []  # nothing written
+    det_checkpoint = save_model_checkpoint(build_from_config(DET), tmp_path / 'det_iter_4.pth')
+    with pytest.raises(ValueError, match=r'det_iter_4\.pth does not match the model of .*'
+                                         r'segmentation.*: \d+ missing, \d+ unexpected, 2 of '
+                                         r'another shape'):
+        test('t', [SEG, det_checkpoint, '--work-dir', str(tmp_path / 'w')])
+
+
+def test_test_out_never_replaces_an_input_nor_a_foreign_file(seg_checkpoint, tmp_path):
+    from distill.engines.mmengine.evaluate import test
+    with pytest.raises(FileExistsError, match=r'--out .*iter_4\.pth is the checkpoint'):
+        test('t', [SEG, str(seg_checkpoint), '--out', str(seg_checkpoint)])
+    notes = tmp_path / 'notes.pkl'
+    notes.write_text('my notes\n')
+    with pytest.raises(FileExistsError, match=r'notes\.pkl exists and is not a pickle of '
+                                              r'predictions'):
+        test('t', [DET, str(seg_checkpoint), '--out', str(notes)])
+    assert notes.read_text() == 'my notes\n'
+
+
+def tiny_seg_options(root) -> list:
+    from distill.data.mmseg_layout import write_shapes_mmseg
+    write_shapes_mmseg(root, num_train=4, num_val=2, image_size=32)
+    return ['train_cfg.max_iters=2', 'train_cfg.val_interval=100', f'prepare_data.root={root}',
+            f'train_dataloader.dataset.data_root={root}',
+            f'val_dataloader.dataset.data_root={root}',
+            f'test_dataloader.dataset.data_root={root}']
+
+
+def test_overwrite_never_deletes_the_config_being_run_from_its_work_dir(tmp_path):
+    """An edited adm_online.py inside its own work dir has the config dump's name: --overwrite
+    deleted it and the Runner wrote its dump there."""
+    from distill.engines.mmengine.launch import train
+    work = tmp_path / 'work'
+    earlier_run(work)
+    for name in ('adm_online.py', '_base_.py'):
+        (work / name).write_text((Path(SEG).parent / name).read_text() + '# edited\n')
+    before = snapshot(work)
+    for flag in ('--overwrite', '--resume'):
+        with pytest.raises(FileExistsError, match=r"work dir's config dump, which .*adm_online"
+                                                  r"\.py is the config being run.*a copy of "
+                                                  r"the config kept outside the work dir"):
+            train('t', [str(work / 'adm_online.py'), '--work-dir', str(work), flag,
+                        '--cfg-options', *tiny_seg_options(tmp_path / 'data')])
+        assert snapshot(work) == before
+
+
+def test_a_second_run_into_a_held_work_dir_is_refused_naming_the_first(tmp_path):
+    """Two detection runs started at once into one work dir both ran, their logs interleaved
+    and one's checkpoints replaced the other's."""
+    import os
+    from distill.engines.core.work_dir_lock import LOCK_NAME, WorkDirLock, hold_work_dir
+    work = tmp_path / 'work'
+    lock = hold_work_dir(work)  # this process is the first run
+    try:
+        out = run_script('tasks/detection/train.py', DET, '--work-dir', str(work),
+                         expect_fail=True)
+    finally:
+        lock.release()
+    assert f'error: work dir {work} is in use by another run, pid {os.getpid()}' in out
+    assert not work.exists()  # the lock was all there was; the refused run wrote nothing
+    # a lock file its run left when killed holds no flock: stale, taken over
+    work.mkdir()
+    (work / LOCK_NAME).write_text('{"pid": 999999999, "host": "x"}')
+    with WorkDirLock(work):
+        assert f'"pid": {os.getpid()}' in (work / LOCK_NAME).read_text()
+    assert not (work / LOCK_NAME).exists()

@@ -320,3 +320,28 @@ def test_resumed_run_ends_with_the_weights_of_the_uninterrupted_one(tmp_path, va
     assert expected.keys() == got.keys()
     differ = [k for k in expected if not torch.equal(expected[k], got[k])]
     assert not differ, differ[:5]
+
+
+def test_resume_looks_only_inside_its_own_work_dir(tmp_path):
+    """A work dir copied from another run resumed that run's checkpoint: last_checkpoint
+    still named the other run's absolute path, which was followed before the copy's own files
+    (whose iter_2.pth the rotation then pruned)."""
+    import shutil
+    from distill.engines.mmengine.checkpoint_files import newest_valid_checkpoint
+    first, copy = tmp_path / 's1', tmp_path / 's2'
+    first.mkdir()
+    for step in (2, 4):
+        write_valid(first / f'iter_{step}.pth', step)
+    (first / 'last_checkpoint').write_text(str(first / 'iter_4.pth'))
+    shutil.copytree(first, copy)
+    for name in ('iter_4.pth', 'iter_4.pth.sha256'):
+        (copy / name).unlink()
+    warnings = []
+    assert newest_valid_checkpoint(copy, warn=warnings.append) == copy / 'iter_2.pth'
+    assert warnings == [f'{copy / "last_checkpoint"} names {first / "iter_4.pth"}, outside this '
+                        f"run's work dir {copy} (a work dir copied from another run?): ignored; "
+                        f"resuming from the work dir's own checkpoints"]
+    assert newest_valid_checkpoint(first, warn=warnings.append) == first / 'iter_4.pth'
+    # a CheckpointHook out_dir of the run's own is followed
+    assert newest_valid_checkpoint(copy, warn=warnings.append, folders=[first]) == \
+        first / 'iter_4.pth'

@@ -71,7 +71,9 @@ class ImageFolderImages(Dataset):
 
     def split(self, num_heldout: int):
         """(train, held-out): the last ``num_heldout`` files are held out when the folder has
-        at least twice as many images; otherwise both use every image (said in the log)."""
+        at least twice as many images; otherwise both are this one set, every image (the
+        diffusion engine tells by identity, warns "held-out = training" and records
+        ``heldout_is_training`` in metrics.json)."""
         if num_heldout <= 0 or len(self.files) < 2 * num_heldout:
             return self, self
         make = lambda files: ImageFolderImages(self.root, self.resolution, self.center_crop,

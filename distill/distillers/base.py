@@ -361,9 +361,14 @@ class Distiller(nn.Module):
 
     def set_progress(self, progress: float) -> None:
         """The fraction of training done, for the warm-up and schedules. The engines call it
-        before every step; from then on the distiller stops counting its own steps."""
+        before every step; from then on the distiller stops counting its own steps. A value
+        outside [0, 1] (NaN and inf included) is a caller's bug, refused naming it: it would
+        make every ramped term NaN, or be clamped without a word."""
+        if not 0.0 <= float(progress) <= 1.0:
+            raise ValueError(f'set_progress({progress!r}): the fraction of training done must '
+                             f'be a number in [0, 1]')
         self._progress_driven = True
-        self.progress = float(min(max(progress, 0.0), 1.0))
+        self.progress = float(progress)
 
     def count_step(self) -> None:
         """After a training forward that no engine drives: ``progress = forwards counted /

@@ -16,7 +16,7 @@ from distill.engines.diffusion.config import build_parser, load_config
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    train(load_config(args))
+    train(load_config(args), config_file=args.config)
 
 
 if __name__ == '__main__':

@@ -13,6 +13,7 @@ import difflib
 
 from distill.config_checks import (ConfigError, accepted_kwargs, check_keys, check_number,
                                    check_registered, check_top_level_keys)
+from distill.engines.core.checkpoints import check_keep_checkpoints
 from distill.engines.core.optimizers import check_optimizer_cfg
 
 SECTIONS = ('distiller', 'data', 'optimizer', 'schedule', 'train', 'arch_optimizer',
@@ -97,7 +98,7 @@ def check_train(train, defaults: dict) -> None:
     _check_int('train.seed', merged['seed'], 0)
     _check_int('train.gradient_accumulation_steps', merged['gradient_accumulation_steps'], 1)
     _check_int('train.log_interval', merged['log_interval'], 1)
-    _check_int('train.keep_checkpoints', merged['keep_checkpoints'], 0, allow_none=True)
+    check_keep_checkpoints('train.keep_checkpoints', merged['keep_checkpoints'])
     check_number('train.grad_clip', merged['grad_clip'], positive=True, allow_none=True)
     if not isinstance(merged['channels_last'], bool):
         raise ConfigError(f"train.channels_last is True or False, got {merged['channels_last']!r}")

@@ -17,7 +17,8 @@ logger = logging.getLogger('distill.classification')
 def load_networks(distiller, checkpoint, teacher=None) -> list[str]:
     """Load ``checkpoint`` into ``distiller`` (a folder: both networks; a file: the student)
     and ``teacher`` (a file) into its teacher; returns the names of the networks loaded."""
-    from distill.checkpoint import load_model_weights
+    from distill.checkpoint import (describe_differences, load_model_weights,
+                                    state_dict_differences)
     path = Path(checkpoint)
     if path.is_dir():
         from safetensors.torch import load_file
@@ -28,11 +29,13 @@ def load_networks(distiller, checkpoint, teacher=None) -> list[str]:
             raise FileNotFoundError(f'{path} has no model.safetensors: not a checkpoint-N '
                                     f'folder of this engine')
         state = load_file(weights)
-        missing, unexpected = distiller.load_state_dict(state, strict=False)
-        wanted = [k for k in missing if k.startswith(('student.', 'teacher.'))]
-        if wanted or unexpected:
-            raise ValueError(f'{weights} does not match the config\'s distiller: missing '
-                             f'{wanted[:5]}, unexpected {unexpected[:5]}')
+        differences = state_dict_differences(distiller.state_dict(), state)
+        differences['missing'] = [k for k in differences['missing']
+                                  if k.startswith(('student.', 'teacher.'))]
+        message = describe_differences(weights, differences, "the config's distiller")
+        if message:  # before anything is loaded or reported
+            raise ValueError(message)
+        distiller.load_state_dict(state, strict=False)
         loaded = ['student', 'teacher']
     else:
         load_model_weights(distiller.student, path)
@@ -46,14 +49,22 @@ def load_networks(distiller, checkpoint, teacher=None) -> list[str]:
 def evaluate_checkpoint(cfg, checkpoint, teacher=None, out=None) -> dict:
     """``{'student': {top1, top5, ece, num_samples}, ...}`` of the networks loaded from
     ``checkpoint`` (and ``teacher``), on ``cfg.data.val``; written to ``out`` (JSON) if
-    given."""
+    given. ``out`` is checked first: never one of the inputs (the config, the checkpoint or a
+    file in its folder, the teacher) nor an existing file other than such a metrics JSON."""
     from accelerate import Accelerator
 
     from distill import build_distiller
+    from distill.checkpoint import write_atomic
     from distill.engines.classification.train import (DEFAULT_TRAIN, _cfg_dict,
                                                 build_classification_datasets)
     from distill.engines.classification.config import check_classification_config
     from distill.engines.classification.task import ClassificationTask
+    from distill.engines.core.targets import check_output, is_json_record
+    if out is not None:
+        check_output(out, {'the config being run': getattr(cfg, 'filename', None),
+                           'the checkpoint': checkpoint, 'the teacher': teacher}, '--out',
+                     written_by=lambda p: is_json_record(p, ('checkpoint', 'results')),
+                     kind='a metrics JSON of test.py')
     check_classification_config(cfg, DEFAULT_TRAIN)
     data_cfg = _cfg_dict(cfg, 'data')
     datasets = build_classification_datasets(data_cfg)  # train too: the class names
@@ -67,7 +78,6 @@ def evaluate_checkpoint(cfg, checkpoint, teacher=None, out=None) -> dict:
         logger.info('%s: top-1 %.2f top-5 %.2f ECE %.2f on %d images', name, summary['top1'],
                     summary['top5'], summary['ece'], summary['num_samples'])
     if out is not None:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(dict(checkpoint=str(checkpoint), teacher=teacher,
-                                             results=results), indent=1))
+        write_atomic(json.dumps(dict(checkpoint=str(checkpoint), teacher=teacher,
+                                     results=results), indent=1).encode(), out)
     return results

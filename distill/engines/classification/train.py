@@ -34,6 +34,8 @@ from distill.engines.classification.config import check_classification_config
 from distill.engines.classification.data import DataLoadError
 from distill.engines.classification.task import ClassificationTask
 from distill.engines.core.optimizers import scheduler_configs
+from distill.engines.core.targets import check_output
+from distill.engines.core.work_dir_lock import hold_work_dir
 from distill.engines.core.runtime import log_to, make_accelerator
 from distill.engines.core.trainer import Trainer, TrainSettings, flat_config
 
@@ -180,8 +182,10 @@ def train_classification(cfg, work_dir=None, resume=None, datasets: dict | None 
     """
     check_classification_config(cfg, DEFAULT_TRAIN, prebuilt_datasets=datasets is not None)
     work_dir = Path(work_dir or cfg.get('work_dir') or 'work_dirs/classification')
-    if not resume and not overwrite:
-        check_fresh_work_dir(work_dir, RUN_ENTRIES)
+    inputs = run_inputs(cfg)
+    # the config dump never replaces the config being run (work_dir/config.py run again)
+    check_output(work_dir / 'config.py', inputs, "the work dir's config dump",
+                 hint='run a copy of the config kept outside the work dir')
     train_cfg = {**DEFAULT_TRAIN, **_cfg_dict(cfg, 'train')}
     if accelerator is None:
         accelerator = make_accelerator(
@@ -189,8 +193,26 @@ def train_classification(cfg, work_dir=None, resume=None, datasets: dict | None 
             train_cfg['cpu'], train_cfg['find_unused_parameters'])
     else:
         accelerator.gradient_accumulation_steps = int(train_cfg['gradient_accumulation_steps'])
-    if not resume and overwrite and accelerator.is_main_process:
-        check_fresh_work_dir(work_dir, RUN_ENTRIES, overwrite=True, logs=RUN_LOGS)
-    accelerator.wait_for_everyone()  # nothing is written before every process has checked
-    with log_to(work_dir, accelerator.is_main_process):
-        return _run(cfg, work_dir, resume, datasets, accelerator, close_process_group)
+    # one run per work dir, from before the first write to the end (main process)
+    lock = hold_work_dir(work_dir, accelerator.is_main_process)
+    try:
+        if not resume and not overwrite:
+            check_fresh_work_dir(work_dir, RUN_ENTRIES)
+        if not resume and overwrite and accelerator.is_main_process:
+            check_fresh_work_dir(work_dir, RUN_ENTRIES, overwrite=True, logs=RUN_LOGS,
+                                 inputs=inputs)
+        accelerator.wait_for_everyone()  # nothing is written before every process has checked
+        with log_to(work_dir, accelerator.is_main_process):
+            return _run(cfg, work_dir, resume, datasets, accelerator, close_process_group)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def run_inputs(cfg) -> dict:
+    """What a run reads and must not write over or delete: its config file and the teacher's
+    checkpoint."""
+    distiller = cfg.get('distiller') if hasattr(cfg, 'get') else None
+    return {'the config being run': getattr(cfg, 'filename', None),
+            'the teacher checkpoint (distiller.teacher_ckpt)':
+                distiller.get('teacher_ckpt') if isinstance(distiller, dict) else None}

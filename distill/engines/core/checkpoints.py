@@ -48,6 +48,7 @@ from pathlib import Path
 
 from distill.checkpoint import (CorruptCheckpointError, foreign_global, load_checkpoint,
                                 save_atomic)
+from distill.engines.core.targets import check_deletions
 
 logger = logging.getLogger('distill.trainer')
 
@@ -144,8 +145,22 @@ def find_resume_checkpoint(work_dir, resume):
                                      f'continue from the newest valid checkpoint') from err
 
 
+def check_keep_checkpoints(key: str, value) -> None:
+    """The one rule of every engine for how many checkpoints a run keeps (classification's
+    ``train.keep_checkpoints``, diffusion's ``--checkpoints_total_limit``): None or 0 keeps
+    them all, N > 0 the N newest. Anything else is refused naming ``key``: a negative N would
+    read as "all but the newest |N|" and delete each checkpoint as soon as it is written."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        from distill.config_checks import ConfigError
+        raise ConfigError(f'{key} must be an int >= 0 (the newest N kept; 0 or None: all), '
+                          f'got {value!r}')
+
+
 def prune_checkpoints(work_dir, keep: int | None) -> list[Path]:
     """Delete all but the ``keep`` newest ``checkpoint-N`` (none when ``keep`` is falsy)."""
+    check_keep_checkpoints('keep_checkpoints', keep)
     if not keep:
         return []
     removed = list_checkpoints(work_dir)[:-keep]
@@ -276,12 +291,14 @@ def _empty_records(path: Path) -> bool:
 
 def check_fresh_work_dir(work_dir, run_entries, overwrite: bool = False, logs=(),
                          hint: str = 'Pass --resume to continue it, --overwrite to delete it '
-                                     'and start again, or another work dir') -> None:
+                                     'and start again, or another work dir',
+                         inputs: dict | None = None) -> None:
     """A fresh run refuses a work dir holding an earlier run (``FileExistsError``, nothing
     changed); with ``overwrite`` that run's entries, its ``logs`` (names or patterns: a log
     file, a tracker folder, which alone, as a run that failed before its first step leaves
-    them, do not make an earlier run) and any ``.*.tmp`` are deleted, nothing else. Call the
-    deleting form on one process."""
+    them, do not make an earlier run) and any ``.*.tmp`` are deleted, nothing else, and never
+    one of the run's ``inputs`` (``{role: path}``: the config being run, a teacher; refused,
+    nothing deleted, ``targets.check_deletions``). Call the deleting form on one process."""
     found = earlier_run_entries(work_dir, run_entries)
     if found and not overwrite:
         shown = ', '.join(p.name for p in found[:6]) + (', ...' if len(found) > 6 else '')
@@ -293,8 +310,10 @@ def check_fresh_work_dir(work_dir, run_entries, overwrite: bool = False, logs=()
     root = work_dir.resolve()  # never a folder outside the work dir, nor the work dir itself
     extra = [p for pattern in logs for p in work_dir.glob(pattern)
              if p.resolve().is_relative_to(root) and p.resolve() != root]
+    doomed = found + extra + sorted(work_dir.glob('.*.tmp'))
+    check_deletions(doomed, inputs or {}, '--overwrite')
     deleted = []
-    for path in found + extra + sorted(work_dir.glob('.*.tmp')):
+    for path in doomed:
         if path.is_dir():
             shutil.rmtree(path)
             deleted.append(path.name + '/')

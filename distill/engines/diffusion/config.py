@@ -258,6 +258,8 @@ def load_config(args: argparse.Namespace):
     if cfg.mixed_precision not in ('no', 'fp16', 'bf16'):
         raise ValueError(f"mixed_precision must be 'no', 'fp16' or 'bf16', got "
                          f'{cfg.mixed_precision!r}')
+    from distill.engines.core.checkpoints import check_keep_checkpoints
+    check_keep_checkpoints('--checkpoints_total_limit', cfg.checkpoints_total_limit)
     return cfg
 
 

@@ -5,7 +5,8 @@ pipeline folder, and the rule that a fresh run does not write over an earlier on
 * ``check_fresh_output_dir``: a fresh run (no ``--resume_from_checkpoint``, or ``latest`` with
   no complete checkpoint) refuses an ``output_dir`` holding an earlier run, naming what is
   there and the flags, unless ``--overwrite_output_dir``, which deletes that run (and its
-  ``logging_dir``) and nothing else. The core's ``check_fresh_work_dir`` with diffusers' flag
+  ``logging_dir``) and nothing else, never one of the run's inputs (``run_inputs``: a teacher
+  read from ``output_dir/teacher``). The core's ``check_fresh_work_dir`` with diffusers' flag
   names; TensorBoard logs alone (a run that failed at its first step) are no earlier run.
 * ``save_student_pipeline``: ``output_dir`` as diffusers' training examples leave it.
 """
@@ -24,11 +25,13 @@ RUN_ENTRIES = ('metrics.json', 'model_index.json', 'unet', 'scheduler', 'teacher
 
 
 def check_fresh_output_dir(output_dir, logging_dir: str = 'logs', overwrite: bool = False,
-                           delete: bool = True, resuming: bool = False) -> None:
+                           delete: bool = True, resuming: bool = False,
+                           inputs: dict | None = None) -> None:
     """``FileExistsError`` (nothing changed) if ``output_dir`` holds an earlier run, unless
     ``overwrite``: then (with ``delete``: on one process) its entries, ``logging_dir`` and any
-    ``.*.tmp`` are deleted, and nothing else. ``resuming``: a resume found no complete
-    checkpoint there, so it would start a new run on top of the earlier one."""
+    ``.*.tmp`` are deleted, and nothing else; never one of the run's ``inputs`` (a teacher
+    read from ``output_dir/teacher``: refused, nothing deleted). ``resuming``: a resume found
+    no complete checkpoint there, so it would start a new run on top of the earlier one."""
     hint = ('It has no complete checkpoint to resume from, so this would be a new run on top '
             'of it. ' if resuming else 'Pass --resume_from_checkpoint latest to continue it, ')
     hint += '--overwrite_output_dir to delete it and start again, or another --output_dir'
@@ -40,7 +43,21 @@ def check_fresh_output_dir(output_dir, logging_dir: str = 'logs', overwrite: boo
     folder = (Path(output_dir) / logging_dir).resolve()
     if folder != root and folder.is_relative_to(root):
         logs.append(str(folder.relative_to(root)))
-    check_fresh_work_dir(output_dir, RUN_ENTRIES, overwrite=overwrite, hint=hint, logs=logs)
+    check_fresh_work_dir(output_dir, RUN_ENTRIES, overwrite=overwrite, hint=hint, logs=logs,
+                         inputs=inputs)
+
+
+def run_inputs(cfg, config_file=None) -> dict:
+    """What a run reads and must not delete (``--overwrite_output_dir``): the config file, the
+    pretrained networks' folders, the image folder."""
+    inputs = {'the config being run': config_file,
+              'the image folder (--train_data_dir)':
+                  cfg.get('train_data_dir') or cfg.data.get('train_data_dir')}
+    for name in ('teacher', 'student', 'vae'):
+        section = cfg.get(name)
+        if isinstance(section, dict) and section.get('pretrained'):
+            inputs[f'the pretrained {name} ({name}.pretrained)'] = section['pretrained']
+    return inputs
 
 
 def save_student_pipeline(output_dir, student, scheduler, latent: bool, vae_dir=None) -> str | None:

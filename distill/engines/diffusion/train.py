@@ -20,6 +20,7 @@ with classification. What is diffusion's own is ``DiffusionTask``, the core's ho
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import time
 from pathlib import Path
@@ -37,13 +38,15 @@ from distill.engines.diffusion.config import OPTIMIZER_FLAGS, lr_schedule, optim
 from distill.engines.diffusion.eval import (ddim_sample, denoising_mse, fid, image_grid,
                                            teacher_agreement)
 from distill.engines.diffusion.latents import LatentCodec
-from distill.engines.diffusion.output import check_fresh_output_dir, save_student_pipeline
+from distill.engines.diffusion.output import (check_fresh_output_dir, run_inputs,
+                                             save_student_pipeline)
 from distill.engines.diffusion.randomness import EpochShuffleSampler, random_flip
 from distill.engines.diffusion.grad_strides import standard_grad_strides
 from distill.engines.core.runtime import log_to, make_accelerator
 from distill.engines.core.data_order import derive_seed
 from distill.engines.core.task import Task, TrainSettings, flat_config
 from distill.engines.core.trainer import Trainer
+from distill.engines.core.work_dir_lock import hold_work_dir
 
 WEIGHT_DTYPES = dict(fp16=torch.float16, bf16=torch.bfloat16)
 
@@ -58,6 +61,8 @@ class DiffusionTask(Task):
         self.build_models()
         self.train_set, self.heldout_set = build_image_datasets(dict(cfg.data),
                                                                 cfg.get('train_data_dir'))
+        # an image folder too small to split holds nothing out (ImageFolderImages.split)
+        self.heldout_is_training = self.heldout_set is self.train_set
         self.noise_generator = torch.Generator()  # noise, timesteps and flips
         self.adapter.generator = self.noise_generator
         self.conditioning = Conditioning(cfg.get('conditioning'), self.student)
@@ -167,8 +172,10 @@ class DiffusionTask(Task):
         return record
 
     def data_summary(self) -> str:
-        return (f'{len(self.train_set)} training and {len(self.heldout_set)} held-out images, '
-                f'batches of {self.cfg.train_batch_size} per process')
+        images = (f'{len(self.train_set)} training images, held out: the same (held-out = '
+                  f'training)' if self.heldout_is_training else
+                  f'{len(self.train_set)} training and {len(self.heldout_set)} held-out images')
+        return f'{images}, batches of {self.cfg.train_batch_size} per process'
 
     def describe(self, record: dict) -> str:
         """The task's part of the core's log line of a validation or final record."""
@@ -189,6 +196,7 @@ class DiffusionTask(Task):
         cfg, times = self.cfg, self.step_times
         record = dict(kind='final', num_processes=self.accelerator.num_processes,
                       online=self.online, distiller=cfg.distiller['type'],
+                      heldout_is_training=self.heldout_is_training,
                       mean_step_time_s=sum(times) / len(times) if times else None,
                       median_step_time_s=sorted(times)[len(times) // 2] if times else None)
         if not cfg.evaluation.get('skip', False):
@@ -302,14 +310,24 @@ def find_resume(cfg, accelerator) -> Path | None:
     return None if found is None else found[0]
 
 
-def train(cfg) -> dict | None:
-    """Run the training described by an mmengine ``Config``; the final record on the main
-    process (None on the others)."""
-    from accelerate.utils import set_seed
+def train(cfg, config_file=None) -> dict | None:
+    """Run the training described by an mmengine ``Config`` (read from ``config_file``); the
+    final record on the main process (None on the others). The main process holds the output
+    dir's lock (``work_dir_lock``) from before its first write to the end."""
     accelerator = make_accelerator(cfg.output_dir, cfg.mixed_precision,
                                    cfg.gradient_accumulation_steps,
                                    log_with=cfg.get('report_to') or 'none',
                                    logging_dir=cfg.get('logging_dir', 'logs'))
+    lock = hold_work_dir(cfg.output_dir, accelerator.is_main_process)
+    try:
+        return _train(cfg, accelerator, run_inputs(cfg, config_file))
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(cfg, accelerator, inputs: dict) -> dict | None:
+    from accelerate.utils import set_seed
     resume = find_resume(cfg, accelerator)
     # a fresh run (also 'latest' with no checkpoint) does not write over an earlier one:
     # refused before anything is written, or (overwrite_output_dir) deleted once the networks
@@ -321,7 +339,7 @@ def train(cfg) -> dict | None:
     task = DiffusionTask(cfg, accelerator)
     if overwrite:
         check_fresh_output_dir(cfg.output_dir, cfg.get('logging_dir', 'logs'), overwrite=True,
-                               delete=accelerator.is_main_process)
+                               delete=accelerator.is_main_process, inputs=inputs)
         accelerator.wait_for_everyone()
 
     batches = task.batches_per_epoch()
@@ -357,6 +375,13 @@ def train(cfg) -> dict | None:
         task.ema.to(accelerator.device)
     task.codec.to(accelerator.device)
     with log_to(cfg.output_dir, accelerator.is_main_process):
+        if task.heldout_is_training and accelerator.is_main_process:
+            logging.getLogger('distill.diffusion').warning(
+                'held-out = training: the image folder has %d images, fewer than twice '
+                'data.num_heldout=%d, so the held-out set is the training set and the final '
+                "record's held-out metrics measure training images (metrics.json: "
+                'heldout_is_training=true). Lower data.num_heldout or add images',
+                len(task.train_set), int(cfg.data.get('num_heldout', 64)))
         if resume is not None:
             trainer.resume(resume)
         records = trainer.run()

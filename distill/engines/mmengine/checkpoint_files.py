@@ -112,19 +112,30 @@ def step_checkpoints(folder) -> list[Path]:
     return [p for _, p in sorted(found, key=lambda item: item[0], reverse=True)]
 
 
-def newest_valid_checkpoint(work_dir, warn=print) -> Path | None:
+def newest_valid_checkpoint(work_dir, warn=print, folders=()) -> Path | None:
     """The checkpoint to auto-resume from: the one ``last_checkpoint`` names, then every
     ``iter_N.pth`` / ``epoch_N.pth`` of its folder (and of ``work_dir``), newest first; the
     first that matches its checksum (or, with none recorded, loads) wins. ``warn`` gets one
     message per skipped file, naming it. None when there is no checkpoint at all; a
-    ``CorruptCheckpointError`` listing every file when there are some but none is usable."""
+    ``CorruptCheckpointError`` listing every file when there are some but none is usable.
+
+    Only the run's own checkpoints are resumed: those in ``work_dir`` or in ``folders`` (a
+    ``CheckpointHook``'s ``out_dir``). A ``last_checkpoint`` naming a file elsewhere (a work
+    dir copied from another run, whose pointer still names that run's absolute path) is
+    ignored with a warning."""
     work_dir = Path(work_dir)
+    own = [work_dir.resolve(), *(Path(f).resolve() for f in folders)]
     candidates = []
     pointer = work_dir / 'last_checkpoint'
     if pointer.is_file() and pointer.read_text().strip():
         named = Path(pointer.read_text().strip())
-        candidates.append(named)
-        candidates += step_checkpoints(named.parent)
+        if named.resolve().parent in own:
+            candidates.append(named)
+            candidates += step_checkpoints(named.parent)
+        else:
+            warn(f'{pointer} names {named}, outside this run\'s work dir {work_dir} (a work dir '
+                 f'copied from another run?): ignored; resuming from the work dir\'s own '
+                 f'checkpoints')
     candidates += step_checkpoints(work_dir)
     seen, problems = set(), []
     for path in candidates:
@@ -145,6 +156,26 @@ def newest_valid_checkpoint(work_dir, warn=print) -> Path | None:
         raise CorruptCheckpointError('no usable checkpoint to resume from: '
                                      + '; '.join(problems))
     return None
+
+
+def check_checkpoint_fits(model, path, config: str) -> None:
+    """Before a test reports anything from ``path``: its state dict must load into ``model``
+    (the built Runner model) key for key and shape for shape. mmengine loads non-strictly,
+    logging a size mismatch mid-run and then evaluating partly random weights (a detection
+    checkpoint under a segmentation config); here the run stops, naming the file, the counts
+    and the first keys of each kind (``distill.checkpoint.check_state_dict``)."""
+    import torch
+    from mmengine.model import BaseTTAModel, is_model_wrapper
+
+    from distill.checkpoint import check_state_dict
+    from distill.engines.mmengine.safe_load import allow_mmengine_checkpoint_globals
+    while is_model_wrapper(model) or isinstance(model, BaseTTAModel):  # as mmengine loads
+        model = model.module
+    allow_mmengine_checkpoint_globals()
+    checkpoint = torch.load(path, map_location='cpu', weights_only=True, mmap=True)
+    state = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, dict) else {}
+    state = {re.sub(r'^module\.', '', key): value for key, value in state.items()}
+    check_state_dict(path, model.state_dict(), state, f'the model of {config}')
 
 
 class ChecksumLocalBackend(LocalBackend):

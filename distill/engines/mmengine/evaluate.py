@@ -25,7 +25,9 @@ from mmengine.logging import print_log
 import distill.engines.mmengine  # noqa: F401  (distill.* types; the weights-only allow-list)
 from distill.dist import close_process_group
 from distill.engines.core.cli_options import ConfigOptionsAction
-from distill.engines.mmengine.checkpoint_files import NETWORK_PREFIXES, verify_checkpoint
+from distill.engines.core.targets import check_output
+from distill.engines.mmengine.checkpoint_files import (NETWORK_PREFIXES, check_checkpoint_fits,
+                                                       verify_checkpoint)
 from distill.engines.mmengine.launch import prepare_data, setup_cpu_distributed
 from distill.engines.mmengine.safe_load import allow_mmengine_checkpoint_globals
 from distill.engines.mmengine.teacher_metric import TeacherMetric, labelled_metrics
@@ -173,9 +175,42 @@ def check_distillation_weights(path) -> None:
             f'with its own config (e.g. the student.py that export.py writes)')
 
 
+def is_pickle_dump(path) -> bool:
+    """``path`` looks like what ``DumpDetResults`` writes: a pickle stream (not a zip file,
+    a torch checkpoint, a config or text). Read by its first bytes, never unpickled."""
+    with open(path, 'rb') as file:
+        head = file.read(16)
+    legacy_torch = head.startswith(b'\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8')
+    return head[:1] == b'\x80' and not legacy_torch
+
+
+def check_test_outputs(args, cfg) -> None:
+    """Neither the Runner's config dump nor ``--out`` replaces an input (the config, the
+    checkpoint), nor does a detection dump replace an existing file other than a pickle dump
+    (``targets.check_output``)."""
+    scope, distillation = cfg.get('default_scope', 'mmseg'), is_distillation(cfg)
+    from distill.engines.mmengine.work_dir import check_config_dump
+    check_config_dump(cfg.work_dir, args.config)
+    if args.out is None:
+        return
+    inputs = {'the config being run': args.config, 'the checkpoint': args.checkpoint}
+    if scope == 'mmseg':  # a folder of predictions (and its student/, teacher/)
+        check_output(args.out, inputs, '--out')
+        if osp.isfile(args.out):
+            raise FileExistsError(f'--out {args.out} is a file; segmentation predictions go '
+                                  f'into a folder: nothing was written')
+        return
+    stem, ext = osp.splitext(args.out)
+    for target in [args.out] + [f'{stem}.teacher{ext}'] * distillation:
+        check_output(target, inputs, '--out', written_by=is_pickle_dump,
+                     kind='a pickle of predictions')
+
+
 def test(description: str, argv=None) -> dict:
     """Parse the command line, build the Runner and test; returns the metrics. Destroys the
-    process group at the end: call it as a program's last step."""
+    process group at the end: call it as a program's last step. Nothing is written or reported
+    for a checkpoint that does not fit the config's model (``check_checkpoint_fits``) nor into
+    an ``--out`` that is an input (``check_test_outputs``)."""
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
     args = parse_args(description, argv)
@@ -184,11 +219,14 @@ def test(description: str, argv=None) -> dict:
             print_log(f'{args.checkpoint} has no .sha256 beside it: its integrity is '
                       f'unverified', logger='current', level=logging.WARNING)
     cfg = load_test_config(args)
+    check_test_outputs(args, cfg)
     if is_distillation(cfg) and '://' not in args.checkpoint:
         check_distillation_weights(args.checkpoint)
     prepare_data(cfg)
     setup_cpu_distributed(cfg)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    if '://' not in args.checkpoint:
+        check_checkpoint_fits(runner.model, args.checkpoint, args.config)
     if args.out is not None and cfg.get('default_scope') == 'mmdet':
         from mmdet.evaluation import DumpDetResults
         runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))

@@ -10,13 +10,16 @@ import io
 import os.path as osp
 import re
 from collections import OrderedDict
+from pathlib import Path
 
 import torch
 from mmengine.config import Config
 from mmengine.logging import print_log
 
+from distill.checkpoint import check_state_dict
 from distill.engines.core.cli_options import ConfigOptionsAction
-from distill.engines.mmengine.build import load_model_cfg
+from distill.engines.core.targets import check_output, same_file
+from distill.engines.mmengine.build import build_mm_model, load_model_cfg
 from distill.engines.mmengine.checkpoint_files import (NETWORK_PREFIXES, verify_checkpoint,
                                                     write_checkpoint_bytes)
 from distill.engines.mmengine.teacher_metric import plain_metrics, single_or_list
@@ -43,10 +46,52 @@ LOOP_SECTIONS = dict(train=('train_dataloader', 'train_cfg', 'optim_wrapper'),
                      test=('test_dataloader', 'test_cfg', 'test_evaluator'))
 
 
-def export_student(checkpoint_path: str, output_path: str, map_location: str = 'cpu') -> dict:
+def is_exported_student(path) -> bool:
+    """``path`` is what ``export_student`` writes: a weights-only file of a ``state_dict``
+    (no ``distiller.*`` key) and ``meta``, nothing else (a training checkpoint also holds the
+    optimiser, the message hub, ...)."""
+    allow_mmengine_checkpoint_globals()
+    try:
+        checkpoint = torch.load(path, map_location='cpu', weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - not a torch file, or not a zip one: not ours
+        return False
+    return (isinstance(checkpoint, dict) and set(checkpoint) <= {'state_dict', 'meta'}
+            and isinstance(checkpoint.get('state_dict'), dict)
+            and not any(str(k).startswith('distiller.') for k in checkpoint['state_dict']))
+
+
+def is_exported_config(path, student_path) -> bool:
+    """``path`` is the student config ``export_main`` wrote for ``student_path``: a Python
+    file whose top-level ``load_from`` names that checkpoint (read, never run)."""
+    import ast
+    try:
+        tree = ast.parse(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, SyntaxError, ValueError):
+        return False
+    for node in tree.body:
+        if (isinstance(node, ast.Assign) and len(node.targets) == 1
+                and isinstance(node.targets[0], ast.Name) and node.targets[0].id == 'load_from'
+                and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)):
+            return same_file(node.value.value, student_path)
+    return False
+
+
+def build_student(config: Config, scope: str):
+    """The plain student model of an exported config, built (nothing loaded, nothing
+    downloaded), for checking a checkpoint against it."""
+    return build_mm_model(config.model, scope, drop_pretrained=True)
+
+
+def export_student(checkpoint_path: str, output_path: str, map_location: str = 'cpu',
+                   model=None, model_name: str = 'the student model') -> dict:
     """Write the student weights of ``checkpoint_path`` (``state_dict`` keys without the
     ``distiller.student.`` prefix, and ``meta`` with ``dataset_meta``) to ``output_path``, and
-    its SHA-256 to ``output_path.sha256``."""
+    its SHA-256 to ``output_path.sha256``. Refused before anything is written: an
+    ``output_path`` that is the checkpoint or an existing file other than an exported student
+    (``targets.check_output``), and, given the student ``model`` it is for, weights whose keys
+    or shapes differ from it (a checkpoint of another task or model, named)."""
+    check_output(output_path, {'the checkpoint': checkpoint_path}, 'the student checkpoint',
+                 written_by=is_exported_student, kind='a student checkpoint export.py wrote')
     allow_mmengine_checkpoint_globals()
     if '://' not in str(checkpoint_path):
         verify_checkpoint(checkpoint_path)  # a .sha256 beside it must match (none: unchecked)
@@ -58,6 +103,8 @@ def export_student(checkpoint_path: str, output_path: str, map_location: str = '
                        f'is it a DistillationModel checkpoint?')
     student_state = OrderedDict((k[len(prefix):], v) for k, v in state.items()
                                 if k.startswith(prefix))
+    if model is not None:
+        check_state_dict(checkpoint_path, model.state_dict(), student_state, model_name)
     meta = {k: v for k, v in checkpoint.get('meta', {}).items()
             if k in ('dataset_meta', 'epoch', 'iter', 'seed', 'mmengine_version')}
     buffer = io.BytesIO()
@@ -112,8 +159,17 @@ def export_main(description: str, argv=None):
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
     config = student_config(cfg)  # before writing anything: a config error leaves no file
-    export_student(args.checkpoint, args.out)
     config_path = osp.splitext(args.out)[0] + '.py'
+    if same_file(config_path, args.out):
+        raise ValueError(f'out {args.out}: the student config is written beside it with the '
+                         f'extension .py, so the checkpoint cannot end in .py (use .pth)')
+    check_output(config_path, {'the config being run': args.config,
+                               'the checkpoint': args.checkpoint}, 'the student config',
+                 written_by=lambda path: is_exported_config(path, args.out),
+                 kind='a student config export.py wrote for this checkpoint path')
+    student = build_student(config, cfg.model.get('scope', 'mmseg'))
+    export_student(args.checkpoint, args.out, model=student,
+                   model_name=f'the student model of {args.config}')
     # the framework's tools/train.py on this config fine-tunes the exported student
     config.load_from = args.out
     config.dump(config_path)

@@ -251,7 +251,7 @@ def train(description: str, argv=None):
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
     from distill.data.coco_layout import check_annotation_files
-    from distill.engines.mmengine.work_dir import check_fresh_work_dir
+    from distill.engines.mmengine.work_dir import check_fresh_work_dir, claim_work_dir
     args = parse_args(description, argv)
     cfg = load_config(args)
     fresh = not args.resume
@@ -263,6 +263,8 @@ def train(description: str, argv=None):
     check_teacher_checkpoint(cfg)
     prepare_data(cfg)
     check_annotation_files(cfg)
+    claim_work_dir(cfg, args.config, resume=not fresh, overwrite=fresh and args.overwrite,
+                   main=int(os.environ.get('RANK', '0')) == 0)  # inputs kept, one run at a time
     if fresh and args.overwrite:  # every check passed: now delete the earlier run (rank 0)
         check_fresh_work_dir(cfg.work_dir, overwrite=True, config_name=args.config,
                              delete=int(os.environ.get('RANK', '0')) == 0)

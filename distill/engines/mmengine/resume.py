@@ -71,11 +71,11 @@ def use_checksum_backend(runner) -> None:
             hook.backend_args = dict(backend=BACKEND_NAME)
 
 
-def resume_checkpoint(work_dir, given=None) -> str | None:
+def resume_checkpoint(work_dir, given=None, folders=()) -> str | None:
     """The file to resume from: ``given`` after checking it, or the newest valid checkpoint of
-    ``work_dir`` (None when it has none)."""
+    ``work_dir`` (or of the checkpoint ``folders`` of its hooks; None when there is none)."""
     if given is None:
-        path = newest_valid_checkpoint(work_dir, warn=_warn)
+        path = newest_valid_checkpoint(work_dir, warn=_warn, folders=folders)
         return None if path is None else str(path)
     if _is_local(given) and not verify_checkpoint(given):  # raises if it does not match
         check_loads(given)
@@ -155,15 +155,18 @@ class ResumeHook(Hook):
 
     def before_run(self, runner) -> None:
         use_checksum_backend(runner)
+        folders = {Path(runner.work_dir)}
+        folders |= {Path(h.out_dir) for h in runner.hooks
+                    if isinstance(h, CheckpointHook) and h.out_dir and _is_local(h.out_dir)}
         if is_main_process():
-            folders = {Path(runner.work_dir)}
-            folders |= {Path(h.out_dir) for h in runner.hooks
-                        if isinstance(h, CheckpointHook) and h.out_dir and _is_local(h.out_dir)}
             for folder in folders:  # the core's rule (every engine's)
                 remove_orphan_temporaries(folder, warn=_warn)
         if not getattr(runner, '_resume', False) or not hasattr(runner, '_load_from'):
             return
-        chosen = resume_checkpoint(runner.work_dir, runner._load_from)
+        # a CheckpointHook's out_dir holds the run's checkpoints under the work dir's name
+        name = Path(runner.work_dir).name
+        own = [folder / name for folder in folders] + list(folders)
+        chosen = resume_checkpoint(runner.work_dir, runner._load_from, own)
         if chosen is not None and runner._load_from is None:
             print_log(f'resuming from {chosen} (the newest checkpoint that verifies)',
                       logger='current')
