@@ -25,18 +25,20 @@ def free_port() -> int:
 
 
 def run_script(script: str, *args, timeout: int = 300, torchrun: int = 0,
-               expect_fail: bool = False) -> str:
-    """Run a task script in a new process from the repository root; return its output (and
-    check its exit status: 0, or not 0 with ``expect_fail``)."""
-    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=str(REPO))
+               expect_fail: bool = False, cwd=None, env: dict | None = None) -> str:
+    """Run a task script in a new process from the repository root (or ``cwd``), with
+    ``env`` added to the environment; return its output (and check its exit status: 0, or not
+    0 with ``expect_fail``)."""
+    cwd = REPO if cwd is None else cwd
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=str(REPO), **(env or {}))
     if torchrun:  # processes of its own: a subprocess
         cmd = [sys.executable, '-m', 'torch.distributed.run', f'--nproc_per_node={torchrun}',
                '--master_port', str(free_port()), script, *args]
-        proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True,
+        proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True,
                               timeout=timeout)
     else:  # a process forked with torch and the frameworks already imported (forked_run.py)
         cmd = [script, *args]
-        proc = run_python(cmd, env, REPO, timeout)
+        proc = run_python(cmd, env, cwd, timeout)
     output = proc.stdout + proc.stderr
     if expect_fail:
         assert proc.returncode != 0, f'{" ".join(cmd)} did not fail:\n{output[-3000:]}'

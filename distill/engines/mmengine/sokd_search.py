@@ -186,7 +186,10 @@ class ArchBatchesHook(Hook):
             return
         loader = runner.train_dataloader
         rank, world_size = get_dist_info()
+        # a loader built on a batch sampler (MMDetection's AspectRatioBatchSampler) has no
+        # batch_size of its own: its sampler has
+        batch_size = loader.batch_size or loader.batch_sampler.batch_size
         search.val_batches = ShuffledTrainBatches(
-            loader.dataset, loader.collate_fn, loader.batch_size, runner.seed,
+            loader.dataset, loader.collate_fn, batch_size, runner.seed,
             prepare=lambda data: model.data_preprocessor(data, True),
             rank=rank, world_size=world_size)
