@@ -5,7 +5,8 @@ own ``tools/train.py`` (``CONFIG --work-dir --amp --auto-scale-lr --resume [CHEC
 
 * ``distill.engines.mmengine`` is imported (and added to ``custom_imports``), so ``distill.*`` types resolve
   whatever the config's ``default_scope``;
-* a config's ``prepare_data`` entry writes the synthetic shapes set if its folder is missing;
+* a config's ``prepare_data`` entry writes the synthetic shapes set if its folder is missing
+  and the config's loaders read it;
 * mmengine checkpoints resume under torch >= 2.6 with ``weights_only`` on (see safe_load);
 * a missing local teacher checkpoint is reported before the Runner starts, with the config
   that trains it;
@@ -67,12 +68,38 @@ def parse_args(description: str, argv=None):
     return args
 
 
+def loader_data_roots(cfg) -> set:
+    """The ``data_root`` of every data set the config's train/val/test loaders read (through
+    dataset wrappers such as ``RepeatDataset``'s ``dataset`` and ``ConcatDataset``'s
+    ``datasets``), as absolute paths."""
+    roots = set()
+
+    def visit(dataset):
+        if isinstance(dataset, dict):
+            if dataset.get('data_root'):
+                roots.add(osp.abspath(str(dataset['data_root'])))
+            visit(dataset.get('dataset'))
+            for inner in dataset.get('datasets') or ():
+                visit(inner)
+    for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        visit((cfg.get(name) or {}).get('dataset'))
+    return roots
+
+
 def prepare_data(cfg) -> None:
-    """Write the dataset a config's ``prepare_data`` describes, if its root is missing."""
+    """Write the dataset a config's ``prepare_data`` describes, if its root is missing and the
+    config's loaders read it: a config that inherits a shapes config and points its loaders at
+    the user's own data writes nothing."""
     spec = cfg.get('prepare_data')
     if not spec:
         return
     spec = dict(spec)
+    roots = loader_data_roots(cfg)
+    if osp.abspath(str(spec.get('root'))) not in roots:
+        print_log(f"prepare_data ({spec.get('type')}, root {spec.get('root')}) skipped: the "
+                  f"data loaders read {', '.join(sorted(roots)) or 'no data_root'}",
+                  logger='current')
+        return
     kind = spec.pop('type')
     from distill.data import coco_layout, mmseg_layout
     writers = dict(shapes_mmseg=mmseg_layout.write_shapes_mmseg,
