@@ -111,11 +111,18 @@ def check_registered(section: str, registry, name) -> None:
 
 
 # ------------------------------------------------------------------------- distillers
+def _check_tap_index(where: str, index) -> None:
+    """A tap's ``index`` (which element of a tuple output): None or an int, not a bool."""
+    if index is not None and (isinstance(index, bool) or not isinstance(index, int)):
+        raise ConfigError(f'{where}.index must be an int, got {index!r}')
+
+
 def _check_tap_side(where: str, spec) -> None:
     if isinstance(spec, str):
         return
     if isinstance(spec, dict) and isinstance(spec.get('path'), str):
         check_keys(where, spec, ('path', 'index'))
+        _check_tap_index(where, spec.get('index'))
         return
     raise ConfigError(f'{where} must be a module path (str) or dict(path=..., index=...), got '
                       f'{spec!r}')
@@ -140,8 +147,7 @@ def check_tap_pairs(taps, section: str = 'distiller.taps') -> None:
             _check_tap_side(f'{where}.{side}', pair[side])
         if 'weight' in pair:
             check_number(f'{where}.weight', pair['weight'])
-        if pair.get('index') is not None and not isinstance(pair['index'], int):
-            raise ConfigError(f'{where}.index must be an int, got {pair["index"]!r}')
+        _check_tap_index(where, pair.get('index'))
 
 
 def check_distiller_cfg(cfg: dict, section: str = 'distiller') -> None:

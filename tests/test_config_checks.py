@@ -63,6 +63,13 @@ def test_tap_pairs_need_an_int_index_and_known_keys():
     with pytest.raises(ConfigError, match=r'distiller\.taps\[0\]\.student\.idx; did you mean '
                                           r'distiller\.taps\[0\]\.student\.index'):
         check_tap_pairs([dict(student=dict(path='a', idx=0), teacher='b')])
+    # a bool is no index, and a dict side's index is checked as the pair's is
+    with pytest.raises(ConfigError, match=r'distiller\.taps\[0\]\.index must be an int, '
+                                          r'got True'):
+        check_tap_pairs([dict(student='a', teacher='b', index=True)])
+    with pytest.raises(ConfigError, match=r"distiller\.taps\[0\]\.student\.index must be an "
+                                          r"int, got '0'"):
+        check_tap_pairs([dict(student=dict(path='a', index='0'), teacher='b')])
 
 
 def test_sokd_base_section_is_checked_like_a_distiller():
