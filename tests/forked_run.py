@@ -53,6 +53,11 @@ def _child(argv: list, env: dict, cwd: str, stdout: str, stderr: str) -> None:
     os.chdir(cwd)
     os.environ.clear()
     os.environ.update(env)
+    # PYTHONPATH's folders on sys.path, as a new interpreter puts them (a config's
+    # custom_imports of the user's own module reads them)
+    for folder in reversed([p for p in env.get('PYTHONPATH', '').split(os.pathsep) if p]):
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
     if 'OMP_NUM_THREADS' in env:  # torch, already imported, read it before this run's env
         import torch
         torch.set_num_threads(int(env['OMP_NUM_THREADS']))

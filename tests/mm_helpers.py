@@ -30,7 +30,7 @@ def run_script(script: str, *args, timeout: int = 300, torchrun: int = 0,
     ``env`` added to the environment; return its output (and check its exit status: 0, or not
     0 with ``expect_fail``)."""
     cwd = REPO if cwd is None else cwd
-    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=str(REPO), **(env or {}))
+    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONPATH': str(REPO), **(env or {})}
     if torchrun:  # processes of its own: a subprocess
         cmd = [sys.executable, '-m', 'torch.distributed.run', f'--nproc_per_node={torchrun}',
                '--master_port', str(free_port()), script, *args]

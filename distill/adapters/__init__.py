@@ -8,11 +8,11 @@ from __future__ import annotations
 import importlib
 
 
-from distill.adapters.base import Adapter, ModelOutput
+from distill.adapters.base import Adapter, ModelOutput, NoHeadError
 from distill.adapters.classifier import ClassifierAdapter
 from distill.registry import ADAPTERS
 
-__all__ = ['Adapter', 'ModelOutput', 'ClassifierAdapter', 'build_adapter']
+__all__ = ['Adapter', 'ModelOutput', 'NoHeadError', 'ClassifierAdapter', 'build_adapter']
 
 # adapter type -> the module that registers it (and imports its framework)
 OPTIONAL_ADAPTERS = {

@@ -39,6 +39,11 @@ def probe_size(probe_input_size: int | None, input_size: int | None, default: in
     return int(input_size)
 
 
+class NoHeadError(TypeError):
+    """A network that does not say where its classifier head takes over (``Adapter.head``,
+    which SoKD needs), or says it wrongly; the message names the class and what to give it."""
+
+
 class Adapter:
     """Base adapter; subclasses implement ``run``, ``probe`` and ``output_loss``."""
 

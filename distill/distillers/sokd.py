@@ -42,6 +42,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from distill.adapters.base import NoHeadError
 from distill.registry import DISTILLERS
 from distill.sokd.dafa import DAFA
 from distill.sokd.dam import DAM, masked_mean
@@ -69,6 +70,9 @@ class NetworkPass(NamedTuple):
 class SoKD(nn.Module):
     """Args:
         base: config (or module) of the base distiller.
+        total_steps: the training steps of a loop of your own, handed to the base (set there
+            already, it must agree), whose warm-up and schedules count them; SoKD has no
+            schedule of its own. The engines call ``set_progress`` instead.
         dafa: ``dict(ops=..., init_magnitude=0.2, sample=True)`` or None (off); ``sample``:
             a training step applies one op drawn from the policy (False: the whole mixture).
         dam: ``dict(channels=64, num_classes=1, top_k=8, score_threshold=0.3, beta=0.1,
@@ -109,9 +113,10 @@ class SoKD(nn.Module):
     def __init__(self, base, dafa: dict | None = dict(), dam: dict | None = dict(),
                  loss_weights: dict | None = None, arch_interval: int = 10,
                  search_epochs: int = 1, hypergrad: str = 'factored', xi: float = 0.05,
-                 hypergrad_eps: float = 1e-3, hypergrad_difference: str = 'forward'):
+                 hypergrad_eps: float = 1e-3, hypergrad_difference: str = 'forward',
+                 total_steps: int | None = None):
         super().__init__()
-        self.base = base if isinstance(base, nn.Module) else DISTILLERS.build(dict(base))
+        self.base = self._build_base(base, total_steps)
         if arch_interval < 1:
             raise ValueError(f'arch_interval must be >= 1, got {arch_interval}')
         unknown = set(loss_weights or {}) - {'dam', 'anchor'}
@@ -141,9 +146,29 @@ class SoKD(nn.Module):
         # DAM's pass (terms, anchor boxes, mask, schedule): an object SoKD owns; the DAM
         # module itself is registered here, so its parameters are the distiller's
         self.dam_pass = None if self.dam is None else DAMPass(
-            self.dam, self.dam_cfg, self.loss_weights, self.adapter, self.teacher)
+            self.dam, self.dam_cfg, self.loss_weights, self.adapter, self.teacher,
+            cam_linear=getattr(self.teacher_head_spec, 'linear', None))
 
     # ---------------------------------------------------------------- construction
+    @staticmethod
+    def _build_base(base, total_steps):
+        """The base distiller, given ``total_steps`` when SoKD was: a user's loop gives the
+        length of training where it gives SoKD's other settings, and the base is what counts
+        the steps (its warm-up, ADM's tau schedule)."""
+        if isinstance(base, nn.Module):
+            if total_steps is not None:
+                raise TypeError(f'SoKD(total_steps={total_steps!r}) goes into the base\'s '
+                                f'config, but the base {type(base).__name__} is built already: '
+                                f'build it with total_steps={total_steps!r}')
+            return base
+        cfg = dict(base)
+        if total_steps is not None:
+            if cfg.get('total_steps', total_steps) != total_steps:
+                raise ValueError(f"total_steps is given twice, {total_steps!r} to SoKD and "
+                                 f"{cfg['total_steps']!r} in its base: give it once")
+            cfg['total_steps'] = total_steps
+        return DISTILLERS.build(cfg)
+
     @property
     def student(self):
         return self.base.student
@@ -168,6 +193,7 @@ class SoKD(nn.Module):
         """Tap both networks where the classifier head takes over: the refined feature of a
         logits base, and the teacher feature whose CAM gives classification pseudo-boxes."""
         self.head_taps = None
+        self.teacher_head_spec = None  # the adapter's account of the teacher's head
         needs_head = not self.feature_base or (self.dam_cfg is not None
                                                and hasattr(self.adapter, 'head'))
         if not needs_head:
@@ -175,15 +201,31 @@ class SoKD(nn.Module):
         if not hasattr(self.adapter, 'head'):
             raise TypeError(f'a logits base needs an adapter with head(model) (the classifier '
                             f'adapter); {type(self.adapter).__name__} has none')
-        s_path, _ = self.adapter.head(self.student)
-        t_path, self.teacher_head = self.adapter.head(self.teacher)
-        self.head_taps = (FeatureTaps(self.student, [s_path], owner='student'),
-                          FeatureTaps(self.teacher, [t_path], owner='teacher'))
+        student_head, teacher_head = self._head(self.student), self._head(self.teacher)
+        self.teacher_head, self.teacher_head_spec = teacher_head.forward, teacher_head
+        self.head_taps = (FeatureTaps(self.student, [student_head.path], owner='student'),
+                          FeatureTaps(self.teacher, [teacher_head.path], owner='teacher'))
         self.head_shapes = []
         for model, taps in zip((self.student, self.teacher), self.head_taps):
             with taps.recording() as feats:
                 self.base.probe_forward(model, self.adapter.probe)
             self.head_shapes.append(tuple(feats[taps.specs[0].key].shape[1:]))
+
+    def _head(self, model):
+        """``adapter.head(model)``, checked when SoKD is built; a network that does not say
+        where its head takes over is refused saying why SoKD needs it and what to add."""
+        try:
+            return self.adapter.head(model)
+        except NoHeadError as err:
+            if self.feature_base:
+                why = ("SoKD's DAM takes its classification pseudo-boxes from the feature where "
+                       'the classifier head takes over')
+                instead = 'or set dam=None'
+            else:
+                why = (f'SoKD around {type(self.base).__name__} refines the feature where the '
+                       f'classifier head takes over and distils the logits of it')
+                instead = 'or wrap FitNet or ADM, which need no head'
+            raise NoHeadError(f'{why}: {err}; {instead}') from None
 
     def _dam_channels(self):
         if self.feature_base:

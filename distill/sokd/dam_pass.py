@@ -45,11 +45,17 @@ class DAMPass:
     """DAM's pass: the ``DAM`` module (registered on the distiller, which owns its parameters),
     its settings (``check_dam_cfg``), the distiller's ``loss_weights`` for ``student.dam`` and
     ``dam.anchor``, and the base's ``adapter`` and ``teacher`` (anchor boxes, CAM head). Counts
-    the training forwards it has seen, for ``interval`` and ``anchor_interval``."""
+    the training forwards it has seen, for ``interval`` and ``anchor_interval``.
 
-    def __init__(self, dam, cfg: dict, loss_weights: dict, adapter, teacher):
+    ``cam_linear``: the ``nn.Linear`` the teacher's head applies to its pooled feature (the
+    adapter finds it, whatever the layer is called); None: the teacher's ``fc``, if it is one.
+    """
+
+    def __init__(self, dam, cfg: dict, loss_weights: dict, adapter, teacher,
+                 cam_linear: nn.Linear | None = None):
         self.dam, self.cfg, self.loss_weights = dam, cfg, loss_weights
         self.adapter, self.teacher = adapter, teacher
+        self.cam_linear = cam_linear
         self.step = 0  # training forwards so far
 
     def _fn(self, fn):
@@ -61,7 +67,7 @@ class DAMPass:
         if teacher_head_feat is None:
             raise ValueError(f'{type(self.adapter).__name__} gives no anchor boxes and has no '
                              f'classifier head for CAM pseudo-boxes; switch DAM off (dam=None)')
-        fc = getattr(self.teacher, 'fc', None)
+        fc = self.cam_linear if self.cam_linear is not None else getattr(self.teacher, 'fc', None)
         return (teacher_head_feat, self.adapter.labels(batch),
                 fc.weight if isinstance(fc, nn.Linear) else None)
 
