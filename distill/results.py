@@ -1,10 +1,11 @@
 """Tables of results over seeds: mean ± std of each method, and paired differences to a baseline.
 
-Used by the demo (``tasks/classification/demo.py``) and the real-data benchmark
-(``benchmarks/real_data.py``). ``finals[method][seed]`` is the last record of a run's
-``metrics.json`` (keys ``val/student/top1``, ``val/teacher/ece``, ...). A paired difference
-compares two methods on the same seed (same initial networks and data order), which removes
-most of the seed-to-seed spread that two unpaired means would carry.
+Used by the demo (``tasks/classification/demo.py``), the real-data benchmarks
+(``benchmarks/real_data.py``, ...) and the compare command (``distill.compare``).
+``finals[method][seed]`` is the last record of a run's ``metrics.json`` (keys
+``val/student/top1``, ``val/teacher/ece``, ...). A paired difference compares two methods on
+the same seed (same initial networks and data order), which removes most of the seed-to-seed
+spread that two unpaired means would carry.
 """
 from __future__ import annotations
 
@@ -34,6 +35,41 @@ def t_interval(values, confidence: float = 0.95) -> tuple[float, float]:
     mean, std = mean_std(values)
     half = stats.t.ppf(0.5 + confidence / 2, len(values) - 1) * std / math.sqrt(len(values))
     return mean - half, mean + half
+
+
+def paired_statistics(diffs, confidence: float = 0.95) -> dict:
+    """What the paired differences ``diffs`` (one per seed: method minus baseline on the same
+    seed) say: ``n``, ``mean``, ``sd``, the ``confidence`` t-interval ``low``/``high`` and its
+    half-width ``resolvable`` (t * sd / sqrt(n): the smallest difference these seeds can tell
+    from none, at this spread), and ``seeds_needed``: the fewest seeds whose interval would
+    exclude 0 if the mean and spread stayed as they are (None when the mean is 0; at most
+    ``MAX_SEEDS_NEEDED``, above it None too). Fewer than two differences: no interval (nan)."""
+    diffs = [float(d) for d in diffs]
+    n = len(diffs)
+    mean, sd = mean_std(diffs) if diffs else (math.nan, math.nan)
+    low, high = (float(v) for v in t_interval(diffs, confidence))
+    resolvable = (high - low) / 2 if n > 1 else math.nan
+    return dict(n=n, mean=mean, sd=sd, low=low, high=high, resolvable=resolvable,
+                seeds_needed=seeds_needed(mean, sd, confidence) if n > 1 else None)
+
+
+#: the most seeds ``seeds_needed`` looks for
+MAX_SEEDS_NEEDED = 1000
+
+
+def seeds_needed(mean: float, sd: float, confidence: float = 0.95) -> int | None:
+    """The fewest seeds ``n >= 2`` for which ``t(n-1) * sd / sqrt(n) < |mean|``: the paired
+    interval of a difference of this mean and spread would exclude 0. None if no ``n`` up to
+    ``MAX_SEEDS_NEEDED`` does (or the mean is 0)."""
+    if not mean or math.isnan(mean):
+        return None
+    if sd == 0:
+        return 2
+    import numpy as np
+    from scipy import stats
+    n = np.arange(2, MAX_SEEDS_NEEDED + 1)
+    resolved = stats.t.ppf(0.5 + confidence / 2, n - 1) * sd / np.sqrt(n) < abs(mean)
+    return int(n[resolved][0]) if resolved.any() else None
 
 
 def paired_difference(finals: dict, method: str, baseline: str, seeds,
