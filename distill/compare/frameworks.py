@@ -188,10 +188,11 @@ class MMEngine(Framework):
         from distill.engines.mmengine.teacher_metric import labelled_metrics
         model = dict(distiller=dict(_delete_=True, **section), teacher_ckpt=teacher,
                      validate_teacher=True)
-        if section.get('type') == 'SoKD' and not cfg.model.get('search_iters'):
+        max_iters = cfg.get('train_cfg', {}).get('max_iters')
+        if section.get('type') == 'SoKD' and max_iters and not cfg.model.get('search_iters'):
             # SoKD searches its policy over search_epochs * search_iters iterations: an
             # iteration-based loop has no epoch, so a tenth of the run
-            model['search_iters'] = max(1, int(cfg.train_cfg.get('max_iters', 10)) // 10)
+            model['search_iters'] = max(1, int(max_iters) // 10)
         text = cls._header(user_config, method, doc) + f'model = {_literal(model)}\n'
         # student and teacher each scored by the config's own metric (the teacher: online,
         # the one trained; offline, the frozen one)

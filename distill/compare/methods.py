@@ -204,10 +204,11 @@ def method_section(name: str, user_section: dict, framework: str) -> dict:
 
 def describe(framework: str | None = None) -> str:
     """The method table as text (``--list-methods``)."""
-    lines = []
-    for name in method_names(framework):
+    lines, names = [], method_names(framework)
+    for name in names:
         m = METHODS[name]
-        extra = f'baseline {m.baseline}' if m.baseline else 'no baseline'
+        baseline = baseline_of(name, names)
+        extra = f'baseline {baseline}' if baseline else 'no baseline'
         extra += ', offline (frozen teacher)' if m.offline else ''
         lines.append(f'  {name:<17} {m.doc} [{extra}]')
     return '\n'.join(lines)

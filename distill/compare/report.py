@@ -105,7 +105,8 @@ def format_report(results: dict) -> str:
     metric = results['metric']
     seeds = ' '.join(str(s) for s in results['seeds'])
     better = 'higher' if metric['higher_is_better'] else 'lower'
-    parts = [f"{results['framework']} comparison of {results['config']}, seeds {seeds}"
+    shown = results.get('config_shown', results['config'])
+    parts = [f"{results['framework']} comparison of {shown}, seeds {seeds}"
              + (f", --set {' '.join(results['sets'])}" if results['sets'] else '')]
     rows = tables(results)
     for network in NETWORKS:

@@ -204,8 +204,13 @@ class Comparison:
         self.out = Path(out or Path('work_dirs') / 'compare' / self.config.stem).resolve()
         self.common_sets, self.own_sets = split_sets(sets, self.methods)
         self.user_section = self.fw.user_section(user_cfg)
+        try:  # as the user named it, where it is under the working directory
+            shown = str(self.config.relative_to(Path.cwd().resolve()))
+        except ValueError:
+            shown = str(self.config)
         self.results = dict(
-            config=str(self.config), framework=self.fw.name, out=str(self.out),
+            config=str(self.config), config_shown=shown, framework=self.fw.name,
+            out=str(self.out),
             methods=self.methods, seeds=self.seeds,
             sets=self.common_sets + [f'{m}:{s}' for m in self.methods for s in self.own_sets[m]],
             teacher=(dict(checkpoint=self.teacher_ckpt) if self.teacher_ckpt
