@@ -294,39 +294,40 @@ def test_classification_comparison_stopped_continued_resumed_and_reported(tmp_pa
     assert json.loads((out / 'results.json').read_text())['runs']['KD']['1']['student'] == final
 
 
-def _mm_comparison(tmp_path, monkeypatch, config, methods, metric):
+def test_segmentation_comparison(tmp_path, monkeypatch):
+    """One run (the offline teacher taken out of an mmengine checkpoint: the detection test)."""
+    pytest.importorskip('mmseg')
     monkeypatch.chdir(tmp_path)  # the shapes set is written under the working directory
     lines = []
-    results = compare(config, methods=methods, seeds=[0], out=tmp_path / 'cmp',
-                      sets=MM_SETS, echo=lines.append)
+    results = compare(CONFIGS / 'segmentation' / 'shapes' / 'adm_online.py',
+                      methods=['independent'], seeds=[0], out=tmp_path / 'cmp', sets=MM_SETS,
+                      echo=lines.append)
     text = '\n'.join(lines)
-    assert f'{methods[1]} seed 0: student {metric}' in text
-    assert (tmp_path / 'cmp' / 'results.png').is_file()
-    return results, text
-
-
-def test_segmentation_comparison(tmp_path, monkeypatch):
-    pytest.importorskip('mmseg')
-    config = CONFIGS / 'segmentation' / 'shapes' / 'adm_online.py'
-    results, text = _mm_comparison(tmp_path, monkeypatch, config,
-                                   ['independent', 'ADM offline'], 'mIoU')
-    # the offline run's frozen teacher is independent's, taken out of its checkpoint
-    teacher = results['runs']['independent']['0']['teacher']
-    assert results['runs']['ADM offline']['0']['teacher'] == pytest.approx(teacher)
-    assert (tmp_path / 'cmp' / 'teachers' / 'independent_seed0.pth').is_file()
+    assert 'independent seed 0: student mIoU' in text
     assert 'student mIoU (%, higher is better' in text
+    run = results['runs']['independent']['0']
+    assert 0 <= run['student'] <= 100 and 0 <= run['teacher'] <= 100
+    assert (tmp_path / 'data' / 'shapes_seg').is_dir()
+    assert (tmp_path / 'cmp' / 'results.png').is_file()
 
 
 def test_detection_comparison(tmp_path, monkeypatch):
     pytest.importorskip('mmdet')
-    config = CONFIGS / 'detection' / 'shapes' / 'adm_online.py'
-    results, text = _mm_comparison(tmp_path, monkeypatch, config, ['independent', 'FitNet'],
-                                   'bbox mAP')
+    monkeypatch.chdir(tmp_path)
+    lines = []
+    results = compare(CONFIGS / 'detection' / 'shapes' / 'adm_online.py',
+                      methods=['independent', 'FitNet'], seeds=[0], out=tmp_path / 'cmp',
+                      sets=MM_SETS, echo=lines.append)
+    text = '\n'.join(lines)
+    assert 'FitNet seed 0: student bbox mAP' in text
+    assert 'student bbox mAP (x 100, higher is better' in text
+    # the offline run's frozen teacher is independent's, taken out of its checkpoint
+    assert (tmp_path / 'cmp' / 'teachers' / 'independent_seed0.pth').is_file()
     assert results['runs']['FitNet']['0']['teacher'] == pytest.approx(
         results['runs']['independent']['0']['teacher'])
-    assert 'student bbox mAP (x 100, higher is better' in text
     derived = (tmp_path / 'cmp' / 'configs' / 'FitNet.py').read_text()
     assert "type='distill.TeacherMetric'" in derived and 'teacher_ckpt=' in derived
+    assert (tmp_path / 'cmp' / 'results.png').is_file()
 
 
 def test_diffusion_comparison(tmp_path, monkeypatch):
@@ -354,3 +355,21 @@ def test_a_failing_run_is_reported_and_the_others_kept(tmp_path, monkeypatch, ca
     assert 'DML seed 0 FAILED (exit 2)' in printed and 'nope' in printed
     assert 'DML seed 1: not run (an earlier DML run failed)' in printed
     assert 'failed: DML seed 0' in (tmp_path / 'cmp' / 'results.txt').read_text()
+
+
+def test_a_variant_of_a_method_is_planned_with_its_own_change(tmp_path):
+    from distill.compare import Comparison
+    sets = CLS_SETS + ['ADM co0.5:distiller.loss_weights.co=0.5']
+    comparison = Comparison(DEMO, methods=['independent', 'ADM', 'ADM co0.5=ADM'], seeds=[0, 1],
+                            out=tmp_path, sets=sets, echo=lambda line: None)
+    runs = comparison.plan()
+    assert comparison.results['baselines'] == {'independent': None, 'ADM': 'independent',
+                                               'ADM co0.5': 'ADM'}
+    variant_run = next(r for r in runs if r.method == 'ADM co0.5')
+    adm_run = next(r for r in runs if r.method == 'ADM')
+    assert variant_run.cfg.distiller.loss_weights.co == 0.5
+    assert adm_run.cfg.distiller.loss_weights.co == 0.1
+    assert variant_run.work_dir == tmp_path / 'ADM_co0.5' / 'seed0'
+    assert variant_run.fingerprint != adm_run.fingerprint
+    with pytest.raises(UnknownMethod, match='the name of a method of the table'):
+        Comparison(DEMO, methods=['KD=ADM'], seeds=[0], out=tmp_path)

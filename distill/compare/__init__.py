@@ -11,7 +11,9 @@ over paired seeds, and print what the seeds can and cannot tell.
                       seeds=[0, 1], out='work_dirs/compare/demo', jobs=2)
 
 Each method is a named change of the config's distiller section (``distill.compare.methods``;
-``--list-methods``); networks, data, schedule and budget stay the config's. Every (method,
+``--list-methods``); networks, data, schedule and budget stay the config's. ``NAME=METHOD`` in
+``--methods`` adds the user's own variant of a method (its change: ``--set 'NAME:KEY=VALUE'``),
+paired with that method. Every (method,
 seed) is a run of the config's own entry point (``tasks/<task>/train.py``) in its own process
 (``distill.compare.runner``); the tables (``distill.compare.report``) pair each method with its
 baseline on the same seed.
@@ -40,8 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('config', nargs='?', help='a distillation config of any task '
                         '(classification, segmentation, detection, diffusion)')
     parser.add_argument('--methods', nargs='+', metavar='METHOD',
-                        help='default: ' + '; '.join(f'{k}: {" ".join(v)}'
-                                                     for k, v in DEFAULT_METHODS.items()))
+                        help="methods of the table below, or NAME=METHOD: a variant of METHOD "
+                             "named NAME, changed by --set 'NAME:KEY=VALUE' and paired with "
+                             'METHOD (e.g. "ADM co0.5=ADM"); default: '
+                             + '; '.join(f'{k}: {" ".join(v)}'
+                                         for k, v in DEFAULT_METHODS.items()))
     parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
     parser.add_argument('--jobs', type=int, default=1, help='runs at a time (default 1)')
     parser.add_argument('--out', help='default: work_dirs/compare/<config name>')

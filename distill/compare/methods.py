@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import copy
 import difflib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 #: the keys of a distiller section that belong to the networks (kept by every method)
 NETWORK_KEYS = ('student', 'teacher', 'adapter', 'taps', 'connector')
@@ -44,6 +44,8 @@ class Method:
     frameworks: tuple = FRAMEWORKS
     #: why the method is not offered on the frameworks it leaves out
     unavailable: str = ''
+    #: a user's variant (``variant``): the method of the table whose section it takes
+    base_method: str | None = None
 
 
 _LOGITS = 'needs class logits or labels (detectors have no single logits tensor)'
@@ -145,13 +147,30 @@ def _squash(name: str) -> str:
     return ''.join(ch for ch in name.lower() if ch.isalnum() or ch == '+')
 
 
-def baseline_of(name: str, chosen) -> str | None:
+def baseline_of(name: str, chosen, specs: dict | None = None) -> str | None:
     """The method ``name``'s difference is paired to: its natural baseline, or, when that one
-    is not among ``chosen``, the nearest of the baseline's own baselines that is."""
-    baseline = METHODS[name].baseline
+    is not among ``chosen``, the nearest of the baseline's own baselines that is. ``specs``:
+    the variants (``variant``) beside ``METHODS``."""
+    specs = {**METHODS, **(specs or {})}
+    baseline = specs[name].baseline
     while baseline is not None and baseline not in chosen:
-        baseline = METHODS[baseline].baseline
+        baseline = specs[baseline].baseline
     return baseline
+
+
+def variant(text: str, framework: str) -> Method:
+    """``'NAME=METHOD'``: the user's variant ``NAME`` of the table's ``METHOD``: the same
+    section (its change comes from ``--set 'NAME:KEY=VALUE'``), paired with ``METHOD``."""
+    name, _, base = (part.strip() for part in text.partition('='))
+    if not name or not base or ':' in name:
+        raise UnknownMethod(f'{text!r}: a variant is NAME=METHOD (NAME without ":"), e.g. '
+                            f'"ADM co0.5=ADM"')
+    if _squash(name) in {_squash(known) for known in METHODS}:
+        raise UnknownMethod(f'variant {name!r}: the name of a method of the table; give it '
+                            f'another name')
+    base = resolve_method(base, framework)
+    return replace(METHODS[base], name=name, baseline=base, sokd=None, base_method=base,
+                   doc=f'{base} with this variant\'s --set changes')
 
 
 def merge(base: dict, update: dict) -> dict:
@@ -176,10 +195,14 @@ def split_section(section: dict) -> tuple[dict, dict | None]:
     return section, None
 
 
-def method_section(name: str, user_section: dict, framework: str) -> dict:
-    """The distiller section of method ``name`` derived from the config's ``user_section``
-    (without the teacher checkpoint, which the comparison adds)."""
-    method = METHODS[name]
+def method_section(name: str, user_section: dict, framework: str,
+                   specs: dict | None = None) -> dict:
+    """The distiller section of method ``name`` (of ``METHODS``, or a variant of ``specs``)
+    derived from the config's ``user_section`` (without the teacher checkpoint, which the
+    comparison adds)."""
+    method = {**METHODS, **(specs or {})}[name]
+    if method.base_method is not None:
+        return method_section(method.base_method, user_section, framework)
     if method.sokd is not None:
         inner = method_section(method.sokd, user_section, framework)
         _, user_sokd = split_section(user_section)

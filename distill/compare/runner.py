@@ -33,7 +33,7 @@ from pathlib import Path
 
 from distill.compare.frameworks import FRAMEWORKS, Framework, detect
 from distill.compare.methods import (DEFAULT_METHODS, METHODS, baseline_of, method_section,
-                                     resolve_method)
+                                     resolve_method, variant)
 from distill.compare.report import format_report, plot
 
 MARKER, LOG = 'compare_run.json', 'compare.log'
@@ -167,9 +167,15 @@ class Comparison:
         if task is not None and task not in FRAMEWORKS:
             raise ValueError(f'--task {task!r}: one of {", ".join(FRAMEWORKS)}')
         self.fw: type[Framework] = FRAMEWORKS[task] if task else detect(user_cfg)
-        chosen = []
+        chosen, self.specs = [], {}
         for name in methods or DEFAULT_METHODS[self.fw.name]:
-            name = resolve_method(name, self.fw.name)
+            if '=' in name:  # the user's variant NAME=METHOD
+                spec = variant(name, self.fw.name)
+                name = spec.name
+                self.specs[name] = spec
+            else:
+                name = resolve_method(name, self.fw.name)
+                self.specs[name] = METHODS[name]
             if name not in chosen:
                 chosen.append(name)
         self.seeds = list(dict.fromkeys(int(s) for s in seeds))
@@ -180,7 +186,7 @@ class Comparison:
         self.jobs, self.rerun = jobs, rerun
         if teacher_ckpt is not None and teacher_seed is not None:
             raise ValueError('give --teacher-ckpt or --teacher-seed, not both')
-        offline = [m for m in chosen if METHODS[m].offline]
+        offline = [m for m in chosen if self.specs[m].offline]
         self.teacher_seed = self.seeds[0] if teacher_seed is None else int(teacher_seed)
         if teacher_ckpt is None and offline:
             if self.teacher_seed not in self.seeds:
@@ -191,6 +197,7 @@ class Comparison:
                           f"{self.teacher_seed}) is the frozen teacher of "
                           f"{', '.join(offline)}")
                 chosen.insert(0, 'independent')
+                self.specs['independent'] = METHODS['independent']
         if 'independent' in chosen:  # first: the others pair to it, the offline ones wait
             chosen.remove('independent')
             chosen.insert(0, 'independent')
@@ -203,6 +210,10 @@ class Comparison:
         self.teacher_ckpt = teacher_ckpt
         self.out = Path(out or Path('work_dirs') / 'compare' / self.config.stem).resolve()
         self.common_sets, self.own_sets = split_sets(sets, self.methods)
+        for name, spec in self.specs.items():
+            if spec.base_method is not None and not self.own_sets[name]:
+                self.echo(f"[compare] variant {name!r} has no --set '{name}:KEY=VALUE': it "
+                          f'trains what {spec.base_method} trains')
         self.user_section = self.fw.user_section(user_cfg)
         try:  # as the user named it, where it is under the working directory
             shown = str(self.config.relative_to(Path.cwd().resolve()))
@@ -218,7 +229,7 @@ class Comparison:
             metric=dict(title=self.fw.metric_title, unit=self.fw.unit,
                         higher_is_better=self.fw.higher_is_better, digits=self.fw.digits,
                         student_key=self.fw.student_key, teacher_key=self.fw.teacher_key),
-            baselines={m: baseline_of(m, self.methods) for m in self.methods},
+            baselines={m: baseline_of(m, self.methods, self.specs) for m in self.methods},
             offline=offline, runs={}, failed=[])
         self.runs: list[Run] = []
 
@@ -233,14 +244,14 @@ class Comparison:
         teacher_fingerprint = None
         prepared = False
         for method in self.methods:
-            spec = METHODS[method]
+            spec = self.specs[method]
             options = self.common_sets + self.own_sets[method]
             parsed = parse_options(options)
             base_cfg = fw.load(self.config, parsed)
             if not prepared:
                 fw.prepare(base_cfg)  # once, before any run (they would race to write it)
                 prepared = True
-            section = method_section(method, self.user_section, fw.name)
+            section = method_section(method, self.user_section, fw.name, self.specs)
             teacher = teacher_target if spec.offline else None
             config = out / 'configs' / f'{slug(method)}.py'
             text = fw.derived_config(self.config, method, spec.doc, section,
