@@ -373,3 +373,17 @@ def test_a_variant_of_a_method_is_planned_with_its_own_change(tmp_path):
     assert variant_run.fingerprint != adm_run.fingerprint
     with pytest.raises(UnknownMethod, match='the name of a method of the table'):
         Comparison(DEMO, methods=['KD=ADM'], seeds=[0], out=tmp_path)
+
+
+@pytest.mark.parametrize('config, framework', [
+    ('classification/demo.py', 'classification'),
+    ('classification/sokd/shapes_demo.py', 'classification'),  # networks in SoKD's base
+    ('segmentation/shapes/adm_offline.py', 'segmentation'),
+    ('detection/shapes/adm_online.py', 'detection'),
+    ('diffusion/adm_shapes_tiny.py', 'diffusion')])
+def test_the_framework_is_recognised_from_the_config(config, framework):
+    from mmengine.config import Config
+
+    from distill.compare.frameworks import detect
+    cfg = Config.fromfile(str(CONFIGS / config), import_custom_modules=False)
+    assert detect(cfg).name == framework

@@ -117,9 +117,9 @@ class Framework:
 
     @staticmethod
     def _header(user_config: Path, method: str, doc: str) -> str:
-        return (f'# {method} on {user_config} (written by distill.compare: the config below '
-                f'with its\n# distiller section replaced; data, networks, schedule and budget '
-                f'as it has them).\n# {method}: {doc}\n_base_ = {str(user_config)!r}\n')
+        return (f'# {method}: {doc}\n# Written by distill.compare: the config below (its '
+                f'data, networks, schedule and budget)\n# with the distiller section of the '
+                f'method in place of its own.\n_base_ = {str(user_config)!r}\n')
 
     # ------------------------------------------------------------------ a run
     @classmethod
@@ -169,8 +169,11 @@ class Framework:
 
     @classmethod
     def matches(cls, cfg) -> bool:
-        return 'distiller' in cfg and isinstance(cfg.distiller, dict) \
-            and 'student' in cfg.distiller and 'noise_scheduler' not in cfg
+        section = cfg.get('distiller')
+        if not isinstance(section, dict) or 'noise_scheduler' in cfg:
+            return False
+        nets = section.get('base') if section.get('type') == 'SoKD' else section
+        return isinstance(nets, dict) and 'student' in nets
 
 
 class MMEngine(Framework):

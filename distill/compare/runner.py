@@ -301,8 +301,9 @@ class Comparison:
         for run, state in states:
             run.resume = state == 'resume'
         resumed = sum(r.resume for r in pending)
-        self.echo(f'[compare] {self.fw.name}: {len(self.methods)} methods x '
-                  f'{len(self.seeds)} seeds = {total} runs: {total - len(pending)} '
+        self.echo(f'[compare] {self.fw.name}: {_count(len(self.methods), "method")} x '
+                  f'{_count(len(self.seeds), "seed")} = {_count(total, "run")}: '
+                  f'{total - len(pending)} '
                   f'finished before, {resumed} to resume, {len(pending) - resumed} to '
                   f'train; {self.jobs} at a time; each run logs to '
                   f'{self.out}/<method>/seed<k>/{LOG}')
@@ -462,6 +463,10 @@ def _finite(value):
     if isinstance(value, (list, tuple)):
         return [_finite(v) for v in value]
     return value
+
+
+def _count(n: int, noun: str) -> str:
+    return f'{n} {noun}' + ('' if n == 1 else 's')
 
 
 def threading_main() -> bool:
