@@ -142,13 +142,92 @@ def check_state_dict(path, model_state: dict, state: dict, what: str = 'the mode
         raise ValueError(message)
 
 
+#: where the networks' weights are in a distillation checkpoint: the distiller's own state dict
+#: (``student.*``, ``teacher.*``), an mmengine ``DistillationModel``'s (``distiller.student.*``,
+#: ``distiller.base.student.*`` under a plug-in such as SoKD)
+DISTILLATION_PREFIXES = dict(
+    student=('student.', 'distiller.student.', 'distiller.base.student.'),
+    teacher=('teacher.', 'distiller.teacher.', 'distiller.base.teacher.'))
+
+
+def network_prefixes(state: dict) -> dict:
+    """``{'student': prefix, 'teacher': prefix}`` of a distillation checkpoint's state dict
+    (both networks present); empty for one network's state dict."""
+    keys = [str(key) for key in state]
+    found = {}
+    for network, prefixes in DISTILLATION_PREFIXES.items():
+        for prefix in sorted(prefixes, key=len, reverse=True):
+            if any(key.startswith(prefix) for key in keys):
+                found[network] = prefix
+                break
+    return found if len(found) == 2 else {}
+
+
+def fitting_network(state: dict, model_state: dict) -> tuple[str, str] | None:
+    """``(network, prefix)`` of the network of a distillation checkpoint whose weights load
+    into ``model_state`` key for key and shape for shape (the teacher first); None."""
+    for network, prefix in sorted(network_prefixes(state).items(), key=lambda item:
+                                  item[0] != 'teacher'):
+        part = {key[len(prefix):]: value for key, value in state.items()
+                if str(key).startswith(prefix)}
+        differences = state_dict_differences(model_state, part)
+        if not any(differences.values()):
+            return network, prefix
+    return None
+
+
+def _distillation_run_files(folder: Path) -> str:
+    """What to pass instead of a distillation checkpoint: the networks its run wrote alone
+    (a classification work dir's ``teacher.pth`` / ``student.pth``)."""
+    written = [folder / name for name in ('teacher.pth', 'student.pth')
+               if (folder / name).is_file()]
+    if written:
+        return 'pass ' + ' or '.join(str(p) for p in written) + ' (each network alone, as ' \
+               'that run wrote it) instead'
+    return (f'pass a network\'s own state dict instead (a classification run writes '
+            f'{folder / "teacher.pth"} and student.pth when it ends)')
+
+
+def describe_distillation_checkpoint(path, state: dict, model_state: dict) -> str | None:
+    """The one-line error for a distillation checkpoint (student and teacher) given where one
+    network's weights are wanted (a ``teacher_ckpt``): which of its networks fits, under which
+    keys, and the file to pass instead; None when ``state`` is no distillation checkpoint."""
+    prefixes = network_prefixes(state)
+    if not prefixes:
+        return None
+    fits = fitting_network(state, model_state)
+    where = (f"the weights that fit this network are its {fits[0]}'s, under {fits[1]}*"
+             if fits else f"neither its teacher ({prefixes['teacher']}*) nor its student "
+                          f"({prefixes['student']}*) fits this network")
+    return (f'{path} is a checkpoint of a distillation run (student and teacher), not one '
+            f'network\'s state dict: {where}; {_distillation_run_files(Path(path).parent)}')
+
+
 def load_model_weights(model: nn.Module, path, prefix: str | None = None,
                        allow_pickle: bool = False, strict: bool = True) -> None:
     """Load weights into ``model`` from a plain state dict or a checkpoint holding one (under
     ``state_dict`` or ``model``); ``prefix`` selects a submodule's entries (``'student.'``).
-    Keys and shapes are checked first (``check_state_dict``)."""
+    Keys and shapes are checked first (``check_state_dict``). A distillation run's checkpoint
+    (a ``checkpoint-N`` folder, or a file with both networks) where one network is wanted is
+    named with where that network's weights are in it and the file to pass instead."""
+    folder = Path(path)
+    if folder.is_dir() and ((folder / 'model.safetensors').is_file()
+                            or (folder / 'training_state.json').is_file()):
+        raise IsADirectoryError(
+            f'{path} is a checkpoint folder of a distillation run (both networks, under '
+            f'student.* and teacher.* in its model.safetensors), not one network\'s state '
+            f'dict: {_distillation_run_files(folder.parent)}')
     state = _find_state_dict(load_checkpoint(path, allow_pickle=allow_pickle), prefix)
     if not isinstance(state, dict) or not state:
         raise ValueError(f'{path} holds no state dict' + (f' under {prefix!r}' if prefix else ''))
-    check_state_dict(path, model.state_dict(), state, strict=strict)
+    model_state = model.state_dict()
+    if prefix is None:
+        differences = state_dict_differences(model_state, state)
+        if not strict:
+            differences.update(missing=[], unexpected=[])
+        message = any(differences.values()) and describe_distillation_checkpoint(
+            path, state, model_state)
+        if message:
+            raise ValueError(message)
+    check_state_dict(path, model_state, state, strict=strict)
     model.load_state_dict(state, strict=False)

@@ -513,3 +513,130 @@ def test_the_config_being_run_and_the_teacher_are_never_replaced_nor_deleted(tmp
         train_classification(tiny_cfg(epochs=1, teacher_ckpt=str(work / 'teacher.pth')),
                              work_dir=work, overwrite=True)
     assert (work / 'teacher.pth').is_file() and (work / 'metrics.json').is_file()
+
+
+# ---------------------------------------------------------------------------- resume changes
+def test_a_resume_that_changes_the_config_says_so_and_records_each_stretch(tmp_path):
+    """A resume with another loss weight, other training images and another accumulation went
+    on without a word, and config.py then held only the new values. Now each changed key is
+    a warning in train.log (old -> new), config.py keeps the first run's config and the
+    resumed stretch's is config.resumed-at-6.py; the accumulation's steps count from there."""
+    weights = dict(task=1.0, kd=1.0, co=0.1, di=0.01)
+    train_classification(tiny_cfg(epochs=1, loss_weights=weights), work_dir=tmp_path)
+    first = (tmp_path / 'config.py').read_bytes()
+    cfg = tiny_cfg(epochs=2, loss_weights=dict(weights, co=0.5))
+    cfg.data.train.seed = 5  # other training images
+    cfg.train.gradient_accumulation_steps = 2
+    result = train_classification(cfg, work_dir=tmp_path, resume=True)
+    log = (tmp_path / 'train.log').read_text()
+    assert f"differ from those the checkpoint was trained with ({tmp_path / 'config.py'})" in log
+    for line in ('distiller.loss_weights.co: 0.1 -> 0.5', 'data.train.seed: 0 -> 5',
+                 'train.gradient_accumulation_steps: (unset) -> 2', 'schedule.epochs: 1 -> 2'):
+        assert f'WARNING   {line}' in log, line
+    assert (tmp_path / 'config.py').read_bytes() == first
+    record = Config.fromfile(str(tmp_path / 'config.resumed-at-6.py'))
+    assert record.distiller.loss_weights.co == 0.5 and record.train.gradient_accumulation_steps == 2
+    assert checkpoint_names(tmp_path) == ['checkpoint-6', 'checkpoint-9']  # 6 + 3 steps
+    assert result.records[-1]['global_step'] == 9
+    # the same config again: nothing differs from the stretch that wrote checkpoint-9
+    train_classification(cfg, work_dir=tmp_path, resume=True)
+    assert sorted(p.name for p in tmp_path.glob('config*.py')) == ['config.py',
+                                                                   'config.resumed-at-6.py']
+    assert 'resume from step 9' not in (tmp_path / 'train.log').read_text()
+
+
+def test_a_resume_that_changes_the_architecture_ends_with_one_line(tmp_path):
+    """The student's width changed on resume: the saved weights cannot mean anything for it
+    (the load failed with a traceback, or a shape mismatch deep in Accelerate); the entry
+    point ends with one error line naming the key, and writes no record."""
+    config = tmp_path / 'tiny.py'
+    tiny_cfg(epochs=1, distiller_type='DML').dump(str(config))
+    work = tmp_path / 'work'
+    train_classification(Config.fromfile(str(config)), work_dir=work)
+    before = snapshot(work)
+    for options, key in ((['distiller.student.width=8'], 'distiller.student.width'),
+                         (['distiller.student.num_classes=5', 'distiller.teacher.num_classes=5'],
+                          'distiller.student.num_classes')):
+        done = run_entry_point('tasks/classification/train.py', config, '--work-dir', work,
+                               '--resume', '--cfg-options', *options, 'schedule.epochs=2')
+        assert done.returncode == 2 and 'Traceback' not in done.stderr, done.stderr[-3000:]
+        errors = [line for line in done.stderr.splitlines() if line.startswith('error: ')]
+        assert len(errors) == 1 and errors[0].startswith(f'error: --resume: {key} changed '), \
+            errors
+        assert 'cannot change under saved weights' in errors[0]
+        assert {k: v for k, v in snapshot(work).items() if k.name != 'train.log'} == \
+            {k: v for k, v in before.items() if k.name != 'train.log'}
+
+
+def test_a_resume_with_another_process_count_names_it(tmp_path):
+    """A checkpoint of a 2-process run resumed by 1 process: the refusal blamed "another batch
+    size or data set" (its batches per epoch differ); it names the process count. A 1 -> 2
+    resume through accelerate launch gives the same line the other way round."""
+    from distill.engines.core.checkpoints import STATE_FILE
+    train_classification(tiny_cfg(epochs=1), work_dir=tmp_path)
+    path = tmp_path / 'checkpoint-6' / STATE_FILE
+    state = json.loads(path.read_text())  # what a 2-process run of this config records
+    path.write_text(json.dumps(dict(state, num_processes=2, steps_per_epoch=3)))
+    with pytest.raises(ValueError, match=r'the process count changed from 2 to 1') as info:
+        train_classification(tiny_cfg(epochs=2), work_dir=tmp_path, resume=True)
+    assert 'batch size' not in str(info.value)
+
+
+# ---------------------------------------------------------------------------- one error line
+def run_entry_point(script, *args, code=None):
+    """``python SCRIPT ARGS`` (or ``python -c CODE SCRIPT ARGS``), forked from the preloaded
+    server; the completed process."""
+    from forked_run import run_python
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=str(ROOT))
+    env.pop('DISTILL_DEBUG', None)
+    argv = [str(ROOT / script), *map(str, args)]
+    return run_python(['-c', code, *argv] if code else argv, env, ROOT, timeout=300)
+
+
+def one_error_line(done) -> str:
+    assert done.returncode == 2 and 'Traceback' not in done.stderr, done.stderr[-3000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith('error: ')]
+    assert len(errors) == 1, done.stderr[-3000:]
+    return errors[0]
+
+
+@pytest.mark.parametrize('workers', [0, 1])
+def test_a_corrupt_training_image_ends_with_one_line_naming_it(tmp_path, workers):
+    """An ImageFolder image that is not an image: a traceback through the data loader (in a
+    worker, torch's text of the worker's traceback); now one line naming the batch and file."""
+    from distill.data import write_shapes_imagefolder
+    roots = write_shapes_imagefolder(tmp_path / 'shapes', num_train=32, num_val=8,
+                                     image_size=16, num_classes=4)
+    broken = sorted(roots['train'].rglob('*.png'))[5]
+    broken.write_bytes(b'not an image')
+    cfg = tiny_cfg(epochs=1, distiller_type='DML')
+    cfg.data.train = dict(type='ImageFolder', root=str(roots['train']))
+    cfg.data.val = dict(type='ImageFolder', root=str(roots['val']))
+    cfg.data.num_workers = workers
+    cfg.dump(str(tmp_path / 'folder.py'))
+    line = one_error_line(run_entry_point('tasks/classification/train.py', tmp_path / 'folder.py',
+                                          '--work-dir', tmp_path / 'work'))
+    assert 'training batch' in line and 'of epoch 1' in line and str(broken) in line, line
+
+
+def test_a_distillation_checkpoint_as_teacher_ckpt_says_where_its_teacher_is(tmp_path):
+    """teacher_ckpt=checkpoint-6 (a folder of both networks) was "a directory", and a saved
+    distiller state dict "did not match the model" (every key unexpected); each now says where
+    the teacher's weights are in it and which file to pass."""
+    run = tmp_path / 'run'
+    result = train_classification(tiny_cfg(epochs=1, distiller_type='DML'), work_dir=run)
+    torch.save(result.distiller.state_dict(), tmp_path / 'distiller.pth')
+    with pytest.raises(IsADirectoryError) as info:
+        train_classification(tiny_cfg(epochs=1, distiller_type='DML',
+                                      teacher_ckpt=str(run / 'checkpoint-6')),
+                             work_dir=tmp_path / 'a')
+    assert 'checkpoint folder of a distillation run' in str(info.value)
+    assert 'teacher.* in its model.safetensors' in str(info.value)
+    assert f"pass {run / 'teacher.pth'}" in str(info.value)
+    with pytest.raises(ValueError) as info:
+        train_classification(tiny_cfg(epochs=1, distiller_type='DML',
+                                      teacher_ckpt=str(tmp_path / 'distiller.pth')),
+                             work_dir=tmp_path / 'b')
+    assert "the weights that fit this network are its teacher's, under teacher.*" in \
+        str(info.value)
+    assert str(tmp_path / 'distiller.pth') in str(info.value)

@@ -261,3 +261,40 @@ def test_a_second_run_into_a_held_output_dir_is_refused_naming_the_first(tmp_pat
     assert (f'error: work dir {output_dir} is in use by another run, pid {os.getpid()}'
             in result.stderr)
     assert not output_dir.exists()
+
+
+def test_a_resume_that_changes_the_config_says_so_and_records_each_stretch(tmp_path):
+    """--no-use_ema on resume dropped the checkpoint's EMA without a word (and a loss weight
+    changed as silently), and output_dir kept no config at all. Now the run's config.py is
+    written, each changed key is a warning of train.log, the resumed stretch's config is
+    config.resumed-at-2.py; another student architecture ends with one error line."""
+    from mmengine.config import Config
+    config = tmp_path / 'tiny.py'
+    config.write_text(TINY_CONFIG)
+    output_dir = tmp_path / 'run'
+    short = ['--checkpointing_steps', '2', '--validation_steps', '0',
+             '--cfg-options', 'evaluation.skip=True']
+    done = run_train(config, '--output_dir', output_dir, '--max_train_steps', '2', *short)
+    assert done.returncode == 0, done.stderr[-3000:]
+    first = (output_dir / 'config.py').read_bytes()
+    assert Config.fromfile(str(output_dir / 'config.py')).use_ema is True
+    done = run_train(config, '--output_dir', output_dir, '--max_train_steps', '3', *short,
+                     'distiller.loss_weights.co=0.5', '--resume_from_checkpoint', 'latest',
+                     '--no-use_ema')
+    assert done.returncode == 0, done.stderr[-3000:]
+    log = (output_dir / 'train.log').read_text()
+    for line in ('use_ema: True -> False', 'distiller.loss_weights.co: (unset) -> 0.5',
+                 'max_train_steps: 2 -> 3'):
+        assert f'WARNING   {line}' in log, line
+    assert (output_dir / 'config.py').read_bytes() == first
+    assert Config.fromfile(str(output_dir / 'config.resumed-at-2.py')).use_ema is False
+    done = run_train(config, '--output_dir', output_dir, '--max_train_steps', '4', *short,
+                     'distiller.loss_weights.co=0.5', 'student.block_out_channels=[8,24]',
+                     '--resume_from_checkpoint', 'latest', '--no-use_ema')
+    assert done.returncode == 2 and 'Traceback' not in done.stderr, done.stderr[-3000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith('error: ')]
+    assert len(errors) == 1 and errors[0].startswith(
+        'error: --resume: student.block_out_channels changed ([8, 16] -> [8, 24]) from the '
+        'config the checkpoint of step 2 was trained with'), errors
+    assert sorted(p.name for p in output_dir.glob('config*.py')) == ['config.py',
+                                                                     'config.resumed-at-2.py']

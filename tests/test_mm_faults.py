@@ -382,3 +382,81 @@ def test_a_second_run_into_a_held_work_dir_is_refused_naming_the_first(tmp_path)
     with WorkDirLock(work):
         assert f'"pid": {os.getpid()}' in (work / LOCK_NAME).read_text()
     assert not (work / LOCK_NAME).exists()
+
+
+# ------------------------------------------------------------------ one error line
+@pytest.mark.parametrize('task,broken', [('seg', 'img_dir/train/00001.png'),
+                                         ('seg', 'ann_dir/train/00001.png'),
+                                         ('det', 'images/train/00001.png')],
+                         ids=['seg-image', 'seg-label-map', 'det-image'])
+def test_a_corrupt_data_file_ends_with_one_line_naming_it(tmp_path, task, broken):
+    """A training image (or label map) that is not an image: mmcv's decoder gives None and the
+    run ended in a traceback through the data loader, an AssertionError or an AttributeError
+    on None; now one error line naming the file."""
+    from distill.data.coco_layout import write_shapes_coco
+    from distill.data.mmseg_layout import write_shapes_mmseg
+    root = tmp_path / 'data'
+    if task == 'seg':
+        write_shapes_mmseg(root, num_train=4, num_val=2, image_size=32)
+    else:
+        write_shapes_coco(root, num_train=2, num_val=2, image_size=32)
+    assert (root / broken).is_file(), sorted(p.name for p in (root / broken).parent.iterdir())
+    (root / broken).write_bytes(b'not an image')
+    out = run_script(f"tasks/{dict(seg='segmentation', det='detection')[task]}/train.py",
+                     SEG if task == 'seg' else DET, '--work-dir', str(tmp_path / 'work'),
+                     '--cfg-options', 'train_cfg.max_iters=2', 'train_cfg.val_interval=100',
+                     'train_dataloader.batch_size=2', f'prepare_data.root={root}',
+                     f'train_dataloader.dataset.data_root={root}/',
+                     f'val_dataloader.dataset.data_root={root}/',
+                     f'test_dataloader.dataset.data_root={root}/', expect_fail=True)
+    errors = [line for line in out.splitlines() if line.startswith('error: ')]
+    assert 'Traceback' not in out and len(errors) == 1, out[-3000:]
+    assert errors[0].startswith(f'error: cannot decode the data file {root}/{broken} (Load'), \
+        errors
+
+
+def test_a_corrupt_data_file_in_a_loader_worker_is_named_from_its_text():
+    """A worker's error reaches the main process as the text of its traceback (torch's
+    'Caught X in DataLoader worker process 0'): the image is named from mmcv's last line (its
+    source line, quoted above it, is not a path), a label map by what names it, nothing else
+    at all; an error of no loading transform passes unchanged."""
+    from distill.engines.mmengine.data_files import unreadable_data_file
+
+    def worker_error(kind, last, where='mmcv/transforms/loading.py'):
+        return kind(f'Caught {kind.__name__} in DataLoader worker process 0.\nOriginal '
+                    f'Traceback (most recent call last):\n  File "/x/{where}", line 9, in '
+                    f"transform\n    assert img is not None, f'failed to load image: "
+                    f"{{filename}}'\n{last}\n")
+    image = unreadable_data_file(worker_error(
+        AssertionError, 'AssertionError: failed to load image: /d/img_dir/train/3.png'))
+    assert image.startswith('cannot decode the data file /d/img_dir/train/3.png '
+                            '(LoadImageFromFile of the data pipeline: AssertionError: '), image
+    label_map = unreadable_data_file(worker_error(
+        AttributeError, "AttributeError: 'NoneType' object has no attribute 'squeeze'",
+        'mmseg/datasets/transforms/loading.py'))
+    assert 'in a DataLoader worker' in label_map and 'num_workers=0' in label_map
+    assert unreadable_data_file(worker_error(ValueError, 'ValueError: x', 'mine.py')) is None
+    assert unreadable_data_file(FileNotFoundError('no such file: /d/x.png')) is None
+
+
+def test_a_distillation_checkpoint_as_teacher_ckpt_gives_its_teacher(seg_checkpoint, tmp_path):
+    """model.teacher_ckpt=iter_4.pth of an online run (student and teacher under distiller.*):
+    mmengine's strict load failed with a traceback listing hundreds of keys; its teacher's
+    weights are taken (they fit model.teacher exactly), saying so. A checkpoint that fits
+    neither way is one line naming the file and the keys."""
+    from mm_helpers import build_from_config
+    from distill.checkpoint import load_checkpoint
+    offline = str(REPO / 'configs/segmentation/shapes/adm_offline.py')
+    model = build_from_config(offline, {'model.teacher_ckpt': str(seg_checkpoint)})
+    model.load_teacher()
+    saved = load_checkpoint(seg_checkpoint)['state_dict']
+    for key, value in model.teacher.state_dict().items():
+        assert torch.equal(value, saved[f'distiller.teacher.{key}']), key
+    student = tmp_path / 'student.pth'
+    torch.save({'state_dict': {k[len('distiller.student.'):]: v for k, v in saved.items()
+                               if k.startswith('distiller.student.')}}, student)
+    model = build_from_config(offline, {'model.teacher_ckpt': str(student)})
+    with pytest.raises(ValueError, match=rf'^model\.teacher_ckpt {student} does not match '
+                                         rf'model\.teacher: \d+ missing, 0 unexpected, \d+ of '
+                                         rf'another shape \(missing: backbone\.'):
+        model.load_teacher()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from mmengine.config import Config
 
 from mm_helpers import REPO, run_script
 
@@ -345,3 +346,63 @@ def test_resume_looks_only_inside_its_own_work_dir(tmp_path):
     # a CheckpointHook out_dir of the run's own is followed
     assert newest_valid_checkpoint(copy, warn=warnings.append, folders=[first]) == \
         first / 'iter_4.pth'
+
+
+def test_a_resume_that_changes_the_config_says_so_and_records_each_stretch(tmp_path):
+    """A resume with another loss weight and batch size went on without a word, and the
+    Runner rewrote the work dir's adm_online.py with the new values. Each changed key is now a
+    warning of the run's log (old -> new), a changed process count is named, adm_online.py
+    keeps the first run's config and adm_online.resumed-at-2.py holds the resumed stretch's;
+    an architecture change ends with one error line naming the key, before any weight is
+    loaded, and records nothing."""
+    from distill.data.mmseg_layout import write_shapes_mmseg
+    from distill.engines.mmengine.checkpoint_files import write_checkpoint_bytes
+    from distill.engines.mmengine.safe_load import allow_mmengine_checkpoint_globals
+    root = tmp_path / 'shapes_seg'
+    write_shapes_mmseg(root, num_train=8, num_val=2, image_size=32)
+    work = tmp_path / 'work'
+
+    def options(iters, *extra):
+        return ['--work-dir', str(work), '--cfg-options', f'train_cfg.max_iters={iters}',
+                'train_cfg.val_interval=100', 'default_hooks.checkpoint.interval=2',
+                f'prepare_data.root={root}', f'train_dataloader.dataset.data_root={root}',
+                f'val_dataloader.dataset.data_root={root}',
+                f'test_dataloader.dataset.data_root={root}', *extra]
+    run_script(TRAIN, SEG, *options(2))
+    first = (work / 'adm_online.py').read_bytes()
+    # as a run of 2 processes would have written iter_2.pth (its checksum rewritten with it)
+    allow_mmengine_checkpoint_globals()
+    checkpoint = torch.load(work / 'iter_2.pth', weights_only=True)
+    assert checkpoint['distill_world_size'] == 1
+    buffer = io.BytesIO()
+    torch.save(dict(checkpoint, distill_world_size=2), buffer)
+    write_checkpoint_bytes(buffer.getvalue(), work / 'iter_2.pth')
+    out = run_script(TRAIN, SEG, '--resume', *options(
+        4, 'model.distiller.loss_weights.co=0.5', 'train_dataloader.batch_size=4'))
+    assert 'resumed epoch: 0, iter: 2' in out
+    assert 'resume from iteration 2: the process count changed from 2 to 1' in out
+    for line in ('model.distiller.loss_weights.co: (unset) -> 0.5', 'train_cfg.max_iters: 2 -> 4',
+                 'train_dataloader.batch_size: 8 -> 4'):
+        assert f'WARNING -   {line}' in out, line
+    logs = sorted(work.glob('*/*.log'))
+    assert 'train_dataloader.batch_size: 8 -> 4' in logs[-1].read_text()  # the run's log
+    assert (work / 'adm_online.py').read_bytes() == first
+    record = Config.fromfile(str(work / 'adm_online.resumed-at-2.py'))
+    assert record.train_dataloader.batch_size == 4
+    assert record.model.distiller.loss_weights.co == 0.5
+    # the hook on iter_4.pth with a deeper student (what --resume with
+    # model.student.backbone.depth=34 gives it): refused on every process, nothing recorded
+    from types import SimpleNamespace
+    from distill.config_checks import ConfigError
+    from distill.engines.mmengine.resume import check_resume_config
+    before = sorted(p.name for p in work.iterdir() if p.is_file())
+    cfg = Config.fromfile(str(work / 'adm_online.resumed-at-2.py'))
+    cfg.merge_from_dict({'model.student.backbone.depth': 34, 'train_cfg.max_iters': 6})
+    runner = SimpleNamespace(cfg=cfg, work_dir=str(work), _train_loop=dict(cfg.train_cfg))
+    with pytest.raises(ConfigError) as info:
+        check_resume_config(runner, torch.load(work / 'iter_4.pth', weights_only=True))
+    assert str(info.value).startswith(
+        '--resume: model.student.backbone.depth changed (18 -> 34) from the config the '
+        "checkpoint of iteration 4 was trained with (the one saved in the checkpoint): the "
+        "networks' architecture cannot change under saved weights")
+    assert sorted(p.name for p in work.iterdir() if p.is_file()) == before

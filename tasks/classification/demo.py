@@ -61,6 +61,7 @@ def pick_images(dataset, count=4):
 
 
 def main(argv=None):
+    from distill.engines.core.cli_errors import add_debug_option
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--out', default='work_dirs/demo', help='output folder')
     parser.add_argument('--epochs', type=int, default=None, help='epochs per method '
@@ -68,6 +69,7 @@ def main(argv=None):
     parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2],
                         help='training seeds (initial weights, batch order, augmentation)')
     parser.add_argument('--config', default=str(DEMO_CONFIG), help=argparse.SUPPRESS)
+    add_debug_option(parser)
     args = parser.parse_args(argv)
 
     import torch

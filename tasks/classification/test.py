@@ -23,6 +23,7 @@ def main(argv=None):
     from mmengine.config import Config
 
     from distill.engines.classification.eval import evaluate_checkpoint
+    from distill.engines.core.cli_errors import add_debug_option
     from distill.engines.core.cli_options import ConfigOptionsAction
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('config', help='the run\'s config (its work dir holds config.py)')
@@ -32,6 +33,7 @@ def main(argv=None):
     parser.add_argument('--cfg-options', nargs='+', action=ConfigOptionsAction, default={},
                         metavar='KEY=VALUE', help='override config keys, e.g. '
                         'data.val_batch_size=256')
+    add_debug_option(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(message)s')
     cfg = Config.fromfile(args.config)

@@ -24,6 +24,7 @@ except ImportError:  # running from a source checkout that is not installed
 
 
 def parse_args(argv=None):
+    from distill.engines.core.cli_errors import add_debug_option
     from distill.engines.core.cli_options import ConfigOptionsAction
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('config', help='config file, e.g. configs/classification/demo.py')
@@ -51,6 +52,7 @@ def parse_args(argv=None):
                         "for slurm/mpi jobs run torchrun or accelerate launch inside the job")
     parser.add_argument('--local_rank', '--local-rank', type=int, default=None,
                         help='passed by torch.distributed.launch; exported as LOCAL_RANK')
+    add_debug_option(parser)
     args = parser.parse_args(argv)
     # only when given: a LOCAL_RANK alone would make Accelerate start a process group
     if args.local_rank is not None and 'LOCAL_RANK' not in os.environ:

@@ -60,6 +60,12 @@ class DataLoadError(RuntimeError):
     """A batch could not be read; the message names the batch, the epoch and the cause."""
 
 
+class DataFileError(DataLoadError, ValueError):
+    """A sample's file could not be read or decoded (a truncated or corrupt image, a file gone):
+    what the user fixes, so the entry points end with its one line (a ``ValueError``), which
+    names the batch, the epoch and the file."""
+
+
 class _NamedSamples(Dataset):
     """Reads sample ``i`` of batch ``n`` from the index ``(n, i)``, so that a failure names the
     batch and the epoch (the dataset's own message names the file), in the main process or a
@@ -73,8 +79,10 @@ class _NamedSamples(Dataset):
         try:
             return self.dataset[index]
         except Exception as err:
-            raise DataLoadError(f'could not load {self.what} batch {number} of epoch '
-                                f'{self.epoch}: {err}') from err
+            # the data sets' decoders raise ValueError naming the file; OSError: unreadable
+            kind = DataFileError if isinstance(err, (ValueError, OSError)) else DataLoadError
+            raise kind(f'could not load {self.what} batch {number} of epoch {self.epoch}: '
+                       f'{err}') from err
 
     def __len__(self):
         return len(self.dataset)

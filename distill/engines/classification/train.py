@@ -12,7 +12,9 @@ gives it the classification hooks (``classification_task``): each epoch, top-1, 
 of the student and the teacher on the val set, one record in ``metrics.json`` and the
 trackers (TensorBoard under ``work_dir/tensorboard``), a ``checkpoint-N`` folder (N the
 optimiser steps done, written only from finite state, with a SHA-256 per file); at the end
-``student.pth`` and ``teacher.pth``.
+``student.pth`` and ``teacher.pth``. The run's config is ``config.py``; a resume logs each key
+it changes, refuses another architecture and records its own as ``config.resumed-at-N.py``
+(``distill.engines.core.config_diff``, the rule of every engine).
 
 Config sections: ``distiller``, ``data`` (train, val, batch_size, ...), ``optimizer``
 (``dict(type='SGD', lr=...)``, any of mmengine's ``OPTIMIZERS``), ``schedule`` (``epochs`` and
@@ -30,6 +32,7 @@ import torch
 from torch import nn
 
 from distill.engines.core.checkpoints import check_fresh_work_dir
+from distill.engines.core.config_diff import ResumeRules, RunConfig, record_pattern
 from distill.engines.classification.config import check_classification_config
 from distill.engines.classification.data import DataLoadError
 from distill.engines.classification.task import ClassificationTask
@@ -50,7 +53,12 @@ DEFAULT_TRAIN = dict(seed=0, mixed_precision='no', gradient_accumulation_steps=1
                      channels_last=False)
 DEFAULT_OPTIMIZER = dict(type='SGD', lr=0.05)
 # what a run writes in its work dir besides checkpoint-N (--overwrite deletes exactly these)
-RUN_ENTRIES = ('metrics.json', 'student.pth', 'teacher.pth', 'config.py', 'policy.png')
+RUN_ENTRIES = ('metrics.json', 'student.pth', 'teacher.pth', 'config.py',
+               record_pattern('config.py'), 'policy.png')
+#: what a resume may change (config_diff): not the networks, nor the number of classes
+RESUME_RULES = ResumeRules(networks=('distiller.student', 'distiller.teacher'),
+                           ignored=('work_dir',),
+                           fresh_hint='start a fresh run (--overwrite, or another --work-dir)')
 # written before the first step: alone, they do not make an earlier run
 RUN_LOGS = ('train.log', 'tensorboard')
 
@@ -154,14 +162,15 @@ def _run(cfg, work_dir: Path, resume, datasets, accelerator, close_group) -> Tra
         project_name='tensorboard')  # the trackers' folder in the work dir
     task = ClassificationTask(datasets, data_cfg, seed, accelerator, work_dir,
                               channels_last=bool(train_cfg['channels_last']))
+    run_config = RunConfig(cfg, work_dir, RESUME_RULES)
     trainer = Trainer(task, distiller, accelerator, settings, work_dir,
                       _cfg_dict(cfg, 'optimizer', DEFAULT_OPTIMIZER), scheduler_configs(schedule),
                       arch_optimizer_cfg=_cfg_dict(cfg, 'arch_optimizer') or None,
                       tracker_config=flat_config(cfg))
+    trainer.run_config = run_config
     trainer.resume(resume)
-    if accelerator.is_main_process and hasattr(cfg, 'dump'):
-        work_dir.mkdir(parents=True, exist_ok=True)
-        cfg.dump(str(work_dir / 'config.py'))
+    # config.py of a fresh run; config.resumed-at-N.py of a resumed one that changes it
+    run_config.write(accelerator.is_main_process, logger.warning)
     records = trainer.run()
     return TrainResult(work_dir, records, trainer.model)
 

@@ -210,6 +210,28 @@ def save_checkpoint(accelerator, work_dir, state: dict, main_states: dict | None
     return final
 
 
+def check_resume_position(path, state: dict, num_processes: int, steps_per_epoch: int) -> None:
+    """A checkpoint's position in its epoch (batches done) means the same batches in this run
+    only with the same number of processes and batches per epoch; each change is refused,
+    naming its cause: the process count first (it changes the batches per epoch too), then
+    another batch size or data set."""
+    saved_world = state.get('num_processes', num_processes)
+    if saved_world != num_processes:
+        raise ValueError(
+            f'{path} was written by a run of {saved_world} process(es) and this run has '
+            f'{num_processes}: the process count changed from {saved_world} to '
+            f'{num_processes}, which changes the batches of every epoch and their order, so '
+            f'the saved position in the epoch would map onto other batches. Resume with '
+            f'{saved_world} process(es), or start a fresh run')
+    saved_steps = state.get('steps_per_epoch', steps_per_epoch)
+    if saved_steps != steps_per_epoch:
+        raise ValueError(
+            f'{path} was written with {saved_steps} batches per epoch and this run has '
+            f'{steps_per_epoch} (another batch size or data set): resuming would map its '
+            f'position in the epoch onto other batches, re-training or skipping part of an '
+            f'epoch. Resume with the settings of that run, or start a fresh run')
+
+
 def load_checkpoint_dir(accelerator, path, state: dict, main_names=(), process_names=()):
     """Restore a verified checkpoint into the prepared objects; return ``(main_states,
     process_states)``, the task's extra objects by name (this process's for the latter)."""

@@ -81,6 +81,7 @@ class Trainer:
         self.rank, self.world = accelerator.process_index, accelerator.num_processes
         self.optimizer_cfg, self.schedule = dict(optimizer_cfg), list(schedule or [])
         self.tracker_config = tracker_config
+        self.run_config = None  # a config_diff.RunConfig: checked by resume (engines set it)
         main_params, arch_params = split_arch_parameters(model)
         optimizer = build_optimizer(self.optimizer_cfg, main_params)
         self.schedulers = build_schedulers(self.schedule, optimizer, settings.schedule_by_epoch)
@@ -126,13 +127,10 @@ class Trainer:
                                self.work_dir)
             return None
         path, state = found
-        saved_steps = state.get('steps_per_epoch', self.steps_per_epoch)
-        if saved_steps != self.steps_per_epoch:  # like a changed number of processes
-            raise ValueError(
-                f'{path} was written with {saved_steps} batches per epoch and this run has '
-                f'{self.steps_per_epoch} (another batch size or data set): resuming would map '
-                f'its position in the epoch onto other batches, re-training or skipping part '
-                f'of an epoch. Resume with the settings of that run, or start a fresh run')
+        if self.run_config is not None:  # each change logged, an architecture change refused
+            self.run_config.check_resume(state['global_step'], 'step', self.is_main and logger
+                                         .warning or None)
+        ckpt.check_resume_position(path, state, self.world, self.steps_per_epoch)
         main, per_process = ckpt.load_checkpoint_dir(
             self.accelerator, path, state,
             ['arch_optimizer'] * bool(self.arch_optimizer) + list(self.task.main_states(self)),
@@ -148,6 +146,11 @@ class Trainer:
         self.epoch, self.batches_in_epoch = int(state['epoch']), int(state['batches_in_epoch'])
         if self.batches_in_epoch >= self.steps_per_epoch:  # saved at the end of an epoch
             self.epoch, self.batches_in_epoch = self.epoch + 1, 0
+        if self.settings.max_steps is None:  # the rest at this run's accumulation (changed?)
+            left = -(-(self.steps_per_epoch - self.batches_in_epoch) // self.accelerator
+                     .gradient_accumulation_steps)
+            self.total_steps = self.global_step + max(
+                0, left + (self.settings.epochs - self.epoch) * self.updates_per_epoch)
         done = self.epoch - 1 if self.settings.schedule_by_epoch else self.global_step
         self.schedulers, main_changes = restore_schedule(
             self.optimizer, self.optimizer_cfg, self.schedule, self.settings.schedule_by_epoch,

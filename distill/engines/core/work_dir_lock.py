@@ -4,7 +4,9 @@ Two runs started into one work dir would both write its ``metrics.json``, checkp
 each replacing the other's. So the main process of a run holds ``<work dir>/.distill-run.lock``
 from before its first write (an ``--overwrite`` deletion included) to its end; a second run
 into that work dir is refused (``WorkDirInUseError``, a ``FileExistsError``: one ``error:`` line
-naming the holder's pid, host and command, and the lock file) and changes nothing.
+naming the holder's pid, host and command, and the lock file) and changes nothing. Taking the
+lock is the run's first write: a work dir that cannot be created or written (permissions, a
+read-only file system) is named there, with the reason (``WorkDirNotWritableError``).
 
 The lock is an exclusive ``flock`` on the file, which the kernel drops when its process ends,
 however it ends: a file left by a killed run is stale and taken over without a word; the file
@@ -32,6 +34,11 @@ _HELD: dict[Path, 'WorkDirLock'] = {}
 
 class WorkDirInUseError(FileExistsError):
     """Another live run holds the work dir's lock; the message names its pid."""
+
+
+class WorkDirNotWritableError(PermissionError):
+    """The work dir cannot be created or written (permissions, a read-only file system, a
+    file in the way): the first write of a run, its lock, names it before anything else."""
 
 
 def _describe(record: dict) -> str:
@@ -84,9 +91,8 @@ class WorkDirLock:
             self.count += 1
             return self
         self.created_dir = not self.work_dir.exists()
-        self.work_dir.mkdir(parents=True, exist_ok=True)
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = self._open()
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as err:
@@ -115,6 +121,25 @@ class WorkDirLock:
         self.fd, self.count, self.pid = fd, 1, os.getpid()
         _HELD[self.work_dir.resolve()] = self
         return self
+
+    def _open(self) -> int:
+        """The lock file's descriptor, the work dir created first; a work dir that cannot
+        be written is named with the reason (``WorkDirNotWritableError``)."""
+        try:
+            self.work_dir.mkdir(parents=True, exist_ok=True)
+            return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            if err.errno not in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR,
+                                 errno.EEXIST, errno.ENOSPC, errno.EDQUOT):
+                raise
+            reason = err.strerror or type(err).__name__
+            where = f' ({err.filename})' if err.filename and str(err.filename) not in (
+                str(self.work_dir), str(self.path)) else ''
+            raise WorkDirNotWritableError(
+                f'work dir {self.work_dir} is not writable: {reason}{where}; nothing was '
+                f'written there. Give a work dir this user can write to, or fix its '
+                f'permissions') \
+                from None
 
     def release(self) -> None:
         """Drop one hold; the last removes the lock file and frees the work dir (a forked

@@ -115,6 +115,7 @@ SECTION_KEYS = dict(
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from distill.engines.core.cli_errors import add_debug_option
     from distill.engines.core.cli_options import ConfigOptionsAction
     parser = argparse.ArgumentParser(description='Distil a diffusers UNet (ADM, KD, DML)')
     parser.add_argument('config', help='mmengine Python config, e.g. configs/diffusion/...')
@@ -135,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help=argparse.SUPPRESS)
     parser.add_argument('--cfg-options', nargs='+', action=ConfigOptionsAction, default=None,
                         help='override config keys, e.g. distiller.loss_weights.co=0.5')
+    add_debug_option(parser)
     return parser
 
 

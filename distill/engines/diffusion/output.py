@@ -9,6 +9,8 @@ pipeline folder, and the rule that a fresh run does not write over an earlier on
   read from ``output_dir/teacher``). The core's ``check_fresh_work_dir`` with diffusers' flag
   names; TensorBoard logs alone (a run that failed at its first step) are no earlier run.
 * ``save_student_pipeline``: ``output_dir`` as diffusers' training examples leave it.
+* ``config.py``: the config the run ran with (defaults and flags merged; a resume that changes
+  it writes ``config.resumed-at-N.py`` beside it, ``distill.engines.core.config_diff``).
 """
 from __future__ import annotations
 
@@ -16,10 +18,21 @@ import logging
 from pathlib import Path
 
 from distill.engines.core.checkpoints import check_fresh_work_dir
+from distill.engines.core.config_diff import NOT_ARCHITECTURE, ResumeRules, record_pattern
+from distill.engines.core.targets import check_output
 
 logger = logging.getLogger(__name__)
 
-# what a run writes in output_dir (besides checkpoint-N and its logging_dir)
+#: the run's config, as it ran (a resume that changes it adds config.resumed-at-N.py)
+CONFIG_DUMP = 'config.py'
+#: what a resume may change (config_diff): not the UNets (whose ``pretrained`` folder gives the
+#: architecture too); the shapes data's ``num_classes`` is data, not a network's
+RESUME_RULES = ResumeRules(
+    networks=('student', 'teacher'),
+    ignored=('output_dir', 'resume_from_checkpoint', 'overwrite_output_dir'),
+    not_architecture=tuple(k for k in NOT_ARCHITECTURE if k != 'pretrained'), class_counts=(),
+    fresh_hint='start a fresh run (--overwrite_output_dir, or another --output_dir)')
+# what a run writes in output_dir (besides checkpoint-N, its logging_dir and config records)
 RUN_ENTRIES = ('metrics.json', 'model_index.json', 'unet', 'scheduler', 'teacher', 'validation',
                'vae', 'text_encoder', 'tokenizer')
 
@@ -37,14 +50,22 @@ def check_fresh_output_dir(output_dir, logging_dir: str = 'logs', overwrite: boo
     hint += '--overwrite_output_dir to delete it and start again, or another --output_dir'
     if overwrite and not delete:
         return
-    # the TensorBoard folder (when inside output_dir) and train.log: deleted with the run,
-    # and no earlier run alone
-    logs, root = ['train.log'], Path(output_dir).resolve()
+    # the TensorBoard folder (when inside output_dir), train.log and the config records:
+    # deleted with the run, and no earlier run alone
+    logs = ['train.log', CONFIG_DUMP, record_pattern(CONFIG_DUMP)]
+    root = Path(output_dir).resolve()
     folder = (Path(output_dir) / logging_dir).resolve()
     if folder != root and folder.is_relative_to(root):
         logs.append(str(folder.relative_to(root)))
     check_fresh_work_dir(output_dir, RUN_ENTRIES, overwrite=overwrite, hint=hint, logs=logs,
                          inputs=inputs)
+
+
+def check_config_dump(output_dir, inputs: dict) -> None:
+    """The config dump never replaces the config being run (``output_dir/config.py`` run
+    again): refused before anything is written."""
+    check_output(Path(output_dir) / CONFIG_DUMP, inputs, "the output dir's config dump",
+                 hint='run a copy of the config kept outside the output dir')
 
 
 def run_inputs(cfg, config_file=None) -> dict:

@@ -3,7 +3,8 @@ diffusers' ``examples/unconditional_image_generation/train_unconditional.py``.
 
 The loop, gradient accumulation, NaN guard, lr schedule, ``checkpoint-N`` folders (rotation,
 checksums, resume), ``metrics.json``, trackers, progress bar and seeding are the core's, shared
-with classification. What is diffusion's own is ``DiffusionTask``, the core's hooks:
+with classification, and so is the resume's config check (``output_dir/config.py`` and its
+``config.resumed-at-N.py``, ``config_diff``). What is diffusion's own is ``DiffusionTask``:
 
 * ``train_loader``: this process's share of the images in an order that is a function of
   ``(seed, epoch)``; at the start of each epoch the per-process generator of noise, timesteps
@@ -38,11 +39,13 @@ from distill.engines.diffusion.config import OPTIMIZER_FLAGS, lr_schedule, optim
 from distill.engines.diffusion.eval import (ddim_sample, denoising_mse, fid, image_grid,
                                            teacher_agreement)
 from distill.engines.diffusion.latents import LatentCodec
-from distill.engines.diffusion.output import (check_fresh_output_dir, run_inputs,
+from distill.engines.diffusion.output import (CONFIG_DUMP, RESUME_RULES, check_config_dump,
+                                             check_fresh_output_dir, run_inputs,
                                              save_student_pipeline)
 from distill.engines.diffusion.randomness import EpochShuffleSampler, random_flip
 from distill.engines.diffusion.grad_strides import standard_grad_strides
 from distill.engines.core.runtime import log_to, make_accelerator
+from distill.engines.core.config_diff import RunConfig
 from distill.engines.core.data_order import derive_seed
 from distill.engines.core.task import Task, TrainSettings, flat_config
 from distill.engines.core.trainer import Trainer
@@ -318,9 +321,11 @@ def train(cfg, config_file=None) -> dict | None:
                                    cfg.gradient_accumulation_steps,
                                    log_with=cfg.get('report_to') or 'none',
                                    logging_dir=cfg.get('logging_dir', 'logs'))
+    inputs = run_inputs(cfg, config_file)
+    check_config_dump(cfg.output_dir, inputs)
     lock = hold_work_dir(cfg.output_dir, accelerator.is_main_process)
     try:
-        return _train(cfg, accelerator, run_inputs(cfg, config_file))
+        return _train(cfg, accelerator, inputs)
     finally:
         if lock is not None:
             lock.release()
@@ -367,10 +372,12 @@ def _train(cfg, accelerator, inputs: dict) -> dict | None:
         metrics_every_steps=cfg.get('logging_steps', 50), close_process_group=True,
         project_name=cfg.get('tracker_project_name', 'distill-diffusion'),
         optimizer_option_names=OPTIMIZER_FLAGS)
+    run_config = RunConfig(cfg, Path(cfg.output_dir), RESUME_RULES, CONFIG_DUMP)
     trainer = Trainer(task, task.distiller, accelerator, settings, cfg.output_dir,
                       optimizer_config(cfg),
                       lr_schedule(cfg.lr_scheduler, cfg.lr_warmup_steps, cfg.max_train_steps),
                       tracker_config=flat_config(cfg))
+    trainer.run_config = run_config
     if task.ema is not None:
         task.ema.to(accelerator.device)
     task.codec.to(accelerator.device)
@@ -384,6 +391,9 @@ def _train(cfg, accelerator, inputs: dict) -> dict | None:
                 len(task.train_set), int(cfg.data.get('num_heldout', 64)))
         if resume is not None:
             trainer.resume(resume)
+        # config.py of a fresh run; config.resumed-at-N.py of a resumed one that changes it
+        run_config.write(accelerator.is_main_process,
+                         logging.getLogger('distill.trainer').warning)
         records = trainer.run()
     finals = [r for r in records if r.get('kind') == 'final']
     return finals[-1] if accelerator.is_main_process and finals else None

@@ -24,6 +24,7 @@ from mmengine.logging import print_log
 
 import distill.engines.mmengine  # noqa: F401  (distill.* types; the weights-only allow-list)
 from distill.dist import close_process_group
+from distill.engines.core.cli_errors import add_debug_option
 from distill.engines.core.cli_options import ConfigOptionsAction
 from distill.engines.core.targets import check_output
 from distill.engines.mmengine.checkpoint_files import (NETWORK_PREFIXES, check_checkpoint_fits,
@@ -57,6 +58,7 @@ def parse_args(description: str, argv=None):
                         default='none', help='job launcher')
     parser.add_argument('--tta', action='store_true', help='test time augmentation')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    add_debug_option(parser)
     args = parser.parse_args(argv)
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)

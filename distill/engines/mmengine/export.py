@@ -17,6 +17,7 @@ from mmengine.config import Config
 from mmengine.logging import print_log
 
 from distill.checkpoint import check_state_dict
+from distill.engines.core.cli_errors import add_debug_option
 from distill.engines.core.cli_options import ConfigOptionsAction
 from distill.engines.core.targets import check_output, same_file
 from distill.engines.mmengine.build import build_mm_model, load_model_cfg
@@ -153,6 +154,7 @@ def export_main(description: str, argv=None):
     parser.add_argument('--cfg-options', nargs='+', action=ConfigOptionsAction,
                         help='override settings of the config (data roots, ...) before the '
                              'student config is written, key=value pairs')
+    add_debug_option(parser)
     args = parser.parse_args(argv)
     import distill.engines.mmengine  # noqa: F401
     cfg = Config.fromfile(args.config)

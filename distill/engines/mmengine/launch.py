@@ -16,11 +16,16 @@ own ``tools/train.py`` (``CONFIG --work-dir --amp --auto-scale-lr --resume [CHEC
   file and the config key); a fresh run (no ``--resume``) refuses a work dir that holds an
   earlier run (config dump, checkpoints, ``last_checkpoint``) unless ``--overwrite``, which
   deletes them (``distill/engines/mmengine/work_dir.py``);
+* a data file the pipeline cannot decode (a corrupt image or label map) ends the run with one
+  line naming it (``data_files.py``), not a traceback through the data loader;
 * ``distill.FiniteStateHook`` is added to ``custom_hooks``: a checkpoint is only written from
   finite weights, and the iteration where one became NaN/inf is named (``hooks.py``);
 * so is ``distill.ResumeHook`` (``resume.py``): checkpoints are written atomically with a
   ``.sha256`` beside them, ``--resume`` takes the newest one that verifies (warning about each
-  damaged one it skips), and the config's ``lr`` / ``weight_decay`` win over the restored ones;
+  damaged one it skips), the config's ``lr`` / ``weight_decay`` win over the restored ones, and
+  every config key the resume changes is logged (an architecture change refused); the work
+  dir's config dump keeps the first run's config (put back after the Runner rewrites it), a
+  resume that changes it writing ``<config name>.resumed-at-N.py`` beside it;
 * and ``distill.ArchBatchesHook`` (``sokd_search.py``): SoKD's val batches for the arch step.
 """
 from __future__ import annotations
@@ -29,12 +34,15 @@ import argparse
 import logging
 import os
 import os.path as osp
+from pathlib import Path
 
 from mmengine.config import Config
 from mmengine.logging import print_log
 
 import distill.engines.mmengine  # noqa: F401  (registers distill.DistillationModel, distill.TeacherMetric)
+from distill.checkpoint import write_atomic
 from distill.dist import close_process_group
+from distill.engines.core.cli_errors import add_debug_option
 from distill.engines.core.cli_options import ConfigOptionsAction
 from distill.engines.mmengine.safe_load import allow_mmengine_checkpoint_globals
 
@@ -59,6 +67,7 @@ def parse_args(description: str, argv=None):
                         default='none', help='job launcher')
     # torch.distributed.launch passes --local-rank
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    add_debug_option(parser)
     args = parser.parse_args(argv)
     if args.resume and args.overwrite:
         parser.error("--resume continues the work dir's run and --overwrite deletes it: "
@@ -272,12 +281,22 @@ def setup_cpu_distributed(cfg) -> None:
     cfg.model_wrapper_cfg = wrapper
 
 
+def earlier_config_dump(work_dir, config_name: str):
+    """``(path, bytes)`` of the work dir's config dump before a resumed run's Runner rewrites
+    it (None if there is none): put back once the Runner is built, so the dump keeps the config
+    of the first run and a resume that changes it writes its own beside it
+    (``ResumeHook``)."""
+    path = Path(work_dir) / osp.basename(config_name)
+    return (path, path.read_bytes()) if path.is_file() else None
+
+
 def train(description: str, argv=None):
     """Parse the command line, build the Runner and train; returns the Runner. Destroys the
     process group at the end: call it as a program's last step."""
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
     from distill.data.coco_layout import check_annotation_files
+    from distill.engines.mmengine.data_files import data_files_named
     from distill.engines.mmengine.work_dir import check_fresh_work_dir, claim_work_dir
     args = parse_args(description, argv)
     cfg = load_config(args)
@@ -297,7 +316,12 @@ def train(description: str, argv=None):
                              delete=int(os.environ.get('RANK', '0')) == 0)
     setup_cpu_distributed(cfg)
     allow_mmengine_checkpoint_globals()
+    main = int(os.environ.get('RANK', '0')) == 0
+    earlier = earlier_config_dump(cfg.work_dir, args.config) if not fresh and main else None
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
-    runner.train()
+    if earlier is not None:  # the Runner rewrote it: the first run's dump stays as it was
+        write_atomic(earlier[1], earlier[0])
+    with data_files_named():
+        runner.train()
     close_process_group()
     return runner

@@ -31,7 +31,6 @@ import torch
 from mmengine.logging import MessageHub, print_log
 from mmengine.model import BaseModel
 from mmengine.registry import DefaultScope
-from mmengine.runner.checkpoint import load_checkpoint
 
 from distill import build_distiller
 from distill.adapters import build_adapter
@@ -179,11 +178,45 @@ class DistillationModel(BaseModel):
             self.teacher.init_weights()
 
     def load_teacher(self) -> None:
-        """Load ``teacher_ckpt`` (a local file or a URL) into the teacher."""
+        """Load ``teacher_ckpt`` (a local file or a URL) into the teacher, after checking it
+        key for key and shape for shape (one line naming the file and the keys, not a
+        traceback of mmengine's strict load). A checkpoint of a distillation run (student and
+        teacher, ``distiller.teacher.*``) gives its teacher's weights when they fit the
+        teacher exactly, which the log says; otherwise it is refused, saying so."""
+        import re
+        from mmengine.runner.checkpoint import _load_checkpoint, _load_checkpoint_to_model
+        from distill.checkpoint import (describe_differences, fitting_network,
+                                        network_prefixes, state_dict_differences)
         check_teacher_ckpt(self.teacher_ckpt, self.teacher_trained_by, self.scope)
         allow_mmengine_checkpoint_globals()
-        load_checkpoint(self.teacher, self.teacher_ckpt, map_location=self.teacher_map_location,
-                        strict=True, logger='current')
+        checkpoint = _load_checkpoint(self.teacher_ckpt, map_location=self.teacher_map_location)
+        state = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, dict) \
+            else checkpoint
+        if not isinstance(state, dict):
+            raise ValueError(f'model.teacher_ckpt {self.teacher_ckpt} holds no state dict')
+        state = {re.sub(r'^module\.', '', str(k)): v for k, v in state.items()}
+        teacher_state = self.teacher.state_dict()
+        differences = state_dict_differences(teacher_state, state)
+        if any(differences.values()):
+            fits = fitting_network(state, teacher_state)
+            if fits is not None and fits[0] == 'teacher':
+                print_log(f'model.teacher_ckpt {self.teacher_ckpt} is a checkpoint of a '
+                          f'distillation run: the teacher is loaded from its {fits[1]}* '
+                          f'weights', logger='current')
+                state = {k[len(fits[1]):]: v for k, v in state.items() if k.startswith(fits[1])}
+            elif network_prefixes(state):
+                prefix = network_prefixes(state)['teacher']
+                part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+                raise ValueError(
+                    f'model.teacher_ckpt {self.teacher_ckpt} is a checkpoint of a distillation '
+                    f'run (student and teacher), and its teacher ({prefix}*) does not fit '
+                    f'model.teacher: ' + describe_differences(
+                        'it', state_dict_differences(teacher_state, part), 'model.teacher'))
+            else:
+                raise ValueError('model.teacher_ckpt ' + describe_differences(
+                    self.teacher_ckpt, differences, 'model.teacher'))
+        _load_checkpoint_to_model(self.teacher, dict(state_dict=state), strict=True,
+                                  logger='current')
 
     # ------------------------------------------------------------------ SoKD's search
     def _setup_arch_search(self, search_iters, arch_optimizer: dict) -> None:

@@ -17,6 +17,15 @@ the ones restored from the checkpoint.
   new base value; each change is logged, naming the key. mmengine would otherwise restore the
   old value and drop the override without a word. A change that cannot be applied (a
   scheduled value whose checkpoint base is 0) is refused, naming the key.
+* ``after_load_checkpoint`` also compares the config the checkpoint was trained with (the
+  Runner's dump of it in the checkpoint's ``meta``) with this run's (``core/config_diff.py``,
+  the rule of every engine): every changed key is logged as a warning, ``old -> new``; a change
+  of the networks' architecture or of the number of classes is refused, naming the key, before
+  any weight is loaded; a run whose config differs records it as
+  ``<config name>.resumed-at-N.py`` (N the iteration, or the epoch of an epoch-based loop)
+  beside the first run's dump, which the entry points keep as it was (the Runner rewrites it
+  when it is built). A changed number of processes is named too (checkpoints record it): the
+  batch of an iteration and the data order change with it.
 * Checkpoints also hold torch's RNG state (``distill_rng``, written in
   ``before_save_checkpoint``, restored in ``before_train``, after mmengine's resume has
   reseeded): with the Runner's replay of the skipped iterations' data, a resumed run ends with
@@ -39,11 +48,12 @@ import random
 from pathlib import Path
 
 import numpy as np
-from mmengine.dist import is_main_process
+from mmengine.dist import get_world_size, is_main_process
 from mmengine.hooks import CheckpointHook, Hook
 from mmengine.logging import print_log
 
 from distill.engines.core.checkpoints import remove_orphan_temporaries
+from distill.engines.core.config_diff import ResumeRules, RunConfig
 from distill.engines.mmengine.checkpoint_files import (BACKEND_NAME, CorruptCheckpointError,
                                                        check_loads, newest_valid_checkpoint,
                                                        verify_checkpoint)
@@ -51,6 +61,8 @@ from distill.registry import HOOKS
 
 #: the checkpoint entry holding torch's RNG state (a key mmengine's Runner.resume ignores)
 RNG_KEY = 'distill_rng'
+#: the checkpoint entry holding the number of processes that wrote it
+WORLD_KEY = 'distill_world_size'
 #: optimiser hyperparameters the config's value wins for on resume (numbers, maybe scheduled)
 HYPERPARAMETERS = ('lr', 'weight_decay', 'momentum')
 
@@ -170,11 +182,16 @@ class ResumeHook(Hook):
         if chosen is not None and runner._load_from is None:
             print_log(f'resuming from {chosen} (the newest checkpoint that verifies)',
                       logger='current')
+        elif chosen is None and is_main_process() and config_dump_name(runner):
+            # nothing to resume: a fresh start, whose config is the work dir's dump (the entry
+            # points put the earlier one back after the Runner wrote it)
+            runner.cfg.dump(str(Path(runner.work_dir) / config_dump_name(runner)))
         runner._load_from = chosen
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         if not getattr(runner, '_resume', False):
             return  # load_from: weights only, the optimiser state is not restored
+        check_resume_config(runner, checkpoint)  # before any weight is loaded
         for change in apply_config_optimizer_settings(runner, checkpoint):
             _warn(change)
         self._torch_rng = checkpoint.get(RNG_KEY)
@@ -184,6 +201,7 @@ class ResumeHook(Hook):
     # Runner reseeds it and replays the data of the iterations done when it skips them.
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         checkpoint[RNG_KEY] = torch_rng_state()
+        checkpoint[WORLD_KEY] = get_world_size()
 
     # A validation inside training leaves the random streams as it found them. It would
     # otherwise advance them (every DataLoader iterator draws its base seed from torch's RNG)
@@ -206,6 +224,60 @@ class ResumeHook(Hook):
         state, self._torch_rng = getattr(self, '_torch_rng', None), None
         if state is not None:
             set_torch_rng_state(state)
+
+
+def config_dump_name(runner) -> str | None:
+    """The name of the Runner's config dump in its work dir (``Runner.dump_config``)."""
+    filename = getattr(runner.cfg, 'filename', None)
+    return Path(filename).name if filename else None
+
+
+def resume_rules(cfg) -> ResumeRules:
+    """What a Runner resume may change: not the networks (a DistillationModel's student and
+    teacher; a plain model's every key but its losses, initialisation and train/test
+    settings), nor the number of classes; the keys that say where and how this run was
+    started are ignored."""
+    model = cfg.get('model') or {}
+    distillation = isinstance(model, dict) and str(model.get('type', '')).endswith(
+        'DistillationModel')
+    return ResumeRules(networks=('model.student', 'model.teacher') if distillation else ('model',),
+                       ignored=('resume', 'load_from', 'launcher', 'work_dir'),
+                       fresh_hint='start a fresh run (--overwrite, or another --work-dir)')
+
+
+def resume_point(runner, checkpoint: dict) -> tuple[int, str]:
+    """``(N, 'iteration' or 'epoch')`` of a checkpoint: an epoch-based loop counts epochs."""
+    from mmengine.runner import EpochBasedTrainLoop
+    meta = checkpoint.get('meta') or {}
+    loop = getattr(runner, '_train_loop', None)
+    train_cfg = runner.cfg.get('train_cfg') or {}
+    by_epoch = isinstance(loop, EpochBasedTrainLoop) or (
+        isinstance(loop, dict) and str(train_cfg.get('type', '')).startswith('EpochBased')) \
+        or bool(train_cfg.get('by_epoch'))
+    return (int(meta.get('epoch', 0)), 'epoch') if by_epoch else \
+        (int(meta.get('iter', 0)), 'iteration')
+
+
+def check_resume_config(runner, checkpoint: dict) -> None:
+    """The config and process count of a resumed run against the checkpoint's (see the
+    module): changes logged, an architecture change refused (every process), the run's config
+    recorded as ``<name>.resumed-at-N.py`` when it differs (rank 0)."""
+    name = config_dump_name(runner)
+    at, what = resume_point(runner, checkpoint)
+    warn = _warn if is_main_process() else None
+    saved_world, world = checkpoint.get(WORLD_KEY), get_world_size()
+    if saved_world is not None and saved_world != world and warn is not None:
+        batch = (runner.cfg.get('train_dataloader') or {}).get('batch_size', '?')
+        warn(f'resume from {what} {at}: the process count changed from {saved_world} to '
+             f'{world}: an iteration now takes {world} x {batch} samples (was {saved_world} x '
+             f'{batch}), and the data order is not the uninterrupted run\'s')
+    if name is None:
+        return
+    run_config = RunConfig(runner.cfg, Path(runner.work_dir), resume_rules(runner.cfg), name)
+    saved = (checkpoint.get('meta') or {}).get('cfg')
+    run_config.check_resume(at, what, warn, saved_text=saved if isinstance(saved, str) else None,
+                            saved_name='the one saved in the checkpoint')
+    run_config.write(is_main_process(), warn)
 
 
 def torch_rng_state() -> dict:

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from distill.engines.core.checkpoints import check_fresh_work_dir as check_fresh_entries
 from distill.engines.core.checkpoints import earlier_run_entries
+from distill.engines.core.config_diff import record_pattern
 from distill.engines.core.targets import check_deletions, check_output
 from distill.engines.core.work_dir_lock import hold_work_dir
 
@@ -45,12 +46,15 @@ LOG_FOLDERS = ('[0-9]' * 8 + '_' + '[0-9]' * 6,)
 
 
 def config_dumps(work_dir, config_name: str | None = None) -> list[str]:
-    """The ``.py`` files of ``work_dir`` the Runner wrote: this run's config name, and any
-    whose content is an earlier run's ``<timestamp>/vis_data/config.py``."""
+    """The ``.py`` files of ``work_dir`` the Runner wrote: this run's config name and its
+    records of resumed stretches (``<name>.resumed-at-N.py``, ``ResumeHook``), and any whose
+    content is an earlier run's ``<timestamp>/vis_data/config.py``."""
     work_dir = Path(work_dir)
     names = set()
     if config_name and (work_dir / osp.basename(config_name)).is_file():
         names.add(osp.basename(config_name))
+    if config_name:
+        names.update(p.name for p in work_dir.glob(record_pattern(osp.basename(config_name))))
     dumped = {p.read_bytes() for pattern in LOG_FOLDERS
               for p in work_dir.glob(f'{pattern}/vis_data/config.py')}
     names.update(p.name for p in work_dir.glob('*.py') if p.read_bytes() in dumped)
