@@ -20,7 +20,7 @@ import torch
 from distill.compare import CompareError, compare, main, method_section
 from distill.compare.methods import METHODS, UnknownMethod, baseline_of, resolve_method
 from distill.compare.report import format_report, tables
-from distill.compare.runner import split_sets
+from distill.compare.options import split_sets
 from distill.results import paired_statistics, seeds_needed
 
 pytestmark = pytest.mark.end_to_end

@@ -13,10 +13,10 @@ over paired seeds, and print what the seeds can and cannot tell.
 Each method is a named change of the config's distiller section (``distill.compare.methods``;
 ``--list-methods``); networks, data, schedule and budget stay the config's. ``NAME=METHOD`` in
 ``--methods`` adds the user's own variant of a method (its change: ``--set 'NAME:KEY=VALUE'``),
-paired with that method. Every (method,
-seed) is a run of the config's own entry point (``tasks/<task>/train.py``) in its own process
-(``distill.compare.runner``); the tables (``distill.compare.report``) pair each method with its
-baseline on the same seed.
+paired with that method. Every (method, seed) is a run of the config's own entry point
+(``tasks/<task>/train.py``) in its own process (``distill.compare.runner``; one run and its
+record in ``distill.compare.runs``, the ``--set`` items in ``distill.compare.options``); the
+tables (``distill.compare.report``) pair each method with its baseline on the same seed.
 """
 from __future__ import annotations
 

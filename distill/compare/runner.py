@@ -19,137 +19,24 @@ changed (another ``--set``, an edited config) is rerun.
 """
 from __future__ import annotations
 
-import argparse
-import hashlib
 import json
 import os
-import re
 import signal
 import subprocess
-import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from distill.compare.frameworks import FRAMEWORKS, Framework, detect
 from distill.compare.methods import (DEFAULT_METHODS, METHODS, baseline_of, method_section,
                                      resolve_method, variant)
+from distill.compare.options import parse_options, split_sets
 from distill.compare.report import format_report, plot
+from distill.compare.runs import LOG, Run, _fingerprint, _spawn, _tail, slug
 
-MARKER, LOG = 'compare_run.json', 'compare.log'
 
 
 class CompareError(RuntimeError):
     """Some runs failed (the others' results are saved and printed)."""
-
-
-def slug(method: str) -> str:
-    return re.sub(r'[^A-Za-z0-9_.+-]+', '_', method)
-
-
-class _OptionParser(argparse.ArgumentParser):
-    def error(self, message):
-        raise ValueError(message)
-
-
-def parse_options(items) -> dict:
-    """``KEY=VALUE`` strings read as the entry points' ``--cfg-options`` read them."""
-    if not items:
-        return {}
-    from distill.engines.core.cli_options import ConfigOptionsAction
-    parser = _OptionParser(prog='--set', add_help=False)
-    parser.add_argument('--set', nargs='+', action=ConfigOptionsAction, default={})
-    return parser.parse_args(['--set', *items]).set
-
-
-def split_sets(sets, methods) -> tuple[list[str], dict]:
-    """``[METHOD:]KEY=VALUE`` items: those for every method and those of each method."""
-    common, own = [], {m: [] for m in methods}
-    if isinstance(sets, dict):
-        sets = [f'{k}={v if isinstance(v, str) else repr(v)}' for k, v in sets.items()]
-    for item in sets or []:
-        if '=' not in item:
-            raise ValueError(f'--set {item!r}: not [METHOD:]KEY=VALUE')
-        key, value = item.split('=', 1)
-        target, _, key = key.rpartition(':')
-        if not key:
-            raise ValueError(f'--set {item!r}: no key')
-        if not target:
-            common.append(f'{key}={value}')
-            continue
-        framework_free = [m for m in methods if m.lower() == target.strip().lower()]
-        if not framework_free:
-            raise ValueError(f'--set {item!r}: {target!r} is not one of the methods compared '
-                             f'({", ".join(methods)})')
-        own[framework_free[0]].append(f'{key}={value}')
-    return common, own
-
-
-@dataclass
-class Run:
-    method: str
-    seed: int
-    work_dir: Path
-    config: Path
-    options: list[str]
-    cfg: object
-    fingerprint: str = ''
-    teacher: str | None = None       # the offline teacher (path) or None
-    needs_teacher: bool = False      # waits for the teacher run
-    resume: bool = False
-    record: dict | None = None
-    reused: bool = False
-    process: subprocess.Popen | None = None
-    started: float = 0.0
-    log: Path = field(default=None)
-
-    @property
-    def marker(self) -> Path:
-        return self.work_dir / MARKER
-
-    def read_marker(self) -> dict:
-        try:
-            return json.loads(self.marker.read_text())
-        except (OSError, ValueError):
-            return {}
-
-    def write_marker(self, **state) -> None:
-        self.work_dir.mkdir(parents=True, exist_ok=True)
-        partial = self.marker.with_suffix('.partial')
-        partial.write_text(json.dumps(dict(fingerprint=self.fingerprint, method=self.method,
-                                           seed=self.seed, **state), indent=1))
-        partial.replace(self.marker)
-
-
-def _fingerprint(*parts) -> str:
-    text = json.dumps(parts, sort_keys=True, default=repr)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-#: the child sets PR_SET_PDEATHSIG, so that a comparison killed outright takes its runs with it
-#: (a run left behind would hold its work dir's lock when the comparison is started again)
-_CHILD = ('import ctypes, os, signal, sys\n'
-          'try:\n'
-          '    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)\n'
-          'except Exception:\n'
-          '    pass\n'
-          'if os.getppid() != int(sys.argv[1]):\n'
-          '    sys.exit(143)\n'
-          'os.execv(sys.argv[2], sys.argv[2:])\n')
-
-
-def _spawn(command, log, env, cwd):
-    if sys.platform.startswith('linux'):
-        command = [sys.executable, '-c', _CHILD, str(os.getpid()), *command]
-    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
-
-
-def _tail(path: Path, lines: int = 12) -> str:
-    try:
-        text = path.read_text(errors='replace').splitlines()
-    except OSError:
-        return ''
-    return '\n'.join('    ' + line for line in text[-lines:])
 
 
 class Comparison:
