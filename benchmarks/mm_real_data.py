@@ -7,7 +7,8 @@ The images are Fashion-MNIST garments pasted on crops of real photographs
 (``distill.data.garments``: per-pixel class masks for segmentation, one box per garment for
 detection, written in MMSeg's and COCO's layouts). Every method is one of the shipped
 ``configs/<task>/shapes/`` configs, its data swapped for the garments (2,000 training and 500
-validation canvases of 64x64; the networks, weights and optimiser as shipped) and trained through ``tasks/<task>/train.py`` (mmengine's Runner), one process per
+validation canvases of 64x64; the networks, weights and optimiser as shipped) and trained
+through ``tasks/<task>/train.py`` (mmengine's Runner), one process per
 run. ``independent`` is two runs, ``student.py`` and ``teacher.py``; the offline methods
 distil from the teacher of ``teacher.py``'s run of the first seed.
 
@@ -24,7 +25,6 @@ training, each with its 95 % t-interval; writes ``results.json`` and ``results.p
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import subprocess

@@ -156,7 +156,7 @@ def main(argv=None):
     print(f"ADM task_shares / ADM calls: {ops['ADM shares'] / ops['ADM']:.3f}x "
           f"(+{ops['ADM shares'] - ops['ADM']} calls)")
     if kernels:
-        print(f"GPU kernels per step:        " + ', '.join(f'{n} {k}' for n, k in kernels.items())
+        print("GPU kernels per step:        " + ', '.join(f'{n} {k}' for n, k in kernels.items())
               + f"; ADM / DML {kernels['ADM'] / kernels['DML']:.3f}x")
     print(f"ADM / DML step time:         {median_ms['ADM'] / median_ms['DML']:.3f}x "
           f'(target <= 1.03x on a GPU at batch 64)')

@@ -9,7 +9,8 @@ Offline methods distil from one trained teacher: the teacher of the ``independen
 seed 0 (so ``independent`` always runs first). Presets:
 
 * ``cpu``: a class-balanced subset of Fashion-MNIST (``per_class`` training images per class,
-  the full 10k test set; ``--val-per-class 500`` for the 5k of the README's first tables), the tiny CNN pair of the demo (width 8 student, width 32 teacher);
+  the full 10k test set; ``--val-per-class 500`` for the 5k of the README's first tables),
+  the tiny CNN pair of the demo (width 8 student, width 32 teacher);
   about 25 minutes on 2 cores for every method and 3 seeds (``--jobs 2``).
 * ``gpu``: the configs as shipped (full data, resnet32x4 -> resnet8x4), and the wrn_40_2 ->
   wrn_16_2 pair with ``--pair wrn``.

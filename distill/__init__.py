@@ -1,7 +1,7 @@
 """distill: knowledge distillation across vision tasks (ADM, SoKD and baselines)."""
 from distill.registry import ADAPTERS, CONNECTORS, DATASETS, DISTILLERS, LOSSES, MODELS
 
-__version__ = '0.1.0'
+__version__ = '0.2.0'
 __all__ = ['DISTILLERS', 'LOSSES', 'CONNECTORS', 'ADAPTERS', 'MODELS', 'DATASETS',
            'build_distiller']
 

@@ -1,4 +1,5 @@
-"""Connectors align a student feature map to its teacher's shape (README, "Distil your own classifier from Python")."""
+"""Connectors align a student feature map to its teacher's shape (README, "Distil your own
+classifier from Python")."""
 from __future__ import annotations
 
 import torch

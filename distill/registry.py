@@ -19,6 +19,7 @@ MODELS = Registry('model', parent=MMENGINE_MODELS, scope='distill',
                   locations=['distill.models'])
 DATASETS = Registry('dataset', parent=MMENGINE_DATASETS, scope='distill',
                     locations=['distill.data'])
-HOOKS = Registry('hook', parent=MMENGINE_HOOKS, scope='distill', locations=['distill.engines.mmengine.hooks'])
+HOOKS = Registry('hook', parent=MMENGINE_HOOKS, scope='distill',
+                 locations=['distill.engines.mmengine.hooks'])
 METRICS = Registry('metric', parent=MMENGINE_METRICS, scope='distill',
                    locations=['distill.engines.mmengine.teacher_metric'])

@@ -4,7 +4,8 @@
     plot_adm_maps(images, maps, 'adm_maps.png')
     plot_curves({'ADM': records, 'DML': ...}, 'curves.png')
 
-The maps are those of README "ADM as implemented" on the distiller's aligned features of one tap pair:
+The maps are those of README "ADM as implemented" on the distiller's aligned features of one
+tap pair:
 ``S = cos(gs, ft)`` per location, ``w_co = softmax_hw(S / tau)`` (where the student is pulled
 toward the teacher) and ``w_di = softmax_hw(-S / tau)`` (where the teacher is pushed away).
 matplotlib is imported only by the plotting functions.

@@ -102,7 +102,6 @@ def build_from_config(path, overrides: dict | None = None):
     """Build the ``model`` of a config file (no training, no checkpoint loaded)."""
     from mmengine.config import Config
     from mmengine.registry import DefaultScope, MODELS
-    import distill.engines.mmengine  # noqa: F401
     cfg = Config.fromfile(str(path))
     if overrides:
         cfg.merge_from_dict(overrides)

@@ -21,7 +21,8 @@ def module_name(path: Path) -> str:
 def imports_of(path: Path, top_level_only: bool = False) -> set[str]:
     """Absolute names of the modules ``path`` imports (relative imports resolved)."""
     tree = ast.parse(path.read_text(), str(path))
-    package = module_name(path) if path.name == '__init__.py' else module_name(path).rpartition('.')[0]
+    package = (module_name(path) if path.name == '__init__.py'
+               else module_name(path).rpartition('.')[0])
     nodes = tree.body if top_level_only else ast.walk(tree)
     found = set()
     for node in nodes:

@@ -131,7 +131,6 @@ def test_plain_metrics_unwraps_and_refuses_unknown_distill_types():
 def test_labelled_metrics_keep_student_keys_and_prefix_the_teacher():
     import torch
     from mmengine.evaluator import Evaluator
-    from mmengine.structures import PixelData
     import distill.engines.mmengine  # noqa: F401
     from mmengine.registry import DefaultScope
     from mmseg.utils import register_all_modules

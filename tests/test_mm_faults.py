@@ -4,7 +4,6 @@ truncated COCO files are named before the Runner is built."""
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -214,7 +213,8 @@ def test_cfg_options_take_lists_of_dicts_and_name_the_key_of_an_unreadable_value
                 "model.distiller.taps=[dict(student='a'"):
         with pytest.raises(SystemExit):
             parse_args('t', [SEG, '--cfg-options', bad])
-        assert '--cfg-options model.distiller.taps: cannot read the value' in capsys.readouterr().err
+        assert ('--cfg-options model.distiller.taps: cannot read the value'
+                in capsys.readouterr().err)
 
 
 def test_test_py_refuses_a_checkpoint_without_the_distillers_weights(tmp_path, monkeypatch):

@@ -120,7 +120,8 @@ def test_teacher_input_conversion_matches_its_own_preprocessing():
 def test_safe_globals_keep_weights_only_and_refuse_other_getattr(tmp_path):
     import pickle
     from mmengine.logging import HistoryBuffer
-    from distill.engines.mmengine.safe_load import allow_mmengine_checkpoint_globals, history_buffer_method
+    from distill.engines.mmengine.safe_load import (allow_mmengine_checkpoint_globals,
+                                                    history_buffer_method)
     buffer = HistoryBuffer()
     buffer.update(np.float64(1.5))
     path = tmp_path / 'hub.pth'
@@ -174,8 +175,8 @@ def test_shapes_adm_trains_validates_resumes_tests_and_exports(data_root, tmp_pa
     assert train and {'student.loss_task', 'teacher.loss_task', 'student.loss_kd',
                       'teacher.loss_kd', 'teacher.loss_di'} <= set(train[-1])
 
-    # MMSegmentation's own tools/train.py resumes it: custom_imports=['distill.engines.mmengine'] brings the
-    # types and the weights-only allow-list
+    # MMSegmentation's own tools/train.py resumes it: custom_imports=['distill.engines.mmengine']
+    # brings the types and the weights-only allow-list
     out = run_framework_tool('mmseg', 'train.py', f'{SHAPES}/adm_online.py', '--work-dir',
                              str(work), '--resume', *few_iters(data_root, iters=6, interval=2))
     assert 'resumed epoch: 0, iter: 4' in out

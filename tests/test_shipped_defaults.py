@@ -17,7 +17,8 @@ CONFIGS = sorted(str(p) for task in ('segmentation', 'detection', 'diffusion')
 def _adm_distillers(cfg):
     model = cfg.get('model') or {}
     # mmengine configs keep it in the model, diffusion configs at the top level
-    distiller = (model.get('distiller') if isinstance(model, dict) else None) or cfg.get('distiller')
+    distiller = ((model.get('distiller') if isinstance(model, dict) else None)
+                 or cfg.get('distiller'))
     while isinstance(distiller, dict):
         if distiller.get('type') == 'ADM':
             yield distiller

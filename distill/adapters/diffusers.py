@@ -3,7 +3,8 @@
 Teacher and student noise-predict on the same noisy images (or latents), timesteps and
 conditioning, drawn once per step by ``prepare``. The task loss is the denoising loss of the
 noise scheduler's ``prediction_type`` (epsilon, v-prediction or sample); logits KD becomes
-output matching, ``MSE(student prediction, sg(teacher prediction))`` (README, "Loss terms in the logs").
+output matching, ``MSE(student prediction, sg(teacher prediction))`` (README, "Loss terms in
+the logs").
 Features are taps on UNet blocks: ``down_blocks.i`` return ``(hidden, residuals)`` so they take
 ``index=0``; ``mid_block`` and ``up_blocks.i`` return tensors.
 
@@ -15,15 +16,13 @@ The UNet builders (``type='UNet2DModel'`` / ``'UNet2DConditionModel'``) are in t
 """
 from __future__ import annotations
 
-import os
-
 import diffusers
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from distill.adapters.base import Adapter, ModelOutput, probe_size
-from distill.models.unets import build_unet2d, build_unet2d_condition, plain_config
+from distill.models.unets import plain_config
 from distill.registry import ADAPTERS
 
 PREDICTION_TYPES = ('epsilon', 'v_prediction', 'sample')

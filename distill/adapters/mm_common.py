@@ -4,7 +4,8 @@ Teacher and student may normalise images differently (mean, std, channel order).
 
 The distillation model runs the *student's* data preprocessor once, so both networks see the
 same augmented (and padded) batch; the teacher's input is then converted from the student's
-normalisation to its own, pixel for pixel, instead of being preprocessed a second time. ``sum_mm_losses`` sums an
+normalisation to its own, pixel for pixel, instead of being preprocessed a second time.
+``sum_mm_losses`` sums an
 OpenMMLab loss dict as mmengine does.
 """
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Write a detection set (the synthetic shapes, or the Fashion-MNIST garment canvases) in the COCO format.
+"""Write a detection set (the synthetic shapes, or the Fashion-MNIST garment canvases) in the
+COCO format.
 
     root/images/{train,val}/00000.png
     root/annotations/instances_{train,val}.json   COCO: images, annotations (bbox x,y,w,h,

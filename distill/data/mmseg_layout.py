@@ -1,4 +1,5 @@
-"""Write a segmentation set (the synthetic shapes, or the Fashion-MNIST garment canvases) in MMSegmentation's ``img_dir``/``ann_dir`` layout.
+"""Write a segmentation set (the synthetic shapes, or the Fashion-MNIST garment canvases) in
+MMSegmentation's ``img_dir``/``ann_dir`` layout.
 
     root/img_dir/{train,val}/00000.png   RGB images
     root/ann_dir/{train,val}/00000.png   labels: 0 background, k+1 shape class k

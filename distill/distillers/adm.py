@@ -1,4 +1,5 @@
-"""ADM: Asymmetric Decision-Making (online KD, ICML 2025), on top of DML (README, "ADM as implemented").
+"""ADM: Asymmetric Decision-Making (online KD, ICML 2025), on top of DML (README, "ADM as
+implemented").
 
     student: CE + kd * T^2 * KL(sg(p_t) || p_s) + co * sum_taps w * L_co(gs, sg(ft))
     teacher: CE + kd * T^2 * KL(sg(p_s) || p_t) + di * sum_taps w * L_di(ft, sg(gs))

@@ -329,7 +329,8 @@ class SoKD(nn.Module):
             mask = None
             if self.dam is not None:
                 dam_terms, mask = self.dam_pass.step_terms(
-                    self.training, batch, base.student_features(student.feats)[-1], refined[-1], teacher.head)
+                    self.training, batch, base.student_features(student.feats)[-1], refined[-1],
+                    teacher.head)
                 terms.update(dam_terms)
             terms[f'student.{base.feature_term}'] = self.feature_loss(aligned, refined, mask)
             terms.update(base.teacher_feature_terms(aligned))  # on the raw teacher feature

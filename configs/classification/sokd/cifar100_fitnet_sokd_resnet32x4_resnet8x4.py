@@ -20,7 +20,8 @@ distiller = dict(
     loss_weights=dict(dam=1.0, anchor=1.0),
     arch_interval=10,      # a policy step every 10 student steps ...
     search_epochs=40,      # ... in the first 40 of 240 epochs, then the policy is frozen
-    hypergrad='factored',  # the cheap one; or 'exact' / 'finite_difference' (benchmarks/sokd_overhead.py)
+    # the cheap one; or 'exact' / 'finite_difference' (benchmarks/sokd_overhead.py)
+    hypergrad='factored',
     xi=0.05,               # virtual step: the student's learning rate
 )
 # no weight decay on the policy: it would outweigh the ~1e-5 hypergradient (see SoKD's doc);

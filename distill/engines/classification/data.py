@@ -129,7 +129,8 @@ def _only(items):
 def hold_on_device(dataset, device, on_device: bool):
     """The data set held on ``device`` for ``make_loader(held=...)``, or None: with
     ``data.on_device`` (default True) and a data set that can gather a batch at once
-    (``gather``, ``held_on``, ``device``: the in-memory CIFAR and Fashion-MNIST sets). Its batches hold
+    (``gather``, ``held_on``, ``device``: the in-memory CIFAR and Fashion-MNIST sets). Its
+    batches hold
     the values the per-sample path gives, bit for bit (``tests/test_classification_engine.py``)."""
     if not on_device or not all(hasattr(dataset, name) for name in ('gather', 'held_on',
                                                                       'device')):

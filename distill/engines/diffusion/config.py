@@ -101,7 +101,8 @@ SWITCHES = dict(use_ema=('use_ema', 'keep an EMA of the student (the saved stude
                                       'deleting its checkpoints, metrics, pipeline and logs'))
 # the keys of the sections the engine reads (beside the distiller, which build_distiller
 # checks): data (distill.data.images.build_image_datasets, random_flip), evaluation
-# (DiffusionRun.evaluate), conditioning (diffusion_conditioning), vae (diffusion_latents), noise_scheduler (its own,
+# (DiffusionRun.evaluate), conditioning (diffusion_conditioning), vae (diffusion_latents),
+# noise_scheduler (its own,
 # plus the scheduler class's arguments: adapters.diffusers.build_noise_scheduler); student
 # and teacher UNet configs are checked against the diffusers class in check_sections
 SECTION_KEYS = dict(

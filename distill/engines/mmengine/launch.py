@@ -3,7 +3,8 @@
 own ``tools/train.py`` (``CONFIG --work-dir --amp --auto-scale-lr --resume [CHECKPOINT]
 --cfg-options --launcher --local_rank``), plus:
 
-* ``distill.engines.mmengine`` is imported (and added to ``custom_imports``), so ``distill.*`` types resolve
+* ``distill.engines.mmengine`` is imported (and added to ``custom_imports``), so ``distill.*``
+  types resolve
   whatever the config's ``default_scope``;
 * a config's ``prepare_data`` entry writes the synthetic shapes set if its folder is missing
   and the config's loaders read it;

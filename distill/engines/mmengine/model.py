@@ -221,7 +221,8 @@ class DistillationModel(BaseModel):
     # ------------------------------------------------------------------ SoKD's search
     def _setup_arch_search(self, search_iters, arch_optimizer: dict) -> None:
         """A distiller with architecture parameters (SoKD's DAFA) gets ``self.arch_search``
-        (``distill/engines/mmengine/sokd_search.py``): its own optimiser, which the Runner's never touches,
+        (``distill/engines/mmengine/sokd_search.py``): its own optimiser, which the Runner's
+        never touches,
         stepped before the training forward, in single- and multi-process runs, its state
         saved in checkpoints and restored by ``--resume``."""
         self.search_iters = search_iters

@@ -6,7 +6,8 @@ student's, under the same field names prefixed ``teacher_`` (``teacher_pred_sem_
 ``CocoMetric``) and shows it the teacher's fields under the usual names; its results are
 reported as ``teacher/<name>`` (``teacher/mIoU``, ``teacher/bbox_mAP``). ``StudentMetric``
 wraps the student's metric and keeps its keys (``mIoU``, ``coco/bbox_mAP``: what
-``save_best`` and the framework's tools expect), and adds them as ``student/<name>``. Both print a header naming the network before
+``save_best`` and the framework's tools expect), and adds them as ``student/<name>``. Both
+print a header naming the network before
 the wrapped metric prints its tables, so the two per-class tables (or the two
 "Evaluating bbox..." blocks) can be told apart.
 
