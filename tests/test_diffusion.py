@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-import distill.adapters.diffusers as diffusion  # registers the adapter and the UNet builders
+from distill.adapters.diffusers import DiffusionAdapter
+from distill.models.unets import build_unet2d  # the UNet builders are the model zoo's
 from distill import build_distiller
 from distill.engines.diffusion.eval import ddim_sample, denoising_mse, teacher_agreement
 
@@ -25,7 +26,7 @@ def conditional_unet(channels=(8, 16), layers_per_block=1):
 
 
 def adapter(prediction_type='epsilon'):
-    return diffusion.DiffusionAdapter(
+    return DiffusionAdapter(
         noise_scheduler=dict(type='DDPMScheduler', num_train_timesteps=100,
                              prediction_type=prediction_type), probe_input_size=SIZE)
 
@@ -135,16 +136,16 @@ def test_conditional_unet_online_and_offline():
 
 
 def test_builders_load_local_pretrained(tmp_path):
-    model = diffusion.build_unet2d(**{k: v for k, v in unet().items() if k != 'type'})
+    model = build_unet2d(**{k: v for k, v in unet().items() if k != 'type'})
     model.save_pretrained(tmp_path / 'teacher')
-    loaded = diffusion.build_unet2d(pretrained=str(tmp_path / 'teacher'))
+    loaded = build_unet2d(pretrained=str(tmp_path / 'teacher'))
     assert all(torch.equal(a, b) for a, b in zip(model.parameters(), loaded.parameters()))
     with pytest.raises(FileNotFoundError, match='nothing is downloaded'):
-        diffusion.build_unet2d(pretrained=str(tmp_path / 'missing'))
+        build_unet2d(pretrained=str(tmp_path / 'missing'))
 
 
 def test_half_precision_frozen_teacher_runs():
-    teacher = diffusion.build_unet2d(**{k: v for k, v in unet().items() if k != 'type'})
+    teacher = build_unet2d(**{k: v for k, v in unet().items() if k != 'type'})
     teacher.to(torch.bfloat16)
     tiny = adapter()
     output = tiny.run(teacher, tiny.prepare(batch()), compute_loss=False)
@@ -154,7 +155,7 @@ def test_half_precision_frozen_teacher_runs():
 def test_evaluation_metrics_compare_models():
     torch.manual_seed(0)
     tiny = adapter()
-    student = diffusion.build_unet2d(**{k: v for k, v in unet().items() if k != 'type'})
+    student = build_unet2d(**{k: v for k, v in unet().items() if k != 'type'})
     images = batch(count=4)['pixel_values']
     mse = denoising_mse(student, tiny, images, num_buckets=2, seed=0)
     assert set(mse) == {'t000-049', 't050-099', 'mean'}
@@ -163,7 +164,7 @@ def test_evaluation_metrics_compare_models():
     config = tiny.noise_scheduler.config
     same = ddim_sample(student, config, noise, 3, adapter=tiny)
     assert teacher_agreement(same, ddim_sample(student, config, noise, 3, adapter=tiny)) == 0
-    other = diffusion.build_unet2d(**{k: v for k, v in unet().items() if k != 'type'})
+    other = build_unet2d(**{k: v for k, v in unet().items() if k != 'type'})
     assert teacher_agreement(same, ddim_sample(other, config, noise, 3, adapter=tiny)) > 0
 
 
@@ -186,5 +187,5 @@ def test_ddim_sample_reaches_the_data_with_an_oracle_model():
             return ((noisy - alpha_bar.sqrt() * data_point) / (1 - alpha_bar).sqrt(),)
 
     samples = ddim_sample(Oracle(), scheduler.config, torch.randn(2, 3, 4, 4), 10,
-                          adapter=diffusion.DiffusionAdapter(noise_scheduler=scheduler))
+                          adapter=DiffusionAdapter(noise_scheduler=scheduler))
     torch.testing.assert_close(samples, data_point.expand(2, -1, -1, -1), atol=1e-4, rtol=0)

@@ -201,7 +201,6 @@ def test_url_teacher_is_read_when_training_starts_not_at_build(monkeypatch):
     """The Cityscapes offline config names its teacher by URL: building it must not download
     (no network), ``init_weights`` (the Runner's train start) loads it."""
     import mmengine.runner.checkpoint as checkpoint
-    import distill.engines.mmengine.model as model_module
     from mm_helpers import build_from_config
 
     def no_network(*args, **kwargs):
@@ -211,11 +210,14 @@ def test_url_teacher_is_read_when_training_starts_not_at_build(monkeypatch):
     model = build_from_config(REPO / 'configs/segmentation' / config)
     assert model.teacher_ckpt.startswith('https://')
     calls = []
-    monkeypatch.setattr(model_module, 'load_checkpoint',
-                        lambda module, path, **kwargs: calls.append((module, path)))
+
+    def read(path, **kwargs):  # the URL's file, as if downloaded: the teacher's own weights
+        calls.append(path)
+        return dict(state_dict=model.teacher.state_dict())
+    monkeypatch.setattr(checkpoint, '_load_checkpoint', read)
     monkeypatch.setattr(model.student, 'init_weights', lambda: None)  # its ImageNet backbone
     model.init_weights()
-    assert calls == [(model.teacher, model.teacher_ckpt)]
+    assert calls == [model.teacher_ckpt]
 
 
 def test_layering_adapters_import_no_engine_and_the_model_no_other_engine():
