@@ -80,7 +80,8 @@ def build(args, arch_interval):
     base = dict(type='FitNet', student=dict(type=args.student, num_classes=args.num_classes),
                 teacher=dict(type=args.teacher, num_classes=args.num_classes),
                 adapter=dict(type='ClassifierAdapter', probe_input_size=args.image_size),
-                taps=[dict(student=args.tap, teacher=args.tap)])
+                taps=[dict(student=args.tap, teacher=args.tap)],
+                random_teacher=True)  # a cost measurement: the teacher's weights do not matter
     cfg = base if arch_interval is None else dict(
         type='SoKD', base=base, arch_interval=arch_interval, search_epochs=1,
         hypergrad=args.hypergrad, dafa=dict(sample=not args.mix),

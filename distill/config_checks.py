@@ -110,6 +110,40 @@ def check_registered(section: str, registry, name) -> None:
                       f'Registered: {", ".join(names)}')
 
 
+# ------------------------------------------------------------------------- teachers
+def brings_weights(teacher, pretrained_key: bool = True) -> bool:
+    """Whether a teacher as given comes with weights of its own: an ``nn.Module`` (the user's,
+    built and maybe loaded by them) does; a model config does when it loads the whole network
+    (``pretrained=...`` of the zoo's models, with ``pretrained_key``; mmengine's whole-model
+    ``init_cfg=dict(type='Pretrained', checkpoint=...)``)."""
+    if isinstance(teacher, torch.nn.Module):
+        return True
+    if not isinstance(teacher, dict):
+        return False
+    if pretrained_key and teacher.get('pretrained'):
+        return True
+    inits = teacher.get('init_cfg')
+    inits = inits if isinstance(inits, (list, tuple)) else [inits]
+    return any(isinstance(init, dict) and init.get('type') == 'Pretrained'
+               and init.get('checkpoint') for init in inits)
+
+
+def check_teacher_weights(name: str, online: bool, teacher_ckpt, random_teacher,
+                          has_weights: bool, prefix: str = '') -> None:
+    """The rule of every engine: an offline distiller's teacher is frozen, so it needs weights
+    (``teacher_ckpt``, or a teacher that brings its own: ``brings_weights``); without them it
+    teaches from its random initialisation, every epoch, at chance level. ``random_teacher=True``
+    says that is meant (tests, ablations). ``prefix``: where the keys sit in the config."""
+    if not isinstance(random_teacher, bool):
+        raise ConfigError(f'{prefix}random_teacher must be True or False, got {random_teacher!r}')
+    if online or teacher_ckpt or random_teacher or has_weights:
+        return
+    raise ConfigError(f'{name} is offline (a frozen teacher) and has no teacher_ckpt: it would '
+                      f'distil from a randomly initialised teacher. Give {prefix}teacher_ckpt='
+                      f"PATH (the trained teacher's weights), or set {prefix}random_teacher=True "
+                      f'if a random frozen teacher is meant')
+
+
 # ------------------------------------------------------------------------- distillers
 def _check_tap_index(where: str, index) -> None:
     """A tap's ``index`` (which element of a tuple output): None or an int, not a bool."""
@@ -155,8 +189,8 @@ def check_distiller_cfg(cfg: dict, section: str = 'distiller') -> None:
     wrapped ``base`` distiller, as SoKD has)."""
     from distill.registry import DISTILLERS
     check_registered(f'{section}.type', DISTILLERS, cfg.get('type'))
-    names = init_keywords(DISTILLERS.get(cfg['type'])) if isinstance(cfg.get('type'),
-                                                                        str) else None
+    distiller_class = DISTILLERS.get(cfg['type']) if isinstance(cfg.get('type'), str) else None
+    names = init_keywords(distiller_class) if distiller_class is not None else None
     if names is not None:
         check_keys(section, [k for k in cfg if k != 'type'], names)
     weights = cfg.get('loss_weights') or {}
@@ -168,6 +202,12 @@ def check_distiller_cfg(cfg: dict, section: str = 'distiller') -> None:
         if key in cfg:
             check_number(f'{section}.{key}', cfg[key], positive=True)
     check_tap_pairs(cfg.get('taps'), f'{section}.taps')
+    if 'teacher' in cfg and hasattr(distiller_class, 'default_online'):
+        online = cfg.get('online')
+        check_teacher_weights(f"{section} ({cfg['type']})",
+                              distiller_class.default_online if online is None else online,
+                              cfg.get('teacher_ckpt'), cfg.get('random_teacher', False),
+                              brings_weights(cfg['teacher']), prefix=f'{section}.')
     adapter = cfg.get('adapter')
     if isinstance(adapter, dict) and isinstance(adapter.get('type'), str):
         from distill.registry import ADAPTERS

@@ -167,7 +167,8 @@ def test_build_checks_logits_and_1x1_taps():
                              teacher=dict(student, num_classes=5)))
     with pytest.raises(ConfigError, match=r'avgpool -> avgpool taps a 1x1 map'):
         build_distiller(dict(type='FitNet', student=student, teacher=student, adapter=adapter,
-                             taps=[dict(student='avgpool', teacher='avgpool')]))
+                             taps=[dict(student='avgpool', teacher='avgpool')],
+                             random_teacher=True))
 
 
 def test_every_classification_config_passes_the_checks():

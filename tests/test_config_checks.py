@@ -77,7 +77,7 @@ def test_sokd_base_section_is_checked_like_a_distiller():
     is a ``ConfigError`` naming ``distiller.base.<key>``, before anything is built."""
     from distill.config_checks import check_distiller_cfg
     base = dict(type='FitNet', student=dict(type='tiny_cnn'), teacher=dict(type='tiny_cnn'),
-                taps=[dict(student='stage2', teacher='stage2')])
+                taps=[dict(student='stage2', teacher='stage2')], random_teacher=True)
     check_distiller_cfg(dict(type='SoKD', base=base))
     with pytest.raises(ConfigError, match=r'distiller\.base\.warmpu; did you mean '
                                           r'distiller\.base\.warmup'):

@@ -135,7 +135,8 @@ def test_dam_targets_from_gt_boxes_at_each_fpn_level(tmp_path):
 def test_sokd_step_with_crowd_and_empty_images(tmp_path):
     from mmdet.utils import register_all_modules
     register_all_modules()
-    model = build_from_config(REPO / SHAPES / 'sokd_fitnet.py', {'model.teacher_ckpt': None})
+    model = build_from_config(REPO / SHAPES / 'sokd_fitnet.py',
+                              {'model.teacher_ckpt': None, 'model.random_teacher': True})
     from mmengine.dataset import pseudo_collate
     from distill.engines.mmengine.sokd_search import ShuffledTrainBatches
     dataset, _ = _dataset_with_crowd_and_empty(tmp_path)
@@ -165,7 +166,8 @@ def test_every_detection_config_builds(config):
     from mmengine.config import Config
     from distill.engines.mmengine import DistillationModel
     cfg = Config.fromfile(config)
-    overrides = {'model.teacher_ckpt': None} if 'teacher_ckpt' in cfg.model else None
+    overrides = ({'model.teacher_ckpt': None, 'model.random_teacher': True}
+                 if 'teacher_ckpt' in cfg.model else None)
     model = build_from_config(config, overrides)
     if cfg.model.type == 'distill.DistillationModel':
         assert isinstance(model, DistillationModel)

@@ -23,8 +23,8 @@ def _net(width, classes=5):
 
 TAPS = [dict(student='2', teacher='2'), dict(student='4', teacher='4', weight=0.5)]
 STAGE = [dict(student='stage3', teacher='stage3')]  # tiny_cnn's last stage
-FEATURE_BASE = dict(type='FitNet', taps=STAGE, online=False)
-LOGITS_BASE = dict(type='KD', online=False)
+FEATURE_BASE = dict(type='FitNet', taps=STAGE, online=False, random_teacher=True)
+LOGITS_BASE = dict(type='KD', online=False, random_teacher=True)
 
 # name -> the settings each case adds to the pair (online or offline, taps, SoKD's base)
 CASES = {

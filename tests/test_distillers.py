@@ -230,6 +230,45 @@ def test_teacher_checkpoint_is_loaded(tmp_path):
         make('ADM', online=False, teacher_ckpt=str(tmp_path / 'wrong.pth'))
 
 
+def test_an_offline_teacher_without_weights_is_refused_at_build():
+    """Offline KD/FitNet/ADM/SoKD with no teacher_ckpt distilled from a randomly initialised
+    frozen teacher (top-1 at chance every epoch), without a word; refused now, in one line,
+    unless random_teacher=True says it is meant. A teacher handed over as a module (the user
+    may have loaded it), a pretrained one, or an online teacher (it trains) pass."""
+    from distill.config_checks import ConfigError
+    tiny = dict(type='tiny_cnn', num_classes=3, width=4)
+    pair = dict(student=tiny, teacher=dict(tiny, width=8),
+                adapter=dict(type='ClassifierAdapter', probe_input_size=16))
+    taps = [dict(student='stage3', teacher='stage3')]
+    for cfg, key in [(dict(type='KD', **pair), 'distiller'),
+                     (dict(type='FitNet', taps=taps, **pair), 'distiller'),
+                     (dict(type='ADM', online=False, taps=taps, **pair), 'distiller'),
+                     (dict(type='SoKD', base=dict(type='KD', **pair)), 'distiller.base')]:
+        with pytest.raises(ConfigError, match=rf'^{key} \(\w+\) is offline \(a frozen teacher\) '
+                                              rf'and has no teacher_ckpt: .*Give {key}\.teacher_'
+                                              rf'ckpt=PATH .*or set {key}\.random_teacher=True'):
+            build_distiller(cfg)
+    from distill.distillers import KD
+    with pytest.raises(ConfigError, match=r'^KD is offline .*set random_teacher=True'):
+        KD(**pair)  # built without build_distiller: the same rule
+    assert not build_distiller(dict(type='KD', random_teacher=True, **pair)).online
+    build_distiller(dict(type='KD', student=tiny, teacher=net(8, classes=3),
+                         adapter=pair['adapter']))  # the user's module
+    assert build_distiller(dict(type='ADM', taps=taps, **pair)).online
+    with pytest.raises(ConfigError, match='random_teacher must be True or False'):
+        build_distiller(dict(type='KD', random_teacher='yes', **pair))
+
+
+def test_the_same_module_as_student_and_teacher_is_refused():
+    """build_distiller(dict(type='KD', student=net, teacher=net)) was accepted: the network
+    distilled into itself."""
+    shared = net(4)
+    with pytest.raises(ValueError, match=r'^student and teacher are the same Sequential '
+                                         r'object: give the teacher as a network of its own'):
+        build_distiller(dict(type='KD', student=shared, teacher=shared,
+                             adapter=dict(type='ClassifierAdapter', probe_input_size=16)))
+
+
 def test_warmup_ramps_every_term_but_the_task_losses():
     torch.manual_seed(0)
     cfg = dict(type='ADM', student=dict(type='tiny_cnn', num_classes=3, width=4),

@@ -15,7 +15,8 @@ CONFIGS = sorted((Path(__file__).resolve().parents[1] / 'configs' / 'classificat
 def _offline_free(cfg: dict) -> dict:
     for part in (cfg, cfg.get('base') or {}):
         if part.get('teacher_ckpt'):
-            part['teacher_ckpt'] = None  # the real file is trained by independent.py
+            # the real file is trained by independent.py: a random frozen teacher here
+            part.update(teacher_ckpt=None, random_teacher=True)
     return cfg
 
 

@@ -460,3 +460,21 @@ def test_a_distillation_checkpoint_as_teacher_ckpt_gives_its_teacher(seg_checkpo
                                          rf'model\.teacher: \d+ missing, 0 unexpected, \d+ of '
                                          rf'another shape \(missing: backbone\.'):
         model.load_teacher()
+
+
+def test_an_offline_model_without_teacher_ckpt_is_refused_at_build():
+    """DistillationModel(teacher_ckpt=None) with an offline distiller distilled from a random
+    frozen teacher, silently: the rule of every engine (config_checks), at model build;
+    model.random_teacher=True when it is meant."""
+    from mm_helpers import build_from_config
+    from distill.config_checks import ConfigError
+    offline = REPO / 'configs/segmentation/shapes/adm_offline.py'
+    with pytest.raises(ConfigError, match=r'^model \(ADM\) is offline \(a frozen teacher\) and '
+                                          r'has no teacher_ckpt: .*Give model\.teacher_ckpt=PATH'
+                                          r'.*or set model\.random_teacher=True'):
+        build_from_config(offline, {'model.teacher_ckpt': None})
+    model = build_from_config(offline, {'model.teacher_ckpt': None, 'model.random_teacher': True})
+    assert not model.distiller.online
+    with pytest.raises(ValueError, match=r'give random_teacher to the DistillationModel'):
+        build_from_config(offline, {'model.teacher_ckpt': None,
+                                    'model.distiller.random_teacher': True})

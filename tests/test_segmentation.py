@@ -150,6 +150,7 @@ def test_every_segmentation_config_builds(config):
     overrides = {}
     if 'teacher_ckpt' in cfg.model:
         overrides['model.teacher_ckpt'] = None  # nothing is downloaded or loaded
+        overrides['model.random_teacher'] = True
     model = build_from_config(config, overrides)
     if cfg.model.type == 'distill.DistillationModel':
         assert isinstance(model, DistillationModel)

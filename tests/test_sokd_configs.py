@@ -16,8 +16,8 @@ CONFIGS = Path(__file__).resolve().parents[1] / 'configs' / 'classification' / '
 def _without_teacher_ckpt(cfg):
     cfg = copy.deepcopy(cfg)
     for part in (cfg, cfg.get('base', {})):
-        if 'teacher_ckpt' in part:
-            part['teacher_ckpt'] = None
+        if 'teacher_ckpt' in part:  # the file is the user's: a random frozen teacher here
+            part.update(teacher_ckpt=None, random_teacher=True)
     return cfg
 
 
@@ -48,6 +48,7 @@ def test_shapes_demo_through_the_engine(tmp_path):
     from distill.engines.classification.train import train_classification
     cfg = Config.fromfile(str(CONFIGS / 'shapes_demo.py'))
     cfg.distiller.base.teacher_ckpt = None
+    cfg.distiller.base.random_teacher = True
     cfg.distiller.arch_interval = 2
     cfg.schedule = dict(epochs=1, milestones=[], gamma=0.1)
     cfg.data.batch_size = 16

@@ -23,7 +23,7 @@ def _sokd(compile_dam):
         type='SoKD', dafa=dict(sample=True), dam=dict(channels=8, compile=compile_dam),
         base=dict(type='FitNet', student=STUDENT, teacher=TEACHER,
                   adapter=dict(type='ClassifierAdapter', probe_input_size=16),
-                  taps=[dict(student='stage3', teacher='stage3')])))
+                  taps=[dict(student='stage3', teacher='stage3')], random_teacher=True)))
 
 
 def _batch(seed):

@@ -11,10 +11,11 @@ STUDENT = dict(type='tiny_cnn', num_classes=6, width=4)
 TEACHER = dict(type='tiny_cnn', num_classes=6, width=8)
 ADAPTER = dict(type='ClassifierAdapter', probe_input_size=16)
 TAPS = [dict(student='stage2', teacher='stage2'), dict(student='stage3', teacher='stage3')]
+# the offline bases distil from a random frozen teacher (random_teacher: meant here)
 BASES = dict(
-    FitNet=dict(type='FitNet', taps=TAPS),
-    KD=dict(type='KD'),
-    DKD=dict(type='DKD'),
+    FitNet=dict(type='FitNet', taps=TAPS, random_teacher=True),
+    KD=dict(type='KD', random_teacher=True),
+    DKD=dict(type='DKD', random_teacher=True),
     ADM=dict(type='ADM', taps=TAPS, online=True, warmup=0.0),  # terms at full weight at once
     KD_online=dict(type='KD', online=True),
 )

@@ -107,7 +107,8 @@ def _batch():
 
 
 def test_a_new_base_works_through_the_protocol():
-    cfg = dict(type='SumSquaresHint', student=STUDENT, teacher=TEACHER, adapter=ADAPTER, taps=TAPS)
+    cfg = dict(type='SumSquaresHint', student=STUDENT, teacher=TEACHER, adapter=ADAPTER, taps=TAPS,
+               random_teacher=True)
     torch.manual_seed(0)
     base = build_distiller(cfg)
     torch.manual_seed(0)
@@ -126,6 +127,6 @@ def test_a_new_base_works_through_the_protocol():
 
 def test_a_base_with_taps_must_declare_its_per_location_loss():
     cfg = dict(type='TapsWithoutLocations', student=STUDENT, teacher=TEACHER, adapter=ADAPTER,
-               taps=TAPS)
+               taps=TAPS, random_teacher=True)
     with pytest.raises(TypeError, match='feature_term is None'):
         build_distiller(dict(type='SoKD', base=cfg))

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from distill.checkpoint import load_model_weights
+from distill.config_checks import brings_weights, check_teacher_weights
 from distill.connectors import build_connector, check_alignable
 from distill.adapters import build_adapter
 from distill.losses.logits import kd_loss
@@ -89,13 +90,20 @@ class Distiller(nn.Module):
                  temperature: float = 4.0, taps=None, connector='auto',
                  teacher_ckpt: str | None = None, warmup: float = 0.0,
                  teacher_kd: float | None = None, total_steps: int | None = None,
-                 task_shares: dict | None = None):
+                 task_shares: dict | None = None, random_teacher: bool = False):
         super().__init__()
         # any order: the model builders (UNets too) are the zoo's, not the adapters'
         self.adapter = build_adapter(adapter)
         self.student = build_network(student)
         self.teacher = build_network(teacher)
+        if self.student is self.teacher:  # it would be distilled into itself, frozen or not
+            raise ValueError(f'student and teacher are the same {type(self.student).__name__} '
+                             f'object: give the teacher as a network of its own (another '
+                             f'module, e.g. a trained copy, or a model config)')
         self.online = self.default_online if online is None else online
+        # an offline teacher without weights would teach at chance level (config_checks)
+        check_teacher_weights(type(self).__name__, self.online, teacher_ckpt, random_teacher,
+                              brings_weights(teacher))
         unknown = set(loss_weights or {}) - set(self.default_loss_weights)
         if unknown:
             raise KeyError(f'{type(self).__name__} has no loss term(s) {sorted(unknown)}; '

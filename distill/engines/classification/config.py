@@ -24,7 +24,7 @@ SCHEDULE_KEYS = ('epochs', 'milestones', 'gamma', 'param_scheduler')
 # where a key given at the top level by mistake belongs (--cfg-options loss_weights.co=0.1)
 KNOWN_SUBKEYS = dict(
     distiller=('type', 'student', 'teacher', 'adapter', 'online', 'loss_weights', 'temperature',
-               'taps', 'connector', 'teacher_ckpt', 'tau', 'tau_schedule'),
+               'taps', 'connector', 'teacher_ckpt', 'random_teacher', 'tau', 'tau_schedule'),
     data=DATA_KEYS, schedule=SCHEDULE_KEYS, optimizer=('lr', 'momentum', 'weight_decay',
                                                        'betas', 'nesterov', 'eps'))
 CHOICES = dict(mixed_precision=('no', 'fp16', 'bf16'), check_finite=('step', 'epoch'))

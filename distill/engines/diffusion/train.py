@@ -75,12 +75,12 @@ class DiffusionTask(Task):
     def build_models(self):
         cfg = self.cfg
         student = build_network(dict(cfg.student))
-        teacher = build_network(dict(cfg.teacher))
         self.adapter = DiffusionAdapter(noise_scheduler=dict(cfg.noise_scheduler),
                                         probe_input_size=model_sample_size(student))
-        self.distiller = build_distiller(dict(cfg.distiller, student=student, teacher=teacher,
-                                              adapter=self.adapter))
-        self.student, self.teacher = student, teacher
+        # the teacher as a config: the distiller knows whether it brings weights (pretrained)
+        self.distiller = build_distiller(dict(cfg.distiller, student=student,
+                                              teacher=dict(cfg.teacher), adapter=self.adapter))
+        self.student, self.teacher = student, self.distiller.teacher
         self.online = self.distiller.online
         self.weight_dtype = WEIGHT_DTYPES.get(cfg.mixed_precision, torch.float32)
         if not self.online and self.weight_dtype != torch.float32:

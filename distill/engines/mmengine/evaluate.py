@@ -143,7 +143,8 @@ def load_test_config(args) -> Config:
             cfg.custom_imports = dict(imports=imports + ['distill.engines.mmengine'],
                                       allow_failed_imports=False)
         cfg.model.validate_teacher = True
-        cfg.model.teacher_ckpt = None  # the checkpoint under test holds the teacher
+        cfg.model.teacher_ckpt = None  # the checkpoint under test holds the teacher,
+        cfg.model.random_teacher = True  # loaded over the built one (not a random teacher)
         cfg.test_evaluator = labelled_metrics(cfg.test_evaluator)
     if args.show or args.show_dir:
         add_visualization(cfg, args, scope)

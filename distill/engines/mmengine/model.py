@@ -28,6 +28,7 @@ import os.path as osp
 from collections import OrderedDict
 
 import torch
+from torch import nn
 from mmengine.logging import MessageHub, print_log
 from mmengine.model import BaseModel
 from mmengine.registry import DefaultScope
@@ -35,7 +36,8 @@ from mmengine.registry import DefaultScope
 from distill import build_distiller
 from distill.adapters import build_adapter
 from distill.engines.core.guards import check_finite_terms
-from distill.engines.mmengine.build import build_mm_model
+from distill.config_checks import brings_weights, check_teacher_weights
+from distill.engines.mmengine.build import build_mm_model, load_model_cfg
 from distill.engines.mmengine.teacher_metric import TEACHER_FIELD_PREFIX
 from distill.engines.mmengine.safe_load import allow_mmengine_checkpoint_globals
 from distill.engines.core.optimizers import DEFAULT_ARCH_OPTIMIZER
@@ -103,6 +105,8 @@ class DistillationModel(BaseModel):
             local path or a URL). Loaded by ``init_weights``, which the Runner calls when
             training starts: building the model reads no file and touches no network, and a
             test run takes the teacher from the checkpoint it evaluates.
+        random_teacher: True when an offline distiller's frozen teacher is meant to keep its
+            random initialisation (no ``teacher_ckpt``); otherwise that is refused at build.
         teacher_map_location: ``map_location`` used to read ``teacher_ckpt``.
         teacher_trained_by: the config that trains the teacher, named in the error raised
             when a local ``teacher_ckpt`` is missing.
@@ -117,7 +121,7 @@ class DistillationModel(BaseModel):
     def __init__(self, student, teacher, distiller: dict, scope: str = 'mmseg',
                  adapter: dict | None = None, teacher_ckpt: str | None = None,
                  teacher_map_location: str = 'cpu', teacher_trained_by: str | None = None,
-                 validate_teacher: bool | None = None,
+                 validate_teacher: bool | None = None, random_teacher: bool = False,
                  search_iters: int | None = None, arch_optimizer: dict | None = None,
                  data_preprocessor=None, init_cfg=None):
         student_model = build_mm_model(student, scope)
@@ -144,14 +148,22 @@ class DistillationModel(BaseModel):
         target = distiller
         if 'base' in distiller:
             target = distiller['base'] = dict(distiller['base'])
-        if 'teacher_ckpt' in target:
-            raise ValueError('give teacher_ckpt to the DistillationModel, not to its distiller')
+        for key in ('teacher_ckpt', 'random_teacher'):
+            if key in target:
+                raise ValueError(f'give {key} to the DistillationModel (model.{key}), not to '
+                                 f'its distiller')
         target.update(student=student_model, teacher=teacher_model, adapter=task_adapter)
         with DefaultScope.overwrite_default_scope('distill'):
             self.distiller = build_distiller(distiller)
         auto_pairs = getattr(self.distiller, 'auto_tap_pairs', None)
         if auto_pairs:  # in the run's log, not only in a Python logger
             print_log(describe_auto_taps(auto_pairs), logger='current')
+        # the distiller saw a built teacher: the rule of an offline teacher's weights is here
+        base = getattr(self.distiller, 'base', self.distiller)
+        own_weights = isinstance(teacher, nn.Module) or brings_weights(load_model_cfg(teacher),
+                                                                       pretrained_key=False)
+        check_teacher_weights(f'model ({type(base).__name__})', self.distiller.online,
+                              teacher_ckpt, random_teacher, own_weights, prefix='model.')
         if scope == 'mmdet':
             _check_no_detection_kd(self.distiller)
         self.validate_teacher = (self.distiller.online if validate_teacher is None
