@@ -129,6 +129,27 @@ def test_image_folder_clear_errors_for_missing_or_empty(tmp_path):
         ImageFolder(tmp_path / 'no_images')
 
 
+def test_empty_class_folders_are_named_in_one_warning_line_of_the_run_log(tmp_path, caplog):
+    """A class folder without images stays a class that nothing teaches: training went on
+    without a word; one warning line now names the folders and their count (train.log too)."""
+    from PIL import Image
+    from distill.engines.core.runtime import log_to
+    for name in 'abcd':
+        (tmp_path / 'tree' / name).mkdir(parents=True)
+    for name in 'ac':
+        Image.new('RGB', (4, 4)).save(tmp_path / 'tree' / name / '0.png')
+    (tmp_path / 'tree' / 'd' / 'notes.txt').write_text('no image')
+    with caplog.at_level('WARNING'):
+        dataset = ImageFolder(tmp_path / 'tree')
+    assert dataset.empty_classes == ['b', 'd'] and dataset.classes == ['a', 'b', 'c', 'd']
+    [record] = [r for r in caplog.records if r.levelname == 'WARNING']
+    line = f"image folder {tmp_path / 'tree'}: 2 of 4 class folders hold no image file (b, d)"
+    assert record.getMessage().startswith(line) and '\n' not in record.getMessage()
+    with log_to(tmp_path / 'run', True):  # in a run: its train.log
+        ImageFolder(tmp_path / 'tree')
+    assert line in (tmp_path / 'run' / 'train.log').read_text()
+
+
 def test_image_folder_names_the_corrupt_file(tmp_path):
     splits = write_shapes_imagefolder(tmp_path, num_train=6, num_val=0)
     class_dir = splits['train'] / shapes_class_folder_names(6)[0]

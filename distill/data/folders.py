@@ -5,6 +5,7 @@ files are found recursively under each), without torchvision.  Errors name the p
 fault: a missing root, a root without class folders or images, a file that does not decode.
 16-bit grey images are scaled to 8 bits (not clipped).
 """
+import logging
 import os
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from distill.registry import DATASETS
 from .transforms import image_to_tensor
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.webp', '.gif', '.tif', '.tiff')
+
+logger = logging.getLogger('distill.data')  # in a run's log (engines/core/runtime.py)
 
 
 def _is_image_file(path):
@@ -105,6 +108,16 @@ class ImageFolder(Dataset):
         if not self.samples:
             raise ValueError(f'no image files ({", ".join(IMAGE_EXTENSIONS)}) in the class '
                              f'folders of {str(self.root)!r}')
+        # a class folder without images stays a class (its label, num_classes count it) that
+        # nothing teaches: said once, not trained on in silence
+        found = {label for _, label in self.samples}
+        self.empty_classes = [name for label, name in enumerate(self.classes)
+                              if label not in found]
+        if self.empty_classes:
+            logger.warning('image folder %s: %d of %d class folders hold no image file (%s): '
+                           'they stay classes, with nothing to learn them from',
+                           self.root, len(self.empty_classes), len(self.classes),
+                           ', '.join(self.empty_classes))
 
     @property
     def targets(self):

@@ -10,9 +10,10 @@ import torch
 
 from distill.taps import describe_auto_taps
 
-# the loggers whose lines go to train.log: the trainer core's and the tasks' (what taps='auto'
-# chose is in the first line, run_summary: the distiller may be built before the log is open)
-RUN_LOGGERS = ('distill.trainer', 'distill.classification', 'distill.diffusion')
+# the loggers whose lines go to train.log: the trainer core's, the tasks' and the data sets'
+# (an image folder's empty classes); what taps='auto' chose is in the first line, run_summary:
+# the distiller may be built before the log is open
+RUN_LOGGERS = ('distill.trainer', 'distill.classification', 'distill.diffusion', 'distill.data')
 
 
 @contextlib.contextmanager
