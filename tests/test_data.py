@@ -316,6 +316,46 @@ def test_coco_annotation_files_are_named_when_damaged(tmp_path):
         check_annotation_files(cfg)
 
 
+def test_coco_annotations_mmdet_drops_are_counted_in_one_warning_line(tmp_path):
+    """Boxes outside their image, of zero area or of a category outside the classes were
+    dropped by MMDetection's CocoDataset without a word; the check before training counts them,
+    one line per file, with the counts per kind (the same ones CocoDataset drops)."""
+    import json
+    from distill.data.coco_layout import check_annotation_files, write_shapes_coco
+    from distill.data.shapes import shape_class_names
+    root = write_shapes_coco(tmp_path / 'coco', num_train=3, num_val=2, image_size=32)
+    path = root / 'annotations' / 'instances_train.json'
+    data = json.loads(path.read_text())
+    template = data['annotations'][0]
+    extra = [dict(bbox=[40, 40, 5, 5]), dict(bbox=[-9, 2, 6, 6]),  # outside the 32x32 image
+             dict(bbox=[2, 2, 0.5, 8]), dict(area=0.0),  # under 1 px a side, zero area
+             dict(category_id=99)]  # no such category
+    for i, change in enumerate(extra):
+        data['annotations'].append(dict(template, id=1000 + i, **change))
+    path.write_text(json.dumps(data))
+    total = len(data['annotations'])
+    classes = shape_class_names(6)
+    cfg = dict(train_dataloader=dict(dataset=dict(
+        data_root=str(root), ann_file='annotations/instances_train.json',
+        metainfo=dict(classes=classes[1:]))))  # 'disk' (id 1) left out of the classes
+    disks = sum(a['category_id'] == 1 for a in data['annotations'][:-len(extra)])
+    [line] = check_annotation_files(cfg)
+    assert line == (f"train_dataloader.dataset.ann_file: {path}: MMDetection's CocoDataset "
+                    f'drops {5 + disks} of its {total} annotations without a word: 2 outside '
+                    f'the image; 2 of zero area (area <= 0 or a side < 1 px); {1 + disks} of '
+                    f"category ids not among the classes of the data set's metainfo (ids 1, 99)")
+    cfg['train_dataloader']['dataset'].pop('metainfo')
+    assert check_annotation_files(cfg)[0].endswith('1 of category ids not among the classes '
+                                                   'of the file (ids 99)')
+    pytest.importorskip('mmdet')
+    from mmdet.datasets import CocoDataset
+    kept = CocoDataset(data_root=str(root), ann_file='annotations/instances_train.json',
+                       metainfo=dict(classes=classes[1:]), data_prefix=dict(img='images/train/'),
+                       pipeline=[], lazy_init=False)
+    assert sum(len(kept.get_data_info(i)['instances']) for i in range(len(kept))) == \
+        total - 5 - disks  # what MMDetection itself keeps
+
+
 def test_a_val_tree_missing_a_class_is_labelled_by_the_train_names(tmp_path, caplog):
     # labels come from each tree's sorted folder names: without the check, val's 'c' images
     # would get label 1 ('b' in train) and every metric would be silently wrong

@@ -11,11 +11,14 @@ and ``CocoMetric`` (pycocotools) evaluates on it. Written once, atomically (see
 
 ``check_annotation_files(cfg)`` reads every COCO annotation JSON a config's dataloaders name
 and fails naming the file (and the line and column) when one is truncated or not COCO; what
-MMDetection itself raises there is a bare ``JSONDecodeError`` that names no file.
+MMDetection itself raises there is a bare ``JSONDecodeError`` that names no file. It also counts
+the annotations MMDetection's ``CocoDataset`` drops without a word (``dropped_annotations``) and
+warns in one line per file.
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -120,9 +123,62 @@ def read_coco_json(path) -> dict:
     return data
 
 
+#: why ``CocoDataset.parse_data_info`` drops an annotation, in the order it tests them
+DROP_REASONS = dict(outside='outside the image', zero_area='of zero area (area <= 0 or a side '
+                    '< 1 px)', category='of category ids not among the classes')
+
+
+def dropped_annotations(data: dict, classes=None) -> tuple[dict, set]:
+    """``({reason: count}, unknown category ids)`` of the annotations of a COCO dict that
+    MMDetection's ``CocoDataset`` drops as it reads them (its ``parse_data_info``, whose tests
+    these are): a box that does not overlap its image, one of zero area or under 1 px a side, a
+    category not among the data set's ``classes`` (matched by name, as ``get_cat_ids`` does;
+    None: the file's own categories). Annotations marked ``ignore``, of no image, or malformed
+    (which MMDetection fails on by itself) are not counted."""
+    images = {image.get('id'): image for image in data['images'] if isinstance(image, dict)}
+    known = {cat.get('id') for cat in data['categories'] if isinstance(cat, dict)
+             and (classes is None or cat.get('name') in classes)}
+    counts, unknown = dict.fromkeys(DROP_REASONS, 0), set()
+    for ann in data['annotations']:
+        image = images.get(ann.get('image_id')) if isinstance(ann, dict) else None
+        if image is None or ann.get('ignore', False):
+            continue
+        try:
+            x1, y1, w, h = (float(v) for v in ann['bbox'])
+            inter_w = max(0, min(x1 + w, image['width']) - max(x1, 0))
+            inter_h = max(0, min(y1 + h, image['height']) - max(y1, 0))
+            area = float(ann['area'])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if inter_w * inter_h == 0:
+            counts['outside'] += 1
+        elif area <= 0 or w < 1 or h < 1:
+            counts['zero_area'] += 1
+        elif ann.get('category_id') not in known:
+            counts['category'] += 1
+            unknown.add(ann.get('category_id'))
+    return counts, unknown
+
+
+def describe_dropped(path, data: dict, classes=None) -> str | None:
+    """One line naming ``path`` and how many of its annotations ``CocoDataset`` drops, per
+    reason; None when it drops none."""
+    counts, unknown = dropped_annotations(data, classes)
+    if not any(counts.values()):
+        return None
+    kinds = [f'{count} {DROP_REASONS[reason]}' for reason, count in counts.items() if count]
+    if counts['category']:
+        ids = ', '.join(map(str, sorted(unknown, key=str)))
+        kinds[-1] += (f" of the data set's metainfo (ids {ids})" if classes is not None
+                      else f' of the file (ids {ids})')
+    return (f"{path}: MMDetection's CocoDataset drops {sum(counts.values())} of its "
+            f"{len(data['annotations'])} annotations without a word: {'; '.join(kinds)}")
+
+
 def _annotation_files(cfg):
-    """(section, path) of every ``ann_file`` ending in .json under the dataloaders of a
-    config, joined to its ``data_root`` as MMEngine datasets do."""
+    """(section, path, classes) of every ``ann_file`` ending in .json under the dataloaders
+    of a config, joined to its ``data_root`` as MMEngine datasets do; ``classes``: the data
+    set's ``metainfo.classes`` (None where the config gives none)."""
     for section in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         stack = [(section, (cfg.get(section) or {}).get('dataset'), '')]
         while stack:
@@ -134,7 +190,8 @@ def _annotation_files(cfg):
             if isinstance(ann_file, str) and ann_file.endswith('.json'):
                 full = ann_file if os.path.isabs(ann_file) or not root else os.path.join(
                     root, ann_file)
-                yield f'{where}.dataset.ann_file', full
+                classes = (dataset.get('metainfo') or {}).get('classes')
+                yield f'{where}.dataset.ann_file', full, classes
             inner = dataset.get('dataset')  # RepeatDataset, ClassBalancedDataset, ...
             if isinstance(inner, dict):
                 stack.append((f'{where}.dataset', inner, root))
@@ -142,15 +199,23 @@ def _annotation_files(cfg):
                 stack.append((f'{where}.datasets[{i}]', item, root))
 
 
-def check_annotation_files(cfg) -> None:
+def check_annotation_files(cfg) -> list[str]:
     """Parse each local COCO JSON of the config's dataloaders once, before the Runner does:
-    a bad file fails naming it and the config key that points to it."""
-    seen = set()
-    for key, path in _annotation_files(cfg):
-        if path in seen or '://' in path:  # remote backends: left to MMEngine
+    a bad file fails naming it and the config key that points to it. Annotations that
+    MMDetection would drop silently are counted: one warning line per file (returned too)."""
+    from mmengine.logging import print_log
+    seen, warnings = set(), []
+    for key, path, classes in _annotation_files(cfg):
+        classes = None if classes is None else tuple(classes)
+        if (path, classes) in seen or '://' in path:  # remote backends: left to MMEngine
             continue
-        seen.add(path)
+        seen.add((path, classes))
         try:
-            read_coco_json(path)
+            data = read_coco_json(path)
         except (ValueError, FileNotFoundError) as err:
             raise type(err)(f'{key}: {err}') from err
+        dropped = describe_dropped(path, data, classes)
+        if dropped is not None:
+            warnings.append(f'{key}: {dropped}')
+            print_log(warnings[-1], logger='current', level=logging.WARNING)
+    return warnings
