@@ -408,6 +408,37 @@ def test_a_code_running_rng_file_with_forged_checksums_stops_the_resume(tmp_path
         train_classification(tiny_cfg(epochs=2), work_dir=run, resume=str(newest))
 
 
+class _Labelled(torch.utils.data.Dataset):
+    """A data set of the user's: its labels at hand (``labels``), no class list."""
+    root = 'my/data'
+
+    def __init__(self, labels):
+        self.labels = torch.tensor(labels)
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, index):
+        return dict(inputs=torch.rand(3, 16, 16), labels=int(self.labels[index]))
+
+
+def test_labels_the_student_cannot_predict_are_named_before_the_first_step(tmp_path):
+    """A label >= num_classes failed inside the first loss (an IndexError naming neither the
+    data set nor the values; on a GPU a device-side assert): one line now, before any step."""
+    from test_classification_engine import tiny_cfg
+    cfg = tiny_cfg(epochs=1, distiller_type='DML')  # 4 classes
+    with pytest.raises(ValueError, match=r'^data\.train \(_Labelled at my/data\) has label '
+                                         r'values 7, 12 outside 0\.\.3: the student predicts 4 '
+                                         r'classes; fix those labels, or give distiller\.student'):
+        train_classification(cfg, work_dir=tmp_path / 'train', datasets=dict(
+            train=_Labelled([0, 1, 2, 3, 7, 12] * 4), val=_Labelled([0, 1] * 4)))
+    with pytest.raises(ValueError, match=r'^data\.val \(_Labelled at my/data\) has label '
+                                         r'values -1, 4 outside 0\.\.3'):
+        train_classification(cfg, work_dir=tmp_path / 'val', datasets=dict(
+            train=_Labelled([0, 1, 2, 3] * 4), val=_Labelled([0, 4, -1] * 2)))
+    assert not list(tmp_path.glob('*/checkpoint-*'))
+
+
 def test_class_count_and_channel_mismatches_are_named_before_the_first_step(tmp_path):
     from test_classification_engine import tiny_cfg
     cfg = tiny_cfg(epochs=1, distiller_type='DML')

@@ -478,3 +478,37 @@ def test_an_offline_model_without_teacher_ckpt_is_refused_at_build():
     with pytest.raises(ValueError, match=r'give random_teacher to the DistillationModel'):
         build_from_config(offline, {'model.teacher_ckpt': None,
                                     'model.distiller.random_teacher': True})
+
+
+def test_label_values_the_student_cannot_predict_name_the_label_map(tmp_path):
+    """A segmentation label map with a value >= num_classes (not the ignore index 255) failed
+    inside the loss with an index error naming no file (a device-side assert on a GPU): the
+    first batches' maps are checked, one line naming the map and the values."""
+    import numpy as np
+    from mmengine.dataset import pseudo_collate
+    from mmengine.registry import DefaultScope
+    from mmseg.registry import DATASETS
+    from PIL import Image
+    from mm_helpers import build_from_config
+    from distill.data.mmseg_layout import write_shapes_mmseg
+    from distill.engines.mmengine.launch import load_config, parse_args
+    root = write_shapes_mmseg(tmp_path / 'data', num_train=2, num_val=1, image_size=32)
+    label_map = root / 'ann_dir' / 'train' / '00001.png'
+    values = np.array(Image.open(label_map))
+    values[0, :3], values[1, :3] = 9, 255  # 9: no class of 7; 255: the ignore index
+    Image.fromarray(values).save(label_map)
+    cfg = load_config(parse_args('t', [SEG, '--cfg-options',
+                                       f'train_dataloader.dataset.data_root={root}']))
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        dataset = DATASETS.build(cfg.train_dataloader.dataset)
+    model = build_from_config(SEG).train()
+    model.distiller.set_progress(0.5)  # as the Runner's iterations would
+    data = model.data_preprocessor(pseudo_collate([dataset[0], dataset[1]]), True)
+    with pytest.raises(ValueError, match=rf'^the label map {label_map} has label values 9 '
+                                         rf'outside 0\.\.6 \(ignore_index 255 aside\): the '
+                                         rf'student predicts 7 classes; check its encoding'):
+        model(**data, mode='loss')
+    values[0, :3] = 0
+    Image.fromarray(values).save(label_map)
+    data = model.data_preprocessor(pseudo_collate([dataset[0], dataset[1]]), True)
+    assert torch.isfinite(sum(model(**data, mode='loss').values()))

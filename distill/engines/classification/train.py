@@ -116,10 +116,13 @@ def align_class_labels(train, val) -> None:
                    'labelled one off)', missing)
 
 
-def check_data_fits_model(distiller, train_set) -> None:
+def check_data_fits_model(distiller, train_set, val_set=None) -> None:
     """Before the first step: the training images' channels go through the student, and its
-    logits cover the data set's classes; each mismatch is named with the setting to change
-    (torch would fail inside the first forward or loss, naming neither)."""
+    logits cover the data set's classes and every label of both splits (``data/labels.py``,
+    where a data set has its labels at hand: ``labels`` or ``targets``); each mismatch is named
+    with the setting to change (torch would fail inside the first forward or loss, naming
+    neither; on a GPU with a device-side assert)."""
+    from distill.data.labels import check_label_values, dataset_labels
     import torch
     from distill.config_checks import ConfigError
     sample = train_set[0]['inputs']
@@ -138,6 +141,14 @@ def check_data_fits_model(distiller, train_set) -> None:
         raise ConfigError(f'data.train has {len(classes)} classes but the student predicts '
                           f'{logits[0].shape[-1]}: set num_classes={len(classes)} for '
                           f'distiller.student and distiller.teacher')
+    for split, dataset in (('train', train_set), ('val', val_set)):
+        labels = dataset_labels(dataset) if dataset is not None and logits else None
+        if labels is not None:
+            root = getattr(dataset, 'root', None)
+            check_label_values(labels, logits[0].shape[-1], f'data.{split} ('
+                               f'{type(dataset).__name__}{f" at {root}" if root else ""})',
+                               fix='fix those labels, or give distiller.student and '
+                                   'distiller.teacher a num_classes that covers them')
 
 
 def _run(cfg, work_dir: Path, resume, datasets, accelerator, close_group) -> TrainResult:
@@ -151,7 +162,7 @@ def _run(cfg, work_dir: Path, resume, datasets, accelerator, close_group) -> Tra
     set_seed(seed)  # the same initial weights on every process and every run
     datasets = datasets or build_classification_datasets(data_cfg)
     distiller = build_distiller(cfg['distiller'])
-    check_data_fits_model(distiller, datasets['train'])
+    check_data_fits_model(distiller, datasets['train'], datasets['val'])
     if train_cfg['channels_last']:  # NHWC weights and batches (BatchPreparer): GPU convs
         distiller = distiller.to(memory_format=torch.channels_last)
     settings = TrainSettings(

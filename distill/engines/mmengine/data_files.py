@@ -1,4 +1,5 @@
-"""A data file the pipeline cannot decode ends a Runner run with one line naming it.
+"""A data file the pipeline cannot decode ends a Runner run with one line naming it; so does a
+segmentation label map with values the student cannot predict (``LabelMapCheck``).
 
 mmcv's decoders return None for bytes that are no image (a truncated download, a file that
 is not an image), and the run ended in a traceback through the data loader: an
@@ -14,6 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import re
+
+import torch
+
+from distill.data.labels import check_label_values
 
 
 class DataFileError(ValueError):
@@ -80,3 +85,35 @@ def data_files_named():
         if unreadable is None:
             raise
         raise DataFileError(unreadable) from err
+
+
+class LabelMapCheck:
+    """The label maps of the first ``batches`` training batches (and validation batches) of a
+    segmentation run hold only values the student's decode head predicts, or its ignore index:
+    a value >= ``num_classes`` failed inside the loss (an index error naming no file; on a GPU
+    a device-side assert) or was left out of the IoU without a word. One line names the label
+    map and the values (``distill/data/labels.py``, the rule of every engine). Checked on the
+    maps the loss sees (after the pipeline: ``reduce_zero_label``, a ``label_map``) and only in
+    the first batches, each costing one wait on the device: start-up stays as fast, and a wrong
+    encoding (Cityscapes labelIds for trainIds, masks saved as 0/255) shows at once."""
+
+    def __init__(self, batches: int = 20):
+        self.left = dict(loss=batches, predict=batches)
+
+    def __call__(self, head, data_samples, mode: str) -> None:
+        head = head[-1] if isinstance(head, torch.nn.ModuleList) else head  # a cascade's last
+        num_classes = getattr(head, 'num_classes', None)
+        ignore = getattr(head, 'ignore_index', None)
+        if not self.left.get(mode) or not data_samples or num_classes is None:
+            return
+        self.left[mode] -= 1
+        maps = [(s.gt_sem_seg.data, s.metainfo.get('seg_map_path'))
+                for s in data_samples if 'gt_sem_seg' in s]
+        outside = [(((m >= num_classes) | (m < 0)) & (m != ignore)).any() for m, _ in maps]
+        if not maps or not bool(torch.stack(outside).any()):  # one wait on the device a batch
+            return
+        for values, path in maps:
+            check_label_values(values, num_classes, f'the label map {path or "of a sample"}',
+                               ignore_index=ignore, fix='check its encoding (reduce_zero_label; '
+                               'train ids, not label ids) or give the decode heads a num_classes '
+                               'that covers them')

@@ -38,6 +38,7 @@ from distill.adapters import build_adapter
 from distill.engines.core.guards import check_finite_terms
 from distill.config_checks import brings_weights, check_teacher_weights
 from distill.engines.mmengine.build import build_mm_model, load_model_cfg
+from distill.engines.mmengine.data_files import LabelMapCheck
 from distill.engines.mmengine.teacher_metric import TEACHER_FIELD_PREFIX
 from distill.engines.mmengine.safe_load import allow_mmengine_checkpoint_globals
 from distill.engines.core.optimizers import DEFAULT_ARCH_OPTIMIZER
@@ -168,6 +169,8 @@ class DistillationModel(BaseModel):
             _check_no_detection_kd(self.distiller)
         self.validate_teacher = (self.distiller.online if validate_teacher is None
                                  else validate_teacher)
+        # segmentation: label values the student cannot predict, named (data_files.py)
+        self.label_maps = LabelMapCheck() if scope == 'mmseg' else None
         self._setup_arch_search(search_iters, arch_optimizer or DEFAULT_ARCH_OPTIMIZER)
 
     # the networks live in the distiller (state-dict keys ``distiller.student.*``)
@@ -249,6 +252,8 @@ class DistillationModel(BaseModel):
 
     # ------------------------------------------------------------------ forward
     def forward(self, inputs, data_samples=None, mode: str = 'tensor'):
+        if self.label_maps is not None:
+            self.label_maps(self.student.decode_head, data_samples, mode)
         if mode == 'loss':
             self._update_progress()
             batch = dict(inputs=inputs, data_samples=data_samples)
