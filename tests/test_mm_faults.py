@@ -512,3 +512,27 @@ def test_label_values_the_student_cannot_predict_name_the_label_map(tmp_path):
     Image.fromarray(values).save(label_map)
     data = model.data_preprocessor(pseudo_collate([dataset[0], dataset[1]]), True)
     assert torch.isfinite(sum(model(**data, mode='loss').values()))
+
+
+def test_a_data_root_option_moves_the_loaders_and_the_evaluators(tmp_path, monkeypatch):
+    """--cfg-options data_root=OTHER was taken, and the loaders kept reading the old root (the
+    variable was substituted when the file was read): every loader and evaluator that read the
+    config's data_root now reads the new one, logged; an explicit loader key wins."""
+    import distill.engines.mmengine.cfg_options as cfg_options
+    from distill.engines.mmengine.launch import load_config, parse_args
+    logged = []
+    monkeypatch.setattr(cfg_options, 'print_log', lambda line, **kw: logged.append(line))
+    new = str(tmp_path / 'mine')
+    cfg = load_config(parse_args('t', [DET, '--cfg-options', f'data_root={new}',
+                                       f'test_dataloader.dataset.data_root={tmp_path}/test/']))
+    assert cfg.train_dataloader.dataset.data_root == cfg.val_dataloader.dataset.data_root == new
+    assert cfg.test_dataloader.dataset.data_root == f'{tmp_path}/test/'  # given: kept
+    files = {metric.metric.ann_file for metric in [*cfg.val_evaluator, *cfg.test_evaluator]}
+    assert files == {f'{new}/annotations/instances_val.json'}
+    assert cfg.prepare_data.root == 'data/shapes_coco/'  # written only where loaders read
+    cfg = load_config(parse_args('t', [SEG]))
+    moved = cfg_options.merge_cfg_options(cfg, {'data_root': new})
+    assert moved == [f'{name}_dataloader.dataset.data_root' for name in ('train', 'val', 'test')]
+    assert cfg.val_dataloader.dataset.data_root == new
+    assert logged[-1] == (f"--cfg-options data_root={new}: what read the config's data_root "
+                          f'data/shapes_seg now reads {new}: ' + ', '.join(moved))

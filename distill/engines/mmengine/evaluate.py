@@ -27,6 +27,7 @@ from distill.dist import close_process_group
 from distill.engines.core.cli_errors import add_debug_option
 from distill.engines.core.cli_options import ConfigOptionsAction
 from distill.engines.core.targets import check_output
+from distill.engines.mmengine.cfg_options import merge_cfg_options
 from distill.engines.mmengine.checkpoint_files import (NETWORK_PREFIXES, check_checkpoint_fits,
                                                        verify_checkpoint)
 from distill.engines.mmengine.launch import prepare_data, setup_cpu_distributed
@@ -127,8 +128,7 @@ def set_seg_output(cfg, out: str, distillation: bool) -> None:
 def load_test_config(args) -> Config:
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
+    merge_cfg_options(cfg, args.cfg_options)  # data_root=NEW moves the loaders' roots too
     # work_dir: command line > config > ./work_dirs/<config name>
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir

@@ -21,6 +21,7 @@ from distill.engines.core.cli_errors import add_debug_option
 from distill.engines.core.cli_options import ConfigOptionsAction
 from distill.engines.core.targets import check_output, same_file
 from distill.engines.mmengine.build import build_mm_model, load_model_cfg
+from distill.engines.mmengine.cfg_options import merge_cfg_options
 from distill.engines.mmengine.checkpoint_files import (NETWORK_PREFIXES, verify_checkpoint,
                                                     write_checkpoint_bytes)
 from distill.engines.mmengine.teacher_metric import plain_metrics, single_or_list
@@ -158,8 +159,7 @@ def export_main(description: str, argv=None):
     args = parser.parse_args(argv)
     import distill.engines.mmengine  # noqa: F401
     cfg = Config.fromfile(args.config)
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
+    merge_cfg_options(cfg, args.cfg_options)  # data_root=NEW moves the loaders' roots too
     config = student_config(cfg)  # before writing anything: a config error leaves no file
     config_path = osp.splitext(args.out)[0] + '.py'
     if same_file(config_path, args.out):

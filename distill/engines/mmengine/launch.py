@@ -8,6 +8,8 @@ own ``tools/train.py`` (``CONFIG --work-dir --amp --auto-scale-lr --resume [CHEC
   whatever the config's ``default_scope``;
 * a config's ``prepare_data`` entry writes the synthetic shapes set if its folder is missing
   and the config's loaders read it;
+* ``--cfg-options data_root=DIR`` moves the loaders (and evaluators' ``ann_file``) that read the
+  config's own ``data_root`` (``cfg_options.py``);
 * mmengine checkpoints resume under torch >= 2.6 with ``weights_only`` on (see safe_load);
 * a missing local teacher checkpoint is reported before the Runner starts, with the config
   that trains it;
@@ -45,6 +47,7 @@ from distill.checkpoint import write_atomic
 from distill.dist import close_process_group
 from distill.engines.core.cli_errors import add_debug_option
 from distill.engines.core.cli_options import ConfigOptionsAction
+from distill.engines.mmengine.cfg_options import merge_cfg_options
 from distill.engines.mmengine.safe_load import allow_mmengine_checkpoint_globals
 
 
@@ -129,7 +132,7 @@ def load_config(args) -> Config:
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
         check_cfg_options(list(cfg.keys()), args.cfg_options)
-        cfg.merge_from_dict(args.cfg_options)
+        merge_cfg_options(cfg, args.cfg_options)  # data_root=NEW moves the loaders' roots too
     hooks = list(cfg.get('custom_hooks') or [])
     for name in ('FiniteStateHook', 'ResumeHook', 'ArchBatchesHook'):
         if not any(isinstance(h, dict) and str(h.get('type', '')).endswith(name) for h in hooks):
