@@ -25,7 +25,8 @@ def sokd(seed=0):
         base=dict(type='FitNet', student=dict(type='tiny_cnn', num_classes=6, width=4),
                   teacher=dict(type='tiny_cnn', num_classes=6, width=8),
                   adapter=dict(type='ClassifierAdapter', probe_input_size=16),
-                  taps=[dict(student='stage3', teacher='stage3')]))).train()
+                  taps=[dict(student='stage3', teacher='stage3')],
+                  random_teacher=True))).train()
 
 
 def batch(seed):
