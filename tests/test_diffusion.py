@@ -51,7 +51,7 @@ def test_adm_terms_and_gradients(online, names):
     torch.manual_seed(0)
     distiller = build_distiller(dict(type='ADM', student=unet(), teacher=unet((16, 32), 2),
                                      adapter=adapter(), online=online, taps=BLOCK_TAPS,
-                                     warmup=0.0))
+                                     warmup=0.0, random_teacher=True))  # offline: meant here
     assert [(p['student'], p['teacher_shape']) for p in distiller.tap_pairs] == [
         ('down_blocks.1[0]', (32, SIZE // 2, SIZE // 2)), ('mid_block', (32, SIZE // 2, SIZE // 2))]
     terms = distiller(batch())
@@ -66,7 +66,8 @@ def test_adm_terms_and_gradients(online, names):
 def test_output_matching_is_mse_to_detached_teacher():
     torch.manual_seed(0)
     distiller = build_distiller(dict(type='KD', student=unet(), teacher=unet((16, 32)),
-                                     adapter=adapter(), loss_weights=dict(task=0.0, kd=1.0)))
+                                     adapter=adapter(), loss_weights=dict(task=0.0, kd=1.0),
+                                     random_teacher=True))
     prepared = distiller.adapter.prepare(batch())
     student = distiller.adapter.run(distiller.student, prepared)
     teacher = distiller.adapter.run(distiller.teacher, prepared)
@@ -127,7 +128,8 @@ def test_conditional_unet_online_and_offline():
     for online in (True, False):
         distiller = build_distiller(dict(
             type='ADM', student=conditional_unet(), teacher=conditional_unet((16, 32)),
-            adapter=adapter(), online=online, taps=BLOCK_TAPS, warmup=0.0))
+            adapter=adapter(), online=online, taps=BLOCK_TAPS, warmup=0.0,
+            random_teacher=True))
         terms = distiller(batch(channels=4, states=states))
         assert ('teacher.di' in terms) == online
         sum(terms.values()).backward()
