@@ -307,10 +307,6 @@ class Diffusion(Framework):
         return command + (['--cfg-options', *options] if options else [])
 
     @classmethod
-    def has_checkpoint(cls, work_dir: Path) -> bool:
-        return any(p.is_dir() for p in work_dir.glob('checkpoint-*'))
-
-    @classmethod
     def final_record(cls, work_dir: Path, cfg) -> dict | None:
         path = work_dir / 'metrics.json'
         if not path.is_file():
